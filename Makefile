@@ -1,0 +1,43 @@
+# circhub — the two commands a fresh machine needs: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export DO_NOT_TRACK := 1
+
+.PHONY: demo test bench lint services odbc serve clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+	  || { echo "circhub needs Python 3.11+ ($(PYTHON) is older)"; exit 1; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/circhub demo
+
+test: $(STAMP) services odbc
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP) services odbc
+	$(BIN)/python -m bench
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+services:
+	@scripts/ensure-services
+
+odbc:
+	@scripts/ensure-odbc
+
+serve: $(STAMP)
+	$(BIN)/circhub serve
+
+clean:
+	rm -rf $(VENV) circhub.db demo var

@@ -1,0 +1,167 @@
+"""The consortium config: one TOML file listing members, checked whole when it is loaded.
+
+Every mistake is reported with the member and the field, all at once, before anything runs.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from connections.profile import ProfileError, load_profile
+
+CODE_PATTERN = re.compile(r"^[A-Z0-9][A-Z0-9_-]{1,31}$")
+CONNECTION_FIELDS = ("connection", "connection_env", "connection_secret")
+
+
+class ConfigError(ValueError):
+    """The consortium config cannot be used; the message lists every problem found."""
+
+
+@dataclass(frozen=True)
+class Member:
+    code: str
+    name: str
+    region: str
+    profile: str
+    connection: str | None = None  # a SQLAlchemy URL in clear (demo, tests)
+    connection_env: str | None = None  # name of an environment variable holding the URL
+    connection_secret: str | None = None  # name of a Prefect Secret block holding the URL
+    sync: bool = True
+    writeback: bool = True
+    branches: dict[str, str] = field(default_factory=dict)  # ILS branch code -> member code
+    barcode_prefix: str = ""
+    level: str = "county"  # province | city | county: for the book-flow reports
+
+    def member_for_branch(self, branch: str | None) -> str | None:
+        if branch is None:
+            return None
+        return self.branches.get(branch, branch)
+
+    def branch_for_member(self, member: str) -> str:
+        for branch, code in self.branches.items():
+            if code == member:
+                return branch
+        return member
+
+
+@dataclass(frozen=True)
+class Consortium:
+    name: str
+    members: tuple[Member, ...]
+    central_store: str | None = None
+    central_store_env: str | None = None
+    max_source_connections: int = 8
+    lookback_seconds: int = 300
+    demo: bool = False  # allows the built-in demo hash key; never set in production
+    source_path: Path | None = None
+
+    def member(self, code: str) -> Member:
+        for m in self.members:
+            if m.code == code:
+                return m
+        raise ConfigError(f"no member {code!r} in the consortium config")
+
+    @property
+    def codes(self) -> set[str]:
+        return {m.code for m in self.members}
+
+    def owner_of_barcode(self, barcode: str | None) -> str | None:
+        """The owner is the member whose barcode prefix the barcode carries (longest wins)."""
+        if not barcode:
+            return None
+        best = None
+        for m in self.members:
+            if barcode.startswith(m.barcode_prefix) and (
+                best is None or len(m.barcode_prefix) > len(best.barcode_prefix)
+            ):
+                best = m
+        return best.code if best else None
+
+
+def load_config(path: str | Path) -> Consortium:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"consortium config {path} does not exist")
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"consortium config {path}: not valid TOML: {exc}") from exc
+    return parse_config(data, source_path=path)
+
+
+def parse_config(data: dict[str, Any], source_path: Path | None = None) -> Consortium:
+    errors: list[str] = []
+    head = data.get("consortium", {})
+    members = []
+    seen: set[str] = set()
+    for i, raw in enumerate(data.get("members", [])):
+        member = _parse_member(i, raw, errors)
+        if member is None:
+            continue
+        if member.code in seen:
+            errors.append(f"member {member.code}: field 'code': duplicate member code")
+        seen.add(member.code)
+        members.append(member)
+    if not members and not errors:
+        errors.append("no [[members]] listed")
+    if not head.get("central_store") and not head.get("central_store_env"):
+        head = {**head, "central_store": "sqlite:///circhub.db"}
+    if errors:
+        where = f" {source_path}" if source_path else ""
+        raise ConfigError(f"consortium config{where} is invalid:\n  - " + "\n  - ".join(errors))
+    return Consortium(
+        name=head.get("name", "consortium"),
+        members=tuple(members),
+        central_store=head.get("central_store"),
+        central_store_env=head.get("central_store_env"),
+        max_source_connections=int(head.get("max_source_connections", 8)),
+        lookback_seconds=int(head.get("lookback_seconds", 300)),
+        demo=bool(head.get("demo", False)),
+        source_path=source_path,
+    )
+
+
+def _parse_member(i: int, raw: dict[str, Any], errors: list[str]) -> Member | None:
+    code = raw.get("code")
+    label = f"member {code}" if code else f"member #{i + 1}"
+    before = len(errors)
+    if not code or not isinstance(code, str) or not CODE_PATTERN.match(code):
+        errors.append(f"{label}: field 'code': must be 2-32 upper-case letters, digits, - or _")
+    for name in ("name", "profile"):
+        if not raw.get(name):
+            errors.append(f"{label}: field {name!r}: missing")
+    given = [f for f in CONNECTION_FIELDS if raw.get(f)]
+    if len(given) != 1:
+        errors.append(
+            f"{label}: field 'connection': give exactly one of {', '.join(CONNECTION_FIELDS)}"
+            + (f" (got {', '.join(given)})" if given else "")
+        )
+    if raw.get("profile"):
+        try:
+            load_profile(raw["profile"])
+        except ProfileError as exc:
+            errors.append(f"{label}: field 'profile': {exc}")
+    unknown = set(raw) - set(Member.__dataclass_fields__) - {"sync", "writeback"}
+    if unknown:
+        errors.append(f"{label}: unknown field(s) {sorted(unknown)}")
+    if len(errors) > before:
+        return None
+    return Member(
+        code=code,
+        name=raw["name"],
+        region=raw.get("region", ""),
+        profile=raw["profile"],
+        connection=raw.get("connection"),
+        connection_env=raw.get("connection_env"),
+        connection_secret=raw.get("connection_secret"),
+        sync=bool(raw.get("sync", True)),
+        writeback=bool(raw.get("writeback", True)),
+        branches=dict(raw.get("branches", {})),
+        barcode_prefix=raw.get("barcode_prefix") or code,
+        level=raw.get("level", "county"),
+    )

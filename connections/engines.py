@@ -1,0 +1,111 @@
+"""Engines for members and the central store, and the secrets behind them.
+
+A connection URL comes from the config in clear (demo, tests), from an environment variable,
+or from a Prefect Secret block. Engines are cached per URL so one process keeps one pool per
+database. Errors never print a URL (it may hold a password): they name the member instead.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+
+from connections.config import Consortium, Member
+
+DEMO_ID_KEY = b"circhub-demo-key-not-for-production"
+ID_KEY_ENV = "CIRCHUB_ID_KEY"
+ID_KEY_SECRET = "circhub-id-key"
+
+
+class ConnectionSetupError(RuntimeError):
+    """A member or the central store cannot be reached or is misconfigured."""
+
+
+def _secret(block_name: str) -> str:
+    from prefect.blocks.system import Secret  # only where a Secret block is named
+
+    return Secret.load(block_name).get()
+
+
+def member_url(member: Member) -> str:
+    if member.connection:
+        return member.connection
+    if member.connection_env:
+        value = os.environ.get(member.connection_env)
+        if not value:
+            raise ConnectionSetupError(
+                f"member {member.code}: environment variable {member.connection_env} is not set"
+            )
+        return value
+    try:
+        return _secret(member.connection_secret)
+    except Exception as exc:  # noqa: BLE001 - any failure to load is the same problem here
+        raise ConnectionSetupError(
+            f"member {member.code}: cannot load Secret block {member.connection_secret!r}: "
+            f"{type(exc).__name__}"
+        ) from None
+
+
+def central_url(consortium: Consortium) -> str:
+    if consortium.central_store_env:
+        value = os.environ.get(consortium.central_store_env)
+        if not value:
+            raise ConnectionSetupError(
+                f"central store: environment variable {consortium.central_store_env} is not set"
+            )
+        return value
+    return consortium.central_store or "sqlite:///circhub.db"
+
+
+def member_engine(member: Member) -> Engine:
+    return engine_for(member_url(member))
+
+
+# Per driver: how long to wait for a member that does not answer (a hung member must fail,
+# not block the schedule). Looked up, never branched on.
+CONNECT_ARGS = {
+    "sqlite": {"timeout": 30},
+    "mysql": {"connect_timeout": 10},
+    "postgresql": {"connect_timeout": 10},
+    "mssql": {"timeout": 10},
+}
+
+
+@cache
+def engine_for(url: str) -> Engine:
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    pre_ping = backend != "sqlite"
+    engine = create_engine(url, pool_pre_ping=pre_ping,
+                           connect_args=dict(CONNECT_ARGS.get(backend, {})))
+    if backend == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    # WAL lets the demo's parallel member syncs read while the central store writes.
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+def id_hash_key(consortium: Consortium) -> bytes:
+    """The HMAC key for reader IDs. Outside the demo, no key means no start."""
+    value = os.environ.get(ID_KEY_ENV)
+    if value:
+        return value.encode()
+    if consortium.demo:
+        return DEMO_ID_KEY
+    try:
+        return _secret(ID_KEY_SECRET).encode()
+    except Exception:  # noqa: BLE001 - absent block, no server: both mean "no key here"
+        pass
+    raise ConnectionSetupError(
+        f"no reader ID hash key: set {ID_KEY_ENV} or create the Prefect Secret block "
+        f"{ID_KEY_SECRET!r}; circhub will not store reader IDs without it"
+    )

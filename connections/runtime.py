@@ -1,0 +1,46 @@
+"""Everything a stage needs to run against one consortium, built once per process and config."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from sqlalchemy import Engine
+
+from connections.config import Consortium, Member, load_config
+from connections.engines import central_url, engine_for, id_hash_key
+from connections.profile import load_profile
+from connections.store import upgrade
+from domain.prepare import MemberView
+
+CONFIG_ENV = "CIRCHUB_CONFIG"
+
+
+def default_config_path() -> str:
+    return os.environ.get(CONFIG_ENV, "consortium.toml")
+
+
+@dataclass(frozen=True)
+class Runtime:
+    consortium: Consortium
+    store: Engine
+    id_key: bytes
+
+    def member_view(self, member: Member) -> MemberView:
+        return MemberView(
+            code=member.code,
+            known_members=frozenset(self.consortium.codes),
+            branch_to_member=member.member_for_branch,
+            owner_of_barcode=self.consortium.owner_of_barcode,
+            copy_item_type=load_profile(member.profile).copy_item_type,
+        )
+
+
+@cache
+def open_runtime(config_path: str) -> Runtime:
+    consortium = load_config(Path(config_path))
+    store = engine_for(central_url(consortium))
+    upgrade(store)
+    return Runtime(consortium, store, id_hash_key(consortium))

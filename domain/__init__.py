@@ -1,0 +1,1 @@
+"""Domain model of the circulation hub: pure types and functions, no I/O."""

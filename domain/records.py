@@ -1,0 +1,58 @@
+"""The canonical fields every profile maps its ILS columns onto, per entity.
+
+A profile may leave an optional field unmapped (Koha keeps no return branch on a loan row);
+extraction then yields NULL for it. Required fields must be mapped by every profile.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+ENTITIES = ("readers", "items", "loans")
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    kind: str  # "text" | "datetime" | "date" | "int"
+    required: bool = False
+
+
+CANONICAL_FIELDS: dict[str, tuple[Field, ...]] = {
+    "readers": (
+        Field("local_id", "text", True),
+        Field("card_number", "text", True),
+        Field("id_number", "text", True),
+        Field("branch", "text", True),
+        Field("birth_date", "date"),
+        Field("sex", "text"),
+        Field("updated_at", "datetime", True),
+    ),
+    "items": (
+        Field("local_id", "text", True),
+        Field("barcode", "text", True),
+        Field("home_branch", "text", True),
+        Field("holding_branch", "text", True),
+        Field("on_loan_due", "datetime"),
+        Field("last_seen", "datetime"),
+        Field("item_type", "text"),
+        Field("updated_at", "datetime", True),
+    ),
+    "loans": (
+        Field("local_id", "text", True),
+        Field("reader_local_id", "text", True),
+        Field("barcode", "text", True),
+        Field("branch", "text", True),
+        Field("issued_at", "datetime", True),
+        Field("due_at", "datetime", True),
+        Field("returned_at", "datetime"),
+        Field("return_branch", "text"),
+        Field("renewals", "int"),
+        Field("renewed_at", "datetime"),
+        Field("updated_at", "datetime", True),
+    ),
+}
+
+
+def field_names(entity: str) -> list[str]:
+    return [f.name for f in CANONICAL_FIELDS[entity]]

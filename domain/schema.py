@@ -1,0 +1,189 @@
+"""The central store, in SQLAlchemy Core: one schema that runs unchanged on SQLite and PostgreSQL.
+
+Per-member tables (`reader_accounts`, `member_items`, `loans`) mirror what each ILS last showed,
+keyed by (member, local id), with a `row_hash` so a re-read row that did not change is skipped.
+`items` holds the one consortium-wide state per barcode, derived from `circulation_events`.
+No resident ID number is stored: readers are keyed by an HMAC and shown masked.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+# SQLite only autoincrements INTEGER PRIMARY KEY; PostgreSQL wants BIGINT for event logs.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+members = Table(
+    "members",
+    metadata,
+    Column("code", String(32), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("region", String(100), nullable=False),
+    Column("profile", String(50), nullable=False),
+    Column("sync_enabled", Boolean, nullable=False),
+    Column("writeback_enabled", Boolean, nullable=False),
+)
+
+readers = Table(
+    "readers",
+    metadata,
+    Column("reader_key", String(64), primary_key=True),  # HMAC-SHA256 of the normalised ID
+    Column("id_masked", String(32), nullable=False),
+    Column("id_status", String(20), nullable=False),
+    Column("birth_date", DateTime),
+    Column("sex", String(1)),
+    Column("home_member", String(32)),
+    Column("first_seen_at", DateTime, nullable=False),
+)
+
+reader_accounts = Table(
+    "reader_accounts",
+    metadata,
+    Column("member", String(32), primary_key=True),
+    Column("local_id", String(64), primary_key=True),
+    Column("reader_key", String(64), ForeignKey("readers.reader_key"), index=True),
+    Column("card_masked", String(40)),
+    Column("home_branch", String(32)),
+    Column("flag", String(40)),  # e.g. birth date in the ILS contradicts the ID number
+    Column("row_hash", String(32), nullable=False),
+    Column("source_updated_at", DateTime),
+)
+
+member_items = Table(
+    "member_items",
+    metadata,
+    Column("member", String(32), primary_key=True),
+    Column("local_id", String(64), primary_key=True),
+    Column("barcode", String(40), nullable=False, index=True),
+    Column("is_copy", Boolean, nullable=False),  # a consortium copy of a foreign book
+    Column("holding_member", String(32)),
+    Column("on_loan_due", DateTime),
+    Column("last_seen", DateTime),
+    Column("row_hash", String(32), nullable=False),
+    Column("source_updated_at", DateTime),
+)
+
+items = Table(
+    "items",
+    metadata,
+    Column("barcode", String(40), primary_key=True),
+    Column("owner", String(32), nullable=False, index=True),
+    Column("holder", String(32), nullable=False),
+    Column("status", String(20), nullable=False),  # home | on_loan | away
+    Column("on_loan", Boolean, nullable=False),
+    Column("due", DateTime),
+    Column("lent_by", String(32)),
+    Column("state_at", DateTime),
+)
+
+loans = Table(
+    "loans",
+    metadata,
+    Column("member", String(32), primary_key=True),  # the lending member
+    Column("local_id", String(64), primary_key=True),
+    Column("barcode", String(40), nullable=False, index=True),
+    Column("reader_key", String(64), index=True),
+    Column("issued_at", DateTime, nullable=False),
+    Column("due_at", DateTime),
+    Column("renewals", Integer, nullable=False, default=0),
+    Column("source_returned_at", DateTime),  # what the lending ILS shows
+    Column("returned_at", DateTime),  # what the consortium knows (may come from another member)
+    Column("return_member", String(32)),
+    Column("row_hash", String(32), nullable=False),
+    Column("source_updated_at", DateTime),
+)
+
+circulation_events = Table(
+    "circulation_events",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("event_key", String(200), nullable=False, unique=True),  # a replay cannot duplicate
+    Column("barcode", String(40), nullable=False),
+    Column("kind", String(20), nullable=False),  # issued | renewed | returned | seen
+    Column("member", String(32), nullable=False),
+    Column("at", DateTime, nullable=False),
+    Column("loan_member", String(32)),
+    Column("loan_local_id", String(64)),
+    Column("due_at", DateTime),
+    Column("recorded_at", DateTime, nullable=False),
+    Index("ix_events_barcode_at", "barcode", "at"),
+)
+
+watermarks = Table(
+    "watermarks",
+    metadata,
+    Column("member", String(32), primary_key=True),
+    Column("entity", String(20), primary_key=True),
+    Column("cursor_value", DateTime),
+    Column("last_key", String(64)),
+    Column("updated_at", DateTime, nullable=False),
+)
+
+quarantine = Table(
+    "quarantine",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("member", String(32), nullable=False),
+    Column("entity", String(20), nullable=False),
+    Column("row_key", String(64), nullable=False),
+    Column("rules", JSON, nullable=False),  # names of the expectations / rules broken
+    Column("row_masked", JSON, nullable=False),  # the row as seen, ID numbers masked
+    Column("first_seen_at", DateTime, nullable=False),
+    Column("last_seen_at", DateTime, nullable=False),
+    Column("released_at", DateTime),
+    UniqueConstraint("member", "entity", "row_key", name="uq_quarantine_row"),
+)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("target", String(32), nullable=False),  # the member whose ILS must apply it
+    Column("command_key", String(200), nullable=False),
+    Column("kind", String(30), nullable=False),  # close_loan | set_item
+    Column("barcode", String(40), nullable=False),
+    Column("payload", JSON, nullable=False),
+    Column("status", String(20), nullable=False),  # pending | applied | superseded | dead | dry_run
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("last_error", Text),
+    Column("created_at", DateTime, nullable=False),
+    Column("applied_at", DateTime),
+    UniqueConstraint("target", "command_key", name="uq_outbox_command"),
+    Index("ix_outbox_target_status", "target", "status"),
+)
+
+sync_runs = Table(
+    "sync_runs",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("member", String(32), nullable=False, index=True),
+    Column("started_at", DateTime, nullable=False),
+    Column("finished_at", DateTime),
+    Column("status", String(20), nullable=False),  # ok | failed
+    Column("counts", JSON),
+    Column("error", Text),
+)
+
+schema_migrations = Table(
+    "schema_migrations",
+    metadata,
+    Column("version", Integer, primary_key=True),
+    Column("name", String(100), nullable=False),
+    Column("applied_at", DateTime, nullable=False),
+)

@@ -1,0 +1,40 @@
+"""Great Expectations suites, one JSON file per entity.
+
+Each expectation carries a `rule` name: that name is what a quarantined row records as broken.
+Row-level facts GX cannot see directly (an ID number's check digit, a barcode's owner) arrive
+as computed `chk_*` / `id_status` columns, so the raw ID number never reaches GX or its results.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+HERE = Path(__file__).parent
+
+
+@dataclass(frozen=True)
+class RuleSpec:
+    rule: str
+    type: str
+    kwargs: dict
+
+
+@dataclass(frozen=True)
+class SuiteSpec:
+    entity: str
+    key: str
+    rules: tuple[RuleSpec, ...]
+
+    @property
+    def columns(self) -> set[str]:
+        return {r.kwargs["column"] for r in self.rules}
+
+
+@cache
+def suite_spec(entity: str) -> SuiteSpec:
+    data = json.loads((HERE / f"{entity}.json").read_text())
+    rules = tuple(RuleSpec(e["rule"], e["type"], e["kwargs"]) for e in data["expectations"])
+    return SuiteSpec(data["entity"], data["key"], rules)

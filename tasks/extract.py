@@ -1,0 +1,98 @@
+"""Extract: read each entity's delta from one member's ILS, since its watermark.
+
+Rows stream from the source in chunks (`yield_per`), so memory follows the chunk size rather
+than the delta. Reader ID numbers are hashed and masked before the frame leaves this module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import pandas as pd
+from sqlalchemy import Engine, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from connections.config import Consortium, Member
+from connections.engines import member_engine
+from connections.profile import load_profile
+from connections.sql import extract_query
+from domain.prepare import coerce_types, protect_readers
+from domain.records import ENTITIES, field_names
+from domain.schema import watermarks
+
+CHUNK_ROWS = 50_000
+
+
+class SourceUnavailable(RuntimeError):
+    """A member's ILS could not be read; the message names the member and the cause."""
+
+
+@dataclass(frozen=True)
+class Mark:
+    cursor: datetime | None
+    key: str | None
+
+
+@dataclass
+class Extract:
+    member: str
+    frames: dict[str, pd.DataFrame]
+    marks: dict[str, Mark]  # the watermark each entity was read from
+    extracted_at: datetime = field(default_factory=datetime.now)
+
+    def counts(self) -> dict[str, int]:
+        return {e: len(df) for e, df in self.frames.items()}
+
+
+def read_marks(store: Engine, member: str) -> dict[str, Mark]:
+    with store.connect() as conn:
+        rows = conn.execute(
+            select(watermarks.c.entity, watermarks.c.cursor_value, watermarks.c.last_key)
+            .where(watermarks.c.member == member)
+        ).all()
+    marks = {e: Mark(None, None) for e in ENTITIES}
+    marks.update({r.entity: Mark(r.cursor_value, r.last_key) for r in rows})
+    return marks
+
+
+def read_entity(engine: Engine, query, entity: str, chunk_rows: int = CHUNK_ROWS) -> pd.DataFrame:
+    columns = field_names(entity)
+    parts = []
+    with engine.connect() as conn:
+        result = conn.execution_options(yield_per=chunk_rows).execute(query)
+        for chunk in result.partitions():
+            parts.append(pd.DataFrame.from_records(chunk, columns=columns))
+    if not parts:
+        return pd.DataFrame(columns=columns)
+    return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+
+
+def extract_member(consortium: Consortium, member: Member, store: Engine, id_key: bytes,
+                   *, until: datetime | None = None) -> Extract:
+    """Every entity's delta since (watermark - lookback); raises SourceUnavailable on failure."""
+    profile = load_profile(member.profile)
+    marks = read_marks(store, member.code)
+    lookback = timedelta(seconds=consortium.lookback_seconds)
+    frames = {}
+    try:
+        engine = member_engine(member)
+        for entity in ENTITIES:
+            mark = marks[entity].cursor
+            since = mark - lookback if mark else None
+            query = extract_query(profile.entities[entity], since, until)
+            frame = coerce_types(entity, read_entity(engine, query, entity))
+            if entity == "readers":
+                frame = protect_readers(frame, id_key)
+            frames[entity] = frame
+    except SQLAlchemyError as exc:
+        raise SourceUnavailable(
+            f"member {member.code}: cannot read its {member.profile} database: {_cause(exc)}"
+        ) from None
+    return Extract(member.code, frames, marks)
+
+
+def _cause(exc: SQLAlchemyError) -> str:
+    """The driver's own message, first line only, without the SQL or parameters."""
+    orig = getattr(exc, "orig", None) or exc
+    return f"{type(orig).__name__}: {str(orig).splitlines()[0] if str(orig) else ''}".strip()

@@ -1,0 +1,353 @@
+"""Merge: one central transaction per member batch.
+
+Upserts what the member's ILS shows, appends the circulation events its rows imply, replays
+every touched item, writes the outbox commands the new state causes, quarantines bad rows and
+advances the watermarks. All of it commits together or none of it does, so a crash anywhere
+leaves the watermark where the data is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import pandas as pd
+from sqlalchemy import Connection, Engine, select, update
+
+from connections.config import Consortium, Member
+from connections.store import upsert_insert
+from domain.circulation import (
+    HOME,
+    Event,
+    MirrorRow,
+    OpenLoanAtSource,
+    commands_for,
+    replay,
+)
+from domain.events import _py, loan_events, sighting_events
+from domain.schema import (
+    circulation_events,
+    items,
+    loans,
+    member_items,
+    outbox,
+    quarantine,
+    reader_accounts,
+    readers,
+    watermarks,
+)
+from tasks.extract import Extract
+from tasks.validate import Validated
+
+IN_CHUNK = 2_000
+HASHED = {
+    "readers": ["reader_key", "card_masked", "branch", "birth_date", "id_status"],
+    "items": ["barcode", "home_branch", "holding_branch", "on_loan_due", "last_seen", "item_type"],
+    "loans": ["reader_local_id", "barcode", "branch", "issued_at", "due_at", "returned_at",
+              "return_branch", "renewals"],
+}
+
+
+@dataclass
+class MergeReport:
+    member: str
+    merged: dict[str, int] = field(default_factory=dict)  # changed rows per entity
+    events: int = 0
+    commands: int = 0
+    quarantined: int = 0
+    released: int = 0
+    touched: set[str] = field(default_factory=set, repr=False)
+
+
+def records(frame: pd.DataFrame) -> list[dict]:
+    """Rows as plain Python values: datetimes, None for missing."""
+    if frame.empty:
+        return []
+    out = frame.astype(object).where(frame.notna(), None).to_dict("records")
+    for row in out:
+        for k, v in row.items():
+            if isinstance(v, pd.Timestamp):
+                row[k] = v.to_pydatetime()
+    return out
+
+
+def row_hash(entity: str, row: dict) -> str:
+    # The cursor is left out: a row re-read with a new timestamp but the same facts is no change.
+    text = "\x1f".join(repr(row.get(c)) for c in HASHED[entity])
+    return hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()
+
+
+def _chunks(values: list, size: int = IN_CHUNK) -> Iterable[list]:
+    for i in range(0, len(values), size):
+        yield values[i : i + size]
+
+
+def _changed(conn: Connection, table, member: str, entity: str, rows: list[dict]) -> list[dict]:
+    """Rows whose content differs from what the central store holds for them."""
+    for r in rows:
+        r["_hash"] = row_hash(entity, r)
+    known: dict[str, str] = {}
+    ids = [str(r["local_id"]) for r in rows]
+    for part in _chunks(ids):
+        q = select(table.c.local_id, table.c.row_hash).where(
+            table.c.member == member, table.c.local_id.in_(part))
+        known.update(dict(conn.execute(q).all()))
+    return [r for r in rows if known.get(str(r["local_id"])) != r["_hash"]]
+
+
+def merge_batch(store: Engine, consortium: Consortium, member: Member, extract: Extract,
+                validated: Validated) -> MergeReport:
+    report = MergeReport(member.code)
+    now = datetime.now()
+    with store.begin() as conn:
+        _quarantine(conn, member.code, validated, now, report)
+        _merge_readers(conn, member, records(validated.good["readers"]), now, report)
+        item_rows = records(validated.good["items"])
+        _merge_items(conn, consortium, member, item_rows, report)
+        _merge_loans(conn, member, records(validated.good["loans"]), now, report)
+        _sightings(conn, member, item_rows, now, report)
+        _refresh_items(conn, consortium, report, now)
+        _advance_marks(conn, member.code, extract, now)
+    return report
+
+
+def _quarantine(conn: Connection, member: str, validated: Validated, now: datetime,
+                report: MergeReport) -> None:
+    for bad in validated.bad:
+        stmt = upsert_insert(conn, quarantine).values(
+            member=member, entity=bad.entity, row_key=bad.row_key, rules=list(bad.rules),
+            row_masked=bad.row, first_seen_at=now, last_seen_at=now, released_at=None)
+        conn.execute(stmt.on_conflict_do_update(
+            index_elements=["member", "entity", "row_key"],
+            set_={"rules": stmt.excluded.rules, "row_masked": stmt.excluded.row_masked,
+                  "last_seen_at": now, "released_at": None}))
+    report.quarantined = len(validated.bad)
+    # A row that was quarantined and now arrives valid was fixed at the source: release it.
+    for entity, frame in validated.good.items():
+        keys = [str(k) for k in frame.get("local_id", [])]
+        for part in _chunks(keys):
+            res = conn.execute(update(quarantine).where(
+                quarantine.c.member == member, quarantine.c.entity == entity,
+                quarantine.c.row_key.in_(part), quarantine.c.released_at.is_(None),
+            ).values(released_at=now))
+            report.released += res.rowcount or 0
+
+
+def _merge_readers(conn: Connection, member: Member, rows: list[dict], now: datetime,
+                   report: MergeReport) -> None:
+    changed = _changed(conn, reader_accounts, member.code, "readers", rows)
+    for r in changed:
+        home = member.member_for_branch(r["branch"])
+        ins = upsert_insert(conn, readers).values(
+            reader_key=r["reader_key"], id_masked=r["id_masked"], id_status=r["id_status"],
+            birth_date=_as_datetime(r.get("id_birth_date")), sex=r.get("id_sex"),
+            home_member=home, first_seen_at=now)
+        conn.execute(ins.on_conflict_do_nothing(index_elements=["reader_key"]))
+        values = dict(reader_key=r["reader_key"], card_masked=r["card_masked"], home_branch=home,
+                      flag=_birth_flag(r), row_hash=r["_hash"],
+                      source_updated_at=r["updated_at"])
+        acc = upsert_insert(conn, reader_accounts).values(
+            member=member.code, local_id=str(r["local_id"]), **values)
+        conn.execute(acc.on_conflict_do_update(index_elements=["member", "local_id"],
+                                               set_=values))
+    report.merged["readers"] = len(changed)
+
+
+def _as_datetime(value) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime(value.year, value.month, value.day)
+
+
+def _birth_flag(row: dict) -> str | None:
+    """The ILS's birth date contradicts the ID number: flag it, never merge blindly."""
+    stored, from_id = row.get("birth_date"), row.get("id_birth_date")
+    if stored is None or from_id is None:
+        return None
+    return None if stored.date() == from_id else "birth_date_mismatch"
+
+
+def _merge_items(conn: Connection, consortium: Consortium, member: Member, rows: list[dict],
+                 report: MergeReport) -> None:
+    changed = _changed(conn, member_items, member.code, "items", rows)
+    for r in changed:
+        values = dict(barcode=r["barcode"], is_copy=bool(r["is_copy"]),
+                      holding_member=member.member_for_branch(r["holding_branch"]),
+                      on_loan_due=r["on_loan_due"], last_seen=r["last_seen"],
+                      row_hash=r["_hash"], source_updated_at=r["updated_at"])
+        stmt = upsert_insert(conn, member_items).values(
+            member=member.code, local_id=str(r["local_id"]), **values)
+        conn.execute(stmt.on_conflict_do_update(index_elements=["member", "local_id"],
+                                                set_=values))
+        owner = consortium.owner_of_barcode(r["barcode"])
+        holder = values["holding_member"] if not r["is_copy"] else owner
+        cat = upsert_insert(conn, items).values(
+            barcode=r["barcode"], owner=owner, holder=holder,
+            status=HOME if holder == owner else "away", on_loan=False)
+        conn.execute(cat.on_conflict_do_nothing(index_elements=["barcode"]))
+        report.touched.add(r["barcode"])
+    report.merged["items"] = len(changed)
+
+
+def _merge_loans(conn: Connection, member: Member, rows: list[dict], now: datetime,
+                 report: MergeReport) -> None:
+    changed = _changed(conn, loans, member.code, "loans", rows)
+    reader_of = _reader_keys(conn, member.code, {str(r["reader_local_id"]) for r in changed})
+    for r in changed:
+        lender = member.member_for_branch(r["branch"])
+        values = dict(barcode=r["barcode"], reader_key=reader_of.get(str(r["reader_local_id"])),
+                      issued_at=r["issued_at"], due_at=r["due_at"],
+                      renewals=int(r["renewals"] or 0), source_returned_at=r["returned_at"],
+                      row_hash=r["_hash"], source_updated_at=r["updated_at"])
+        stmt = upsert_insert(conn, loans).values(member=lender, local_id=str(r["local_id"]),
+                                                 **values)
+        conn.execute(stmt.on_conflict_do_update(index_elements=["member", "local_id"],
+                                                set_=values))
+    report.merged["loans"] = len(changed)
+    report.events += _insert_events(conn, loan_events(changed, member.member_for_branch), now,
+                                    report)
+
+
+def _reader_keys(conn: Connection, member: str, local_ids: set[str]) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for part in _chunks(sorted(local_ids)):
+        q = select(reader_accounts.c.local_id, reader_accounts.c.reader_key).where(
+            reader_accounts.c.member == member, reader_accounts.c.local_id.in_(part))
+        found.update(dict(conn.execute(q).all()))
+    return found
+
+
+def _insert_events(conn: Connection, events: list[Event], now: datetime,
+                   report: MergeReport) -> int:
+    added = 0
+    for ev in events:
+        stmt = upsert_insert(conn, circulation_events).values(
+            event_key=ev.event_key, barcode=ev.barcode, kind=ev.kind, member=ev.member,
+            at=ev.at, loan_member=ev.loan[0] if ev.loan else None,
+            loan_local_id=ev.loan[1] if ev.loan else None, due_at=ev.due_at, recorded_at=now)
+        res = conn.execute(stmt.on_conflict_do_nothing(index_elements=["event_key"]))
+        if res.rowcount:
+            added += 1
+            report.touched.add(ev.barcode)
+    return added
+
+
+def _sightings(conn: Connection, member: Member, item_rows: list[dict], now: datetime,
+               report: MergeReport) -> None:
+    candidates = [r for r in item_rows if r["barcode"] in report.touched]
+    state = _item_states(conn, sorted({r["barcode"] for r in candidates}))
+
+    def already_there(barcode: str) -> bool:
+        s = state.get(barcode)
+        return s is not None and s.holder == member.code and not s.on_loan
+
+    events = sighting_events(candidates, member.code, member.member_for_branch, already_there)
+    report.events += _insert_events(conn, events, now, report)
+
+
+def _item_states(conn: Connection, barcodes: list[str]) -> dict:
+    found = {}
+    for part in _chunks(barcodes):
+        for row in conn.execute(select(items).where(items.c.barcode.in_(part))):
+            found[row.barcode] = row
+    return found
+
+
+def _refresh_items(conn: Connection, consortium: Consortium, report: MergeReport,
+                   now: datetime) -> None:
+    """Replay every touched item, store its state and loan closures, and queue commands."""
+    for part in _chunks(sorted(report.touched)):
+        history = _events_by_barcode(conn, part)
+        mirrors = _mirrors(conn, part)
+        open_loans = _open_at_source(conn, part)
+        for barcode in part:
+            if barcode not in history:
+                continue
+            owner = consortium.owner_of_barcode(barcode)
+            state = replay(owner, history[barcode])
+            _store_state(conn, barcode, state)
+            cmds = commands_for(barcode, state, mirrors.get(barcode, []),
+                                open_loans.get(barcode, []))
+            report.commands += _queue(conn, cmds, now)
+
+
+def _events_by_barcode(conn: Connection, barcodes: list[str]) -> dict[str, list[Event]]:
+    found: dict[str, list[Event]] = {}
+    q = select(circulation_events).where(circulation_events.c.barcode.in_(barcodes))
+    for r in conn.execute(q):
+        loan = (r.loan_member, r.loan_local_id) if r.loan_member else None
+        found.setdefault(r.barcode, []).append(
+            Event(r.event_key, r.barcode, r.kind, r.member, r.at, loan, r.due_at))
+    return found
+
+
+def _mirrors(conn: Connection, barcodes: list[str]) -> dict[str, list[MirrorRow]]:
+    found: dict[str, list[MirrorRow]] = {}
+    q = select(member_items).where(member_items.c.barcode.in_(barcodes))
+    for r in conn.execute(q):
+        found.setdefault(r.barcode, []).append(
+            MirrorRow(r.member, r.holding_member, _py(r.on_loan_due)))
+    return found
+
+
+def _open_at_source(conn: Connection, barcodes: list[str]) -> dict[str, list[OpenLoanAtSource]]:
+    found: dict[str, list[OpenLoanAtSource]] = {}
+    q = select(loans.c.member, loans.c.local_id, loans.c.barcode).where(
+        loans.c.barcode.in_(barcodes), loans.c.source_returned_at.is_(None))
+    for r in conn.execute(q):
+        found.setdefault(r.barcode, []).append(OpenLoanAtSource((r.member, r.local_id)))
+    return found
+
+
+def _store_state(conn: Connection, barcode: str, state) -> None:
+    values = dict(owner=state.owner, holder=state.holder, status=state.status,
+                  on_loan=state.open_loan is not None, due=state.due, lent_by=state.lent_by,
+                  state_at=state.state_at)
+    stmt = upsert_insert(conn, items).values(barcode=barcode, **values)
+    conn.execute(stmt.on_conflict_do_update(index_elements=["barcode"], set_=values))
+    for (member, local_id), closure in state.closures.items():
+        conn.execute(update(loans).where(
+            loans.c.member == member, loans.c.local_id == local_id,
+        ).values(returned_at=closure.returned_at, return_member=closure.return_member))
+
+
+def _queue(conn: Connection, commands, now: datetime) -> int:
+    added = 0
+    for cmd in commands:
+        stmt = upsert_insert(conn, outbox).values(
+            target=cmd.target, command_key=cmd.command_key, kind=cmd.kind, barcode=cmd.barcode,
+            payload=cmd.payload, status="pending", attempts=0, created_at=now)
+        res = conn.execute(stmt.on_conflict_do_nothing(index_elements=["target", "command_key"]))
+        if not res.rowcount:
+            continue
+        added += 1
+        if cmd.kind != "set_item":
+            continue
+        # An older pending item update for the same member is out of date now.
+        conn.execute(update(outbox).where(
+            outbox.c.target == cmd.target, outbox.c.barcode == cmd.barcode,
+            outbox.c.status == "pending", outbox.c.command_key != cmd.command_key,
+            outbox.c.kind == "set_item",
+        ).values(status="superseded"))
+    return added
+
+
+def _advance_marks(conn: Connection, member: str, extract: Extract, now: datetime) -> None:
+    """Move each entity's watermark to the newest cursor read, never backwards."""
+    for entity, frame in extract.frames.items():
+        if frame.empty or frame["updated_at"].isna().all():
+            continue
+        newest = frame["updated_at"].max().to_pydatetime()
+        last_key = str(frame.loc[frame["updated_at"] == frame["updated_at"].max(),
+                                 "local_id"].iloc[-1])
+        old = extract.marks[entity].cursor
+        if old is not None and newest <= old:
+            continue
+        stmt = upsert_insert(conn, watermarks).values(
+            member=member, entity=entity, cursor_value=newest, last_key=last_key, updated_at=now)
+        conn.execute(stmt.on_conflict_do_update(
+            index_elements=["member", "entity"],
+            set_={"cursor_value": newest, "last_key": last_key, "updated_at": now}))
+
