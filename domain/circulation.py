@@ -87,10 +87,11 @@ def _apply(state: ItemState, ev: Event) -> None:
         if state.open_loan == ev.loan:
             state.due = ev.due_at
     elif ev.kind == RETURNED:
-        if state.open_loan == ev.loan:
-            _close_open_loan(state, ev.at, ev.member)
-        elif ev.loan not in state.closures:
+        if ev.loan not in state.closures and state.open_loan != ev.loan:
             state.closures[ev.loan] = Closure(ev.at, ev.member)
+        # A check-in scan puts the book at that desk, whichever loan the ILS closed with it:
+        # a member that has not yet heard of a return elsewhere closes its own stale loan.
+        _close_open_loan(state, ev.at, ev.member)
     elif ev.kind == SEEN:
         # Checked in / shelved at ev.member and not on loan there: any open loan is over.
         _close_open_loan(state, ev.at, ev.member)

@@ -105,6 +105,7 @@ loans = Table(
     Column("source_returned_at", DateTime),  # what the lending ILS shows
     Column("returned_at", DateTime),  # what the consortium knows (may come from another member)
     Column("return_member", String(32)),
+    Column("pushed_returned_at", DateTime),  # the return time the hub wrote into that ILS
     Column("row_hash", String(32), nullable=False),
     Column("source_updated_at", DateTime),
 )

@@ -91,7 +91,8 @@ def _loan_columns(unique_item: bool) -> list[Column]:
     ]
 
 
-issues = Table("issues", metadata, *_loan_columns(unique_item=True))
+# AUTOINCREMENT: SQLite would otherwise reuse the id of a loan just moved to old_issues.
+issues = Table("issues", metadata, *_loan_columns(unique_item=True), sqlite_autoincrement=True)
 old_issues = Table("old_issues", metadata, *_loan_columns(unique_item=False))
 
 

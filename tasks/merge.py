@@ -206,8 +206,34 @@ def _merge_loans(conn: Connection, member: Member, rows: list[dict], now: dateti
         conn.execute(stmt.on_conflict_do_update(index_elements=["member", "local_id"],
                                                 set_=values))
     report.merged["loans"] = len(changed)
-    report.events += _insert_events(conn, loan_events(changed, member.member_for_branch), now,
-                                    report)
+    echoes = _closed_by_hub(conn, member, changed)
+    events = [ev for ev in loan_events(changed, member.member_for_branch)
+              if not (ev.kind == "returned" and ev.loan in echoes)]
+    report.events += _insert_events(conn, events, now, report)
+
+
+def _closed_by_hub(conn: Connection, member: Member, rows: list[dict]) -> set[tuple[str, str]]:
+    """Loans whose return the hub itself wrote into this ILS: their rows are an echo.
+
+    The central store derived the return (returned elsewhere) and the write-back set the same
+    time at the source; reading it back is no new check-in and must add no event.
+    """
+    returned = {(member.member_for_branch(r["branch"]), str(r["local_id"])): r["returned_at"]
+                for r in rows if r["returned_at"] is not None}
+    echoes = set()
+    for part in _chunks(sorted(returned)):
+        q = select(loans.c.member, loans.c.local_id, loans.c.pushed_returned_at).where(
+            loans.c.member.in_({k[0] for k in part}), loans.c.local_id.in_([k[1] for k in part]),
+            loans.c.pushed_returned_at.is_not(None))
+        for r in conn.execute(q):
+            key = (r.member, r.local_id)
+            if key in returned and _same_second(r.pushed_returned_at, returned[key]):
+                echoes.add(key)
+    return echoes
+
+
+def _same_second(a: datetime, b: datetime) -> bool:
+    return a.replace(microsecond=0) == b.replace(microsecond=0)
 
 
 def _reader_keys(conn: Connection, member: str, local_ids: set[str]) -> dict[str, str]:
@@ -271,6 +297,17 @@ def _refresh_items(conn: Connection, consortium: Consortium, report: MergeReport
             cmds = commands_for(barcode, state, mirrors.get(barcode, []),
                                 open_loans.get(barcode, []))
             report.commands += _queue(conn, cmds, now)
+            _supersede_stale(conn, barcode, {(c.target, c.command_key) for c in cmds})
+
+
+def _supersede_stale(conn: Connection, barcode: str, wanted: set[tuple[str, str]]) -> None:
+    """Pending commands for this item that the new state no longer asks for are out of date:
+    applying them later would regress newer state (the item moved on in the meantime)."""
+    q = select(outbox.c.id, outbox.c.target, outbox.c.command_key).where(
+        outbox.c.barcode == barcode, outbox.c.status == "pending")
+    stale = [r.id for r in conn.execute(q) if (r.target, r.command_key) not in wanted]
+    if stale:
+        conn.execute(update(outbox).where(outbox.c.id.in_(stale)).values(status="superseded"))
 
 
 def _events_by_barcode(conn: Connection, barcodes: list[str]) -> dict[str, list[Event]]:
@@ -323,14 +360,6 @@ def _queue(conn: Connection, commands, now: datetime) -> int:
         if not res.rowcount:
             continue
         added += 1
-        if cmd.kind != "set_item":
-            continue
-        # An older pending item update for the same member is out of date now.
-        conn.execute(update(outbox).where(
-            outbox.c.target == cmd.target, outbox.c.barcode == cmd.barcode,
-            outbox.c.status == "pending", outbox.c.command_key != cmd.command_key,
-            outbox.c.kind == "set_item",
-        ).values(status="superseded"))
     return added
 
 

@@ -18,7 +18,7 @@ from connections.config import Consortium, Member
 from connections.engines import member_engine
 from connections.profile import Profile, load_profile
 from connections.sql import step_statement
-from domain.schema import outbox
+from domain.schema import loans, outbox
 
 MAX_ATTEMPTS = 5
 
@@ -95,11 +95,20 @@ def push_member(store: Engine, consortium: Consortium, member: Member,
         except SQLAlchemyError as exc:
             _record_failure(store, cmd, exc, max_attempts, report)
             break  # later commands may concern the same item: never apply them out of order
-        with store.begin() as conn:
-            conn.execute(update(outbox).where(outbox.c.id == cmd.id).values(
-                status="applied", applied_at=datetime.now(), attempts=cmd.attempts + 1))
+        _acknowledge(store, cmd)
         report.applied += 1
     return report
+
+
+def _acknowledge(store: Engine, cmd) -> None:
+    """Mark the command applied; remember a written return time so its echo is recognised."""
+    with store.begin() as conn:
+        conn.execute(update(outbox).where(outbox.c.id == cmd.id).values(
+            status="applied", applied_at=datetime.now(), attempts=cmd.attempts + 1))
+        if cmd.kind == "close_loan":
+            conn.execute(update(loans).where(
+                loans.c.member == cmd.target, loans.c.local_id == cmd.payload["loan_local_id"],
+            ).values(pushed_returned_at=datetime.fromisoformat(cmd.payload["returned_at"])))
 
 
 def _record_failure(store: Engine, cmd, exc: SQLAlchemyError, max_attempts: int,

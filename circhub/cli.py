@@ -1,0 +1,167 @@
+"""The `circhub` command line: what a data engineer types next to the Prefect UI."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no outbound network
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+app = typer.Typer(no_args_is_help=True, add_completion=False,
+                  help="circhub: the circulation data hub of a library consortium.")
+db_app = typer.Typer(no_args_is_help=True, help="Central store schema.")
+app.add_typer(db_app, name="db")
+console = Console()
+err = Console(stderr=True)
+
+ConfigOpt = typer.Option(None, "--config", "-c", envvar="CIRCHUB_CONFIG",
+                         help="Consortium config (TOML). Default: ./consortium.toml")
+
+
+def _config(path: str | None) -> str:
+    return path or "consortium.toml"
+
+
+def _runtime(path: str | None):
+    from connections.config import ConfigError
+    from connections.engines import ConnectionSetupError
+    from connections.runtime import open_runtime
+
+    try:
+        return open_runtime(_config(path))
+    except (ConfigError, ConnectionSetupError) as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def demo(folder: Path = typer.Option(Path("demo"), help="Where the demo's databases go."),
+         members: int = 12, seed: int = 7) -> None:
+    """Simulate a small consortium on SQLite and sync it with the real flows."""
+    # The story is printed below; the flow and task logs still go to the Prefect API / UI.
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "ERROR")
+    from circhub.demo import DemoSize, tell
+
+    tell(console, folder, DemoSize(members=members, seed=seed))
+
+
+@app.command()
+def simulate(out: Path = typer.Option(Path("sim"), help="Folder for the member databases."),
+             members: int = 12, readers: int = 40, items: int = 120, days: int = 14,
+             actions: int = 40, seed: int = 7, bad_readers: int = 3) -> None:
+    """Create simulated member ILS databases (SQLite) and play circulation on them."""
+    from circhub.demo import DemoSize, build_world
+
+    size = DemoSize(members, readers, items, days, actions, seed)
+    world, config = build_world(out, size)
+    world.play(days, actions)
+    s = world.stats
+    console.print(f"{members} members under {out}/members; config {config}")
+    console.print(f"{s.loans} loans, {s.returns} returns ({s.cross_returns} cross returns), "
+                  f"{s.secondary_loans} secondary loans, {s.renewals} renewals")
+
+
+@db_app.command("upgrade")
+def db_upgrade(config: str = ConfigOpt) -> None:
+    """Create or upgrade the central store schema (never drops data)."""
+    from connections.config import ConfigError, load_config
+    from connections.engines import central_url, engine_for
+    from connections.store import current_version, upgrade
+
+    try:
+        engine = engine_for(central_url(load_config(_config(config))))
+    except ConfigError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    applied = upgrade(engine)
+    console.print(f"central store at schema version {current_version(engine)}"
+                  + (f"; applied {', '.join(applied)}" if applied else "; already current"))
+
+
+@app.command()
+def sync(config: str = ConfigOpt,
+         member: list[str] = typer.Option(None, "--member", "-m",
+                                          help="Only these members (repeatable).")) -> None:
+    """Run the consortium sync flow (or one member's) now."""
+    from flows.sync import sync_consortium
+
+    _runtime(config)
+    state = sync_consortium(config=_config(config), members=member or None, return_state=True)
+    rows = state.result(raise_on_failure=False)
+    if isinstance(rows, dict):
+        _print_rows(rows.values())
+    if not state.is_completed():
+        err.print(f"[red]sync failed:[/] {state.message}")
+        raise typer.Exit(1)
+
+
+@app.command()
+def push(config: str = ConfigOpt) -> None:
+    """Apply pending write-backs to the members owed them."""
+    from flows.push import push_writebacks
+
+    _runtime(config)
+    state = push_writebacks(config=_config(config), return_state=True)
+    rows = state.result(raise_on_failure=False)
+    if isinstance(rows, dict):
+        _print_rows(rows.values())
+    if not state.is_completed():
+        err.print(f"[red]push failed:[/] {state.message}")
+        raise typer.Exit(1)
+
+
+@app.command("quarantine")
+def quarantine_list(config: str = ConfigOpt, limit: int = 50) -> None:
+    """Rows held back by validation, with the rules they broke (masked values)."""
+    from sqlalchemy import select
+
+    from domain.schema import quarantine
+
+    rt = _runtime(config)
+    with rt.store.connect() as conn:
+        rows = conn.execute(select(quarantine).where(quarantine.c.released_at.is_(None))
+                            .order_by(quarantine.c.member, quarantine.c.entity)
+                            .limit(limit)).all()
+    table = Table("member", "entity", "row key", "rules", "row (masked)")
+    for r in rows:
+        table.add_row(r.member, r.entity, r.row_key, ", ".join(r.rules),
+                      ", ".join(f"{k}={v}" for k, v in r.row_masked.items() if v is not None))
+    console.print(table)
+
+
+@app.command("outbox")
+def outbox_list(config: str = ConfigOpt, status: str = "pending", limit: int = 50) -> None:
+    """Write-back commands by status: pending, applied, dead, superseded."""
+    from sqlalchemy import select
+
+    from domain.schema import outbox
+
+    rt = _runtime(config)
+    with rt.store.connect() as conn:
+        rows = conn.execute(select(outbox).where(outbox.c.status == status)
+                            .order_by(outbox.c.id).limit(limit)).all()
+    table = Table("id", "target", "kind", "barcode", "holder", "attempts", "last error")
+    for r in rows:
+        table.add_row(str(r.id), r.target, r.kind, r.barcode, r.payload.get("holder", ""),
+                      str(r.attempts), r.last_error or "")
+    console.print(table)
+
+
+def _print_rows(rows) -> None:
+    rows = list(rows)
+    if not rows:
+        return
+    table = Table(*rows[0].keys())
+    for row in sorted(rows, key=lambda r: r["member"]):
+        table.add_row(*(str(v) for v in row.values()))
+    console.print(table)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    sys.exit(app())

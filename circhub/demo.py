@@ -1,0 +1,145 @@
+"""`circhub demo`: a simulated consortium on SQLite, synced by the real flows, told in a few lines.
+
+Phase 1 seeds the member ILS databases and plays two weeks of circulation, then syncs; phase 2
+plays more days and syncs again; a last sync shows that nothing changes when nothing happened.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from rich.console import Console
+from sqlalchemy import func, select
+
+from domain.schema import circulation_events, items, outbox, quarantine
+from simulator.world import World, config_toml, member_specs, sqlite_world
+
+
+@dataclass(frozen=True)
+class DemoSize:
+    members: int = 12
+    readers: int = 40
+    items: int = 120
+    days: int = 14
+    actions: int = 40
+    seed: int = 7
+
+
+def build_world(folder: Path, size: DemoSize) -> tuple[World, Path]:
+    if folder.exists():
+        shutil.rmtree(folder)
+    start = datetime.now().replace(microsecond=0) - timedelta(days=2 * size.days + 2)
+    world, urls = sqlite_world(folder / "members", size.members, size.seed, start)
+    world.seed(size.readers, size.items, bad_readers=3)
+    central = f"sqlite:///{(folder / 'circhub.db').resolve()}"
+    config = folder / "consortium.toml"
+    config.write_text(config_toml(member_specs(size.members), urls, central,
+                                  "Sichuan-Chongqing reading one-card (simulated)", demo=True))
+    return world, config
+
+
+def run_sync(config: Path) -> dict:
+    from flows.sync import sync_consortium
+
+    state = sync_consortium(config=str(config), return_state=True)
+    return state.result(raise_on_failure=False) if state.is_completed() else {
+        "error": str(state.message)}
+
+
+def totals(rows: dict) -> dict[str, int]:
+    out = {"members": 0, "failed": 0, "events": 0, "commands": 0, "pushed": 0,
+           "quarantined": 0}
+    for row in rows.values():
+        out["members"] += 1
+        out["failed"] += row["status"] != "ok"
+        for k in ("events", "commands", "pushed", "quarantined"):
+            out[k] += row[k]
+    return out
+
+
+def journey(store, world: World) -> tuple[str, list] | None:
+    """A book lent at home, returned elsewhere and lent again there (secondary circulation)."""
+    with store.connect() as conn:
+        rows = conn.execute(
+            select(circulation_events.c.barcode, circulation_events.c.kind,
+                   circulation_events.c.member, circulation_events.c.at)
+            .order_by(circulation_events.c.barcode, circulation_events.c.at)).all()
+    by_barcode: dict[str, list] = {}
+    for r in rows:
+        by_barcode.setdefault(r.barcode, []).append(r)
+    for barcode, evs in by_barcode.items():
+        owner = world.books[barcode].owner
+        lenders = [e.member for e in evs if e.kind == "issued"]
+        if len(lenders) >= 2 and lenders[0] == owner and any(m != owner for m in lenders[1:]):
+            return barcode, evs
+    return None
+
+
+def tell(console: Console, folder: Path, size: DemoSize) -> None:
+    world, config = build_world(folder, size)
+    names = {code: spec[1] for code, spec in world.specs.items()}
+    console.print(f"[bold]circhub demo[/] — {size.members} simulated member libraries "
+                  f"(Koha-shaped, SQLite under {folder}/members), seed {size.seed}")
+    world.play(size.days, size.actions)
+    first = totals(run_sync(config))
+    world.play(size.days, size.actions)
+    second = totals(run_sync(config))
+    third = totals(run_sync(config))
+    s = world.stats
+    console.print(f"  simulated {2 * size.days} days: {s.loans} loans, {s.returns} returns "
+                  f"({s.cross_returns} at another library), {s.secondary_loans} lent again "
+                  f"away from home, {s.renewals} renewals")
+    for label, t in (("sync 1", first), ("sync 2", second)):
+        console.print(f"  {label}: {t['members'] - t['failed']}/{t['members']} members synced, "
+                      f"{t['events']} circulation events, {t['commands']} write-backs queued, "
+                      f"{t['pushed']} pushed to owning libraries")
+    console.print(f"  sync 3 (nothing new at the desks): {third['events']} events, "
+                  f"{third['commands']} write-backs — a re-run changes nothing")
+    from connections.runtime import open_runtime
+
+    rt = open_runtime(str(config))
+    _tell_store(console, rt.store)
+    found = journey(rt.store, world)
+    if found:
+        barcode, evs = found
+        owner = world.books[barcode].owner
+        console.print(f"  one book's journey: {barcode} (owner {names[owner]})")
+        for e in evs:
+            verb = {"issued": "lent at", "returned": "returned at", "seen": "checked in at",
+                    "renewed": "renewed at"}[e.kind]
+            console.print(f"     {e.at:%Y-%m-%d %H:%M}  {verb} {names[e.member]}")
+        console.print(f"     owner's ILS now shows: {_owner_view(world, barcode, names)}")
+    console.print(f"  config: {config}   central store: {folder / 'circhub.db'}")
+    console.print("  Prefect UI: [bold].venv/bin/prefect server start[/] then open "
+                  "http://127.0.0.1:4200 (the demo's runs are in its history)")
+
+
+def _tell_store(console: Console, store) -> None:
+    with store.connect() as conn:
+        q_rules = conn.execute(select(quarantine.c.rules).where(
+            quarantine.c.released_at.is_(None))).scalars().all()
+        statuses = dict(conn.execute(select(outbox.c.status, func.count())
+                                     .group_by(outbox.c.status)).all())
+        away = conn.execute(select(func.count()).select_from(items).where(
+            items.c.holder != items.c.owner)).scalar()
+    rules: dict[str, int] = {}
+    for rs in q_rules:
+        for r in rs:
+            rules[r] = rules.get(r, 0) + 1
+    shown = ", ".join(f"{r} ×{n}" for r, n in sorted(rules.items())) or "none"
+    console.print(f"  write-backs: {statuses.get('applied', 0)} applied, "
+                  f"{statuses.get('pending', 0)} pending, {statuses.get('dead', 0)} dead; "
+                  f"{away} books are held away from their owner now")
+    console.print(f"  quarantined rows: {len(q_rules)} ({shown}) — `circhub quarantine` lists them")
+
+
+def _owner_view(world: World, barcode: str, names: dict) -> str:
+    owner = world.books[barcode].owner
+    view = world.desks[owner].item_view(barcode)
+    where = names.get(view["holding"], view["holding"])
+    if view["onloan"]:
+        return f"held by {where}, on loan there until {view['onloan']}"
+    return f"on the shelf at {where}"

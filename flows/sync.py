@@ -1,0 +1,148 @@
+"""Sync flows: one member, or the whole consortium in parallel.
+
+Extraction runs in parallel (bounded source connections); validation and merge run one member
+at a time on the central store; then every member owed write-backs gets them pushed. One member
+failing is recorded, reported and raised at the end, after the others have synced.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_table_artifact
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from connections.runtime import default_config_path, open_runtime
+from tasks.pipeline import finish_run, start_run
+from tasks.push import targets_with_pending
+from tasks.wrappers import extract_task, merge_task, push_task, validate_task
+
+
+class MembersFailed(RuntimeError):
+    """Some members could not be synced; the others were."""
+
+
+@dataclass
+class MemberOutcome:
+    member: str
+    status: str = "ok"
+    extracted: dict = field(default_factory=dict)
+    quarantined: int = 0
+    merged: dict = field(default_factory=dict)
+    events: int = 0
+    commands: int = 0
+    pushed: int = 0
+    error: str | None = None
+
+    def row(self) -> dict:
+        ent = ("readers", "items", "loans")
+        return {
+            "member": self.member,
+            "status": self.status,
+            "extracted (r/i/l)": "/".join(str(self.extracted.get(e, 0)) for e in ent),
+            "quarantined": self.quarantined,
+            "merged (r/i/l)": "/".join(str(self.merged.get(e, 0)) for e in ent),
+            "events": self.events,
+            "commands": self.commands,
+            "pushed": self.pushed,
+            "error": self.error or "",
+        }
+
+
+def _consortium_run_name() -> str:
+    return f"sync-consortium-{datetime.now():%Y-%m-%dT%H:%M}"
+
+
+def _library_run_name() -> str:
+    from prefect.runtime import flow_run
+
+    return f"sync-{flow_run.parameters.get('member')}-{datetime.now():%Y-%m-%dT%H:%M}"
+
+
+def _error_text(state) -> str:
+    try:
+        state.result()
+    except Exception as exc:  # noqa: BLE001 - we want the message of whatever failed
+        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return "failed"
+
+
+def merge_member(config: str, code: str, ext_future) -> MemberOutcome:
+    out = MemberOutcome(code)
+    rt = open_runtime(config)
+    run_id = start_run(rt, code)
+    ext_state = ext_future.wait() or ext_future.state
+    steps = [("extract", ext_state)]
+    if ext_state.is_completed():
+        ext = ext_state.result()
+        out.extracted = ext.counts()
+        val_state = validate_task(config, code, ext, return_state=True)
+        steps.append(("validate", val_state))
+        if val_state.is_completed():
+            val = val_state.result()
+            out.quarantined = len(val.bad)
+            merge_state = merge_task(config, code, ext, val, return_state=True)
+            steps.append(("merge", merge_state))
+            if merge_state.is_completed():
+                rep = merge_state.result()
+                out.merged, out.events, out.commands = rep.merged, rep.events, rep.commands
+    failed = [(name, st) for name, st in steps if not st.is_completed()]
+    if failed:
+        out.status, out.error = "failed", _error_text(failed[0][1])
+    finish_run(rt, run_id, out.status, out.row(), out.error)
+    return out
+
+
+def push_all(config: str, outcomes: dict[str, MemberOutcome]) -> None:
+    rt = open_runtime(config)
+    futures = {t: push_task.submit(config, t) for t in targets_with_pending(rt.store)}
+    for target, fut in futures.items():
+        state = fut.wait() or fut.state
+        out = outcomes.setdefault(target, MemberOutcome(target))
+        if state.is_completed():
+            rep = state.result()
+            out.pushed += rep.applied
+            if rep.errors:
+                out.error = out.error or rep.errors[0]
+        else:
+            out.error = out.error or f"push failed: {_error_text(state)}"
+
+
+def publish_summary(outcomes: dict[str, MemberOutcome], title: str) -> None:
+    rows = [o.row() for o in sorted(outcomes.values(), key=lambda o: o.member)]
+    create_table_artifact(table=rows, key="sync-summary",
+                          description=f"{title}: extracted, quarantined, merged and pushed "
+                                      "per member")
+    failed = [o for o in outcomes.values() if o.status == "failed"]
+    if failed:
+        names = "; ".join(f"{o.member}: {o.error}" for o in failed)
+        raise MembersFailed(f"{len(failed)} of {len(outcomes)} member(s) failed: {names}")
+
+
+@flow(name="sync-consortium", flow_run_name=_consortium_run_name,
+      task_runner=ThreadPoolTaskRunner(max_workers=8))
+def sync_consortium(config: str | None = None, members: list[str] | None = None) -> dict:
+    """Every enabled member (or the ones named), in parallel; then all pending write-backs."""
+    config = config or default_config_path()
+    rt = open_runtime(config)
+    chosen = [m.code for m in rt.consortium.members
+              if m.sync and (members is None or m.code in members)]
+    get_run_logger().info("syncing %d members of %s", len(chosen), rt.consortium.name)
+    futures = {code: extract_task.submit(config, code) for code in chosen}
+    outcomes = {code: merge_member(config, code, fut) for code, fut in futures.items()}
+    push_all(config, outcomes)
+    publish_summary(outcomes, f"consortium sync of {len(chosen)} members")
+    return {code: o.row() for code, o in outcomes.items()}
+
+
+@flow(name="sync-library", flow_run_name=_library_run_name)
+def sync_library(member: str, config: str | None = None) -> dict:
+    """One member: extract, validate, merge, then push what that caused to the owners."""
+    config = config or default_config_path()
+    outcome = merge_member(config, member, extract_task.submit(config, member))
+    outcomes = {member: outcome}
+    push_all(config, outcomes)
+    publish_summary(outcomes, f"sync of {member}")
+    return outcome.row()

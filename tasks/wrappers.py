@@ -1,0 +1,90 @@
+"""Thin Prefect tasks over the plain stage functions: one task per member per stage.
+
+Tasks take the config path and a member code (small, loggable parameters) and rebuild the
+runtime from a per-process cache, so nothing secret or large travels as a task parameter.
+"""
+
+from __future__ import annotations
+
+import threading
+from functools import cache
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from sqlalchemy.exc import OperationalError
+
+from connections.runtime import open_runtime
+from tasks.extract import Extract, SourceUnavailable, extract_member
+from tasks.merge import MergeReport, merge_batch
+from tasks.push import PushReport, push_member
+from tasks.validate import Validated, validate_extract
+
+_merge_lock = threading.Lock()  # merges serialise on the central store anyway; no deadlocks
+
+
+@cache
+def _source_slots(config: str, size: int) -> threading.BoundedSemaphore:
+    """Bound on concurrent source connections in this process (per consortium config)."""
+    return threading.BoundedSemaphore(size)
+
+
+def transient(task, task_run, state) -> bool:
+    """Retry only what may go away by itself: a source that did not answer. Never bad data."""
+    try:
+        state.result()
+    except (SourceUnavailable, OperationalError):
+        return True
+    except Exception:  # noqa: BLE001 - anything else is not worth a retry
+        return False
+    return False
+
+
+@task(name="extract", task_run_name="extract-{member_code}", cache_policy=NO_CACHE,
+      retries=1, retry_delay_seconds=2, retry_condition_fn=transient)
+def extract_task(config: str, member_code: str) -> Extract:
+    rt = open_runtime(config)
+    member = rt.consortium.member(member_code)
+    with _source_slots(config, rt.consortium.max_source_connections):
+        ext = extract_member(rt.consortium, member, rt.store, rt.id_key)
+    get_run_logger().info("member %s: extracted %s", member_code, ext.counts())
+    return ext
+
+
+@task(name="validate", task_run_name="validate-{member_code}", cache_policy=NO_CACHE)
+def validate_task(config: str, member_code: str, ext: Extract) -> Validated:
+    rt = open_runtime(config)
+    member = rt.consortium.member(member_code)
+    val = validate_extract(member_code, ext.frames, rt.member_view(member))
+    log = get_run_logger()
+    for bad in val.bad[:20]:  # masked values only; the quarantine table keeps every row
+        log.warning("member %s: %s row %s quarantined: %s", member_code, bad.entity,
+                    bad.row_key, ", ".join(bad.rules))
+    if len(val.bad) > 20:
+        log.warning("member %s: %d more rows quarantined", member_code, len(val.bad) - 20)
+    return val
+
+
+@task(name="merge", task_run_name="merge-{member_code}", cache_policy=NO_CACHE)
+def merge_task(config: str, member_code: str, ext: Extract, val: Validated) -> MergeReport:
+    rt = open_runtime(config)
+    member = rt.consortium.member(member_code)
+    with _merge_lock:
+        report = merge_batch(rt.store, rt.consortium, member, ext, val)
+    get_run_logger().info("member %s: merged %s, %d events, %d commands", member_code,
+                          report.merged, report.events, report.commands)
+    return report
+
+
+@task(name="push", task_run_name="push-{member_code}", cache_policy=NO_CACHE)
+def push_task(config: str, member_code: str) -> PushReport:
+    rt = open_runtime(config)
+    member = rt.consortium.member(member_code)
+    with _source_slots(config, rt.consortium.max_source_connections):
+        report = push_member(rt.store, rt.consortium, member)
+    log = get_run_logger()
+    for err in report.errors:
+        log.error(err)
+    if report.held:
+        log.info("member %s: write-back off, %d commands held (dry run)", member_code,
+                 report.held)
+    return report
