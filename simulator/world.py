@@ -208,6 +208,15 @@ class World:
             self.renew(self.rng.choice(out).barcode)
 
 
+def koha_world(urls: dict[str, str], seed: int, start: datetime) -> World:
+    """Koha members at the given database URLs (SQLite files or MariaDB databases)."""
+    specs = member_specs(len(urls))
+    codes = [s[0] for s in specs]
+    by_code = dict(zip(codes, urls.values(), strict=True))
+    desks = {code: KohaDesk(create_engine(url), code) for code, url in by_code.items()}
+    return World(desks, specs, seed, start)
+
+
 def sqlite_world(folder: Path, n_members: int, seed: int, start: datetime) -> tuple[World, dict]:
     """Members as SQLite files under `folder` (the demo's embedded default)."""
     folder.mkdir(parents=True, exist_ok=True)

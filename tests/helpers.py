@@ -1,0 +1,35 @@
+"""Small builders the tests share: a simulated consortium written to a config file, and one
+sync cycle run through the plain stage functions (no Prefect), as a benchmark would."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from connections.runtime import Runtime, open_runtime
+from simulator.world import World, config_toml, koha_world, member_specs
+from tasks.pipeline import sync_member
+from tasks.push import push_member, targets_with_pending
+
+
+def koha_consortium(tmp_path: Path, member_urls: list[str], central_url: str, *, seed: int = 11,
+                    readers: int = 6, items: int = 6, bad_readers: int = 0,
+                    demo: bool = True) -> tuple[World, Path]:
+    start = datetime.now().replace(microsecond=0) - timedelta(days=20)
+    world = koha_world({str(i): u for i, u in enumerate(member_urls)}, seed, start)
+    world.seed(readers, items, bad_readers=bad_readers)
+    urls = {code: url for code, url in zip(world.desks, member_urls, strict=True)}
+    config = tmp_path / "consortium.toml"
+    config.write_text(config_toml(member_specs(len(member_urls)), urls, central_url,
+                                  "test consortium", demo=demo))
+    return world, config
+
+
+def sync_cycle(config: Path) -> Runtime:
+    """Every member's extract-validate-merge, then every pending push."""
+    rt = open_runtime(str(config))
+    for member in rt.consortium.members:
+        sync_member(rt, member)
+    for target in targets_with_pending(rt.store):
+        push_member(rt.store, rt.consortium, rt.consortium.member(target))
+    return rt

@@ -1,0 +1,76 @@
+"""The Prefect flows on a real Prefect server: summary artifact, a member that cannot be reached."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func, select
+
+from domain.schema import loans, sync_runs, watermarks
+from flows.sync import sync_consortium, sync_library
+from tests.helpers import koha_consortium
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+DOWN = "mysql+pymysql://root@127.0.0.1:1/not_there"  # nothing listens on port 1
+
+
+def _artifact_rows(key: str = "sync-summary") -> list[dict]:
+    import json
+
+    from prefect.artifacts import Artifact
+
+    artifact = Artifact.get(key)
+    data = artifact.data
+    return json.loads(data) if isinstance(data, str) else data
+
+
+def _played(tmp_path):
+    members = [f"sqlite:///{tmp_path}/m{i}.db" for i in range(3)]
+    world, config = koha_consortium(tmp_path, members, f"sqlite:///{tmp_path}/central.db")
+    world.play(days=3, actions_per_day=15)
+    return world, config, members
+
+
+def test_consortium_sync_ends_with_a_table_artifact_of_every_member(tmp_path):
+    world, config, _ = _played(tmp_path)
+
+    result = sync_consortium(config=str(config))
+
+    rows = _artifact_rows()
+    assert sorted(r["member"] for r in rows) == sorted(world.desks)
+    assert all(r["status"] == "ok" for r in rows)
+    assert sum(r["events"] for r in rows) > 0
+    assert result.keys() == set(world.desks)
+
+
+def test_an_unreachable_member_fails_by_name_while_the_others_sync_and_it_catches_up_later(
+        tmp_path):
+    world, config, members = _played(tmp_path)
+    down_code = list(world.desks)[1]
+    good_text = config.read_text()
+    config.write_text(good_text.replace(members[1], DOWN))
+
+    state = sync_consortium(config=str(config), return_state=True)
+
+    assert state.is_failed()
+    assert down_code in state.message and "cannot read" in state.message
+    from connections.runtime import open_runtime
+
+    rt = open_runtime(str(config))
+    with rt.store.connect() as conn:
+        marked = set(conn.execute(select(watermarks.c.member).distinct()).scalars())
+        failed = conn.execute(select(sync_runs.c.error).where(
+            sync_runs.c.member == down_code)).scalar_one()
+    assert marked == set(world.desks) - {down_code}
+    assert f"member {down_code}" in failed and "127.0.0.1" in failed
+
+    config.write_text(good_text)  # the member is back
+    open_runtime.cache_clear()
+    sync_library(member=down_code, config=str(config))
+
+    rt = open_runtime(str(config))
+    with rt.store.connect() as conn:
+        marked = set(conn.execute(select(watermarks.c.member).distinct()).scalars())
+        its_loans = conn.execute(select(func.count()).select_from(loans)
+                                 .where(loans.c.member == down_code)).scalar()
+    assert down_code in marked
+    assert its_loans > 0

@@ -1,0 +1,70 @@
+"""A row that fails validation goes to quarantine with the rule it broke; the good rows beside
+it are merged; fixing the row at the source releases it on the next run."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import func, select, update
+
+from domain.identity import looks_like_id_number
+from domain.schema import loans, quarantine, reader_accounts
+from simulator import koha
+from tests.helpers import koha_consortium, sync_cycle
+
+
+def _quarantined(rt):
+    with rt.store.connect() as conn:
+        return conn.execute(select(quarantine).where(quarantine.c.released_at.is_(None))).all()
+
+
+def test_bad_rows_are_quarantined_by_rule_and_the_good_rows_beside_them_are_merged(
+        tmp_path, mariadb_db, pg_db):
+    world, config = koha_consortium(tmp_path, [mariadb_db(), mariadb_db()], pg_db(),
+                                    readers=5, bad_readers=1)
+    a = list(world.desks)[0]
+    for n, person in enumerate([p for p in world.people if p.home == a][:2], start=1):
+        world.checkout(f"{a}{n:07d}", a, person)
+    bad_issue = world.books[f"{a}0000001"].loan[1]
+    with world.desks[a].engine.begin() as conn:  # a loan due before it was issued
+        conn.execute(update(koha.issues).where(koha.issues.c.issue_id == bad_issue).values(
+            date_due=world.clock - timedelta(days=3)))
+
+    rt = sync_cycle(config)
+
+    rows = {(r.entity, tuple(r.rules)) for r in _quarantined(rt)}
+    assert ("loans", ("issued_not_after_due",)) in rows
+    assert ("readers", ("id_number_valid",)) in rows
+    bad_reader = next(r for r in _quarantined(rt) if r.entity == "readers")
+    assert bad_reader.member == a
+    assert not looks_like_id_number(str(bad_reader.row_masked))  # masked, never in clear
+    with rt.store.connect() as conn:
+        merged_loans = conn.execute(select(loans.c.local_id).where(loans.c.member == a)).all()
+        accounts = conn.execute(select(func.count()).select_from(reader_accounts)
+                                .where(reader_accounts.c.member == a)).scalar()
+    good_issue = world.books[f"{a}0000002"].loan[1]
+    assert [r.local_id for r in merged_loans] == [str(good_issue)]
+    assert accounts == 5  # every good reader of that member
+
+
+def test_a_row_fixed_at_the_source_is_released_and_merged(tmp_path):
+    members = [f"sqlite:///{tmp_path}/m{i}.db" for i in range(2)]
+    world, config = koha_consortium(tmp_path, members, f"sqlite:///{tmp_path}/c.db",
+                                    bad_readers=1)
+    rt = sync_cycle(config)
+    (bad,) = _quarantined(rt)
+    desk = world.desks[bad.member]
+    person = world._person(bad.member)  # a correct number for the same reader
+    with desk.engine.begin() as conn:
+        conn.execute(update(koha.borrowers).where(
+            koha.borrowers.c.borrowernumber == int(bad.row_key)).values(
+            cardnumber=person.id_number, updated_on=func.current_timestamp()))
+
+    rt = sync_cycle(config)
+
+    assert _quarantined(rt) == []
+    with rt.store.connect() as conn:
+        account = conn.execute(select(reader_accounts).where(
+            reader_accounts.c.member == bad.member,
+            reader_accounts.c.local_id == bad.row_key)).one()
+    assert account.reader_key is not None

@@ -1,0 +1,47 @@
+"""`circhub db upgrade`: creates the central store on SQLite and PostgreSQL, and a later
+schema step is applied without dropping data."""
+
+from __future__ import annotations
+
+
+import pytest
+from sqlalchemy import create_engine, inspect, select, text
+
+from connections import store
+from domain.schema import members, metadata
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request, tmp_path):
+    url = (f"sqlite:///{tmp_path}/c.db" if request.param == "sqlite"
+           else request.getfixturevalue("pg_db")())
+    eng = create_engine(url)
+    yield eng
+    eng.dispose()
+
+
+def test_upgrade_creates_every_table_and_is_a_no_op_the_second_time(engine):
+    assert store.upgrade(engine) == ["001 baseline"]
+    assert set(metadata.tables) <= set(inspect(engine).get_table_names())
+    assert store.upgrade(engine) == []
+    assert store.current_version(engine) == 1
+
+
+def test_a_later_schema_step_keeps_the_rows_already_there(engine, monkeypatch):
+    store.upgrade(engine)
+    with engine.begin() as conn:
+        conn.execute(members.insert().values(code="CD001", name="Chengdu", region="Chengdu",
+                                             profile="koha", sync_enabled=True,
+                                             writeback_enabled=True))
+
+    def add_column(conn):
+        conn.execute(text("ALTER TABLE members ADD COLUMN website VARCHAR(200)"))
+
+    steps = [*store.MIGRATIONS, (2, "members website", add_column)]
+    monkeypatch.setattr(store, "MIGRATIONS", steps)
+    assert store.upgrade(engine) == ["002 members website"]
+
+    with engine.connect() as conn:
+        assert conn.execute(select(members.c.name)).scalars().all() == ["Chengdu"]
+        assert conn.execute(text("SELECT website FROM members")).scalar() is None
+    assert store.current_version(engine) == 2
