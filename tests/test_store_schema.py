@@ -3,7 +3,6 @@ schema step is applied without dropping data."""
 
 from __future__ import annotations
 
-
 import pytest
 from sqlalchemy import create_engine, inspect, select, text
 
