@@ -91,14 +91,7 @@ def sync(config: str = ConfigOpt,
     """Run the consortium sync flow (or one member's) now."""
     from flows.sync import sync_consortium
 
-    _runtime(config)
-    state = sync_consortium(config=_config(config), members=member or None, return_state=True)
-    rows = state.result(raise_on_failure=False)
-    if isinstance(rows, dict):
-        _print_rows(rows.values())
-    if not state.is_completed():
-        err.print(f"[red]sync failed:[/] {state.message}")
-        raise typer.Exit(1)
+    _run_flow(sync_consortium, "sync", config, members=member or None)
 
 
 @app.command()
@@ -106,13 +99,18 @@ def push(config: str = ConfigOpt) -> None:
     """Apply pending write-backs to the members owed them."""
     from flows.push import push_writebacks
 
+    _run_flow(push_writebacks, "push", config)
+
+
+def _run_flow(flow_fn, what: str, config: str | None, **params) -> None:
+    """Run a flow now, print its per-member table, exit non-zero when it failed."""
     _runtime(config)
-    state = push_writebacks(config=_config(config), return_state=True)
+    state = flow_fn(config=_config(config), return_state=True, **params)
     rows = state.result(raise_on_failure=False)
     if isinstance(rows, dict):
         _print_rows(rows.values())
     if not state.is_completed():
-        err.print(f"[red]push failed:[/] {state.message}")
+        err.print(f"[red]{what} failed:[/] {state.message}")
         raise typer.Exit(1)
 
 

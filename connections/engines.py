@@ -30,16 +30,18 @@ def _secret(block_name: str) -> str:
     return Secret.load(block_name).get()
 
 
+def _from_env(variable: str, whose: str) -> str:
+    value = os.environ.get(variable)
+    if not value:
+        raise ConnectionSetupError(f"{whose}: environment variable {variable} is not set")
+    return value
+
+
 def member_url(member: Member) -> str:
     if member.connection:
         return member.connection
     if member.connection_env:
-        value = os.environ.get(member.connection_env)
-        if not value:
-            raise ConnectionSetupError(
-                f"member {member.code}: environment variable {member.connection_env} is not set"
-            )
-        return value
+        return _from_env(member.connection_env, f"member {member.code}")
     try:
         return _secret(member.connection_secret)
     except Exception as exc:  # noqa: BLE001 - any failure to load is the same problem here
@@ -51,17 +53,8 @@ def member_url(member: Member) -> str:
 
 def central_url(consortium: Consortium) -> str:
     if consortium.central_store_env:
-        value = os.environ.get(consortium.central_store_env)
-        if not value:
-            raise ConnectionSetupError(
-                f"central store: environment variable {consortium.central_store_env} is not set"
-            )
-        return value
+        return _from_env(consortium.central_store_env, "central store")
     return consortium.central_store or "sqlite:///circhub.db"
-
-
-def member_engine(member: Member) -> Engine:
-    return engine_for(member_url(member))
 
 
 # Per driver: how long to wait for a member that does not answer (a hung member must fail,
