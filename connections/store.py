@@ -40,6 +40,9 @@ def upgrade(engine: Engine) -> list[str]:
                 )
             )
             applied_now.append(f"{version:03d} {name}")
+        # Tables added to domain/schema.py later appear on any existing store; new columns
+        # on existing tables need a numbered step above (ALTER TABLE ... ADD COLUMN).
+        metadata.create_all(conn, checkfirst=True)
     return applied_now
 
 
