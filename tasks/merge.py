@@ -8,14 +8,14 @@ leaves the watermark where the data is.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
 import pandas as pd
-from sqlalchemy import Connection, Engine, select, update
+from sqlalchemy import Connection, Engine, bindparam, select, update
 
+from connections.bulk import bulk_upsert
 from connections.config import Consortium, Member
 from connections.store import upsert_insert
 from domain.circulation import (
@@ -73,10 +73,17 @@ def records(frame: pd.DataFrame) -> list[dict]:
     return out
 
 
-def row_hash(entity: str, row: dict) -> str:
-    # The cursor is left out: a row re-read with a new timestamp but the same facts is no change.
-    text = "\x1f".join(repr(row.get(c)) for c in HASHED[entity])
-    return hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()
+def with_row_hash(entity: str, frame: pd.DataFrame) -> pd.DataFrame:
+    """Add `_hash`, a content hash of the business columns, computed for the whole frame at
+    once. The cursor is left out: a row re-read with a new timestamp but the same facts is no
+    change."""
+    out = frame.copy()
+    if out.empty:
+        out["_hash"] = pd.Series(dtype=object)
+        return out
+    hashes = pd.util.hash_pandas_object(out[HASHED[entity]].astype(str), index=False)
+    out["_hash"] = [format(h, "016x") for h in hashes]
+    return out
 
 
 def _chunks(values: list, size: int = IN_CHUNK) -> Iterable[list]:
@@ -84,17 +91,15 @@ def _chunks(values: list, size: int = IN_CHUNK) -> Iterable[list]:
         yield values[i : i + size]
 
 
-def _changed(conn: Connection, table, member: str, entity: str, rows: list[dict]) -> list[dict]:
-    """Rows whose content differs from what the central store holds for them."""
-    for r in rows:
-        r["_hash"] = row_hash(entity, r)
-    known: dict[str, str] = {}
-    ids = [str(r["local_id"]) for r in rows]
-    for part in _chunks(ids):
-        q = select(table.c.local_id, table.c.row_hash).where(
-            table.c.member == member, table.c.local_id.in_(part))
-        known.update(dict(conn.execute(q).all()))
-    return [r for r in rows if known.get(str(r["local_id"])) != r["_hash"]]
+def _upsert_mirror(conn: Connection, table, member_of, rows: list[dict],
+                   values_of) -> list[dict]:
+    """Upsert per-member mirror rows; returns the rows that were new or changed."""
+    staged = [{"member": member_of(r), "local_id": str(r["local_id"]), **values_of(r),
+               "row_hash": r["_hash"]} for r in rows]
+    update = [c for c in staged[0] if c not in ("member", "local_id")] if staged else []
+    written = set(bulk_upsert(conn, table, staged, ("member", "local_id"), update, "row_hash"))
+    return [r for r, st in zip(rows, staged, strict=True)
+            if (st["member"], st["local_id"]) in written]
 
 
 def merge_batch(store: Engine, consortium: Consortium, member: Member, extract: Extract,
@@ -103,10 +108,12 @@ def merge_batch(store: Engine, consortium: Consortium, member: Member, extract: 
     now = datetime.now()
     with store.begin() as conn:
         _quarantine(conn, member.code, validated, now, report)
-        _merge_readers(conn, member, records(validated.good["readers"]), now, report)
-        item_rows = records(validated.good["items"])
+        frames = {e: with_row_hash(e, validated.good.get(e, pd.DataFrame()))
+                  for e in ("readers", "items", "loans")}
+        _merge_readers(conn, member, records(frames["readers"]), now, report)
+        item_rows = records(frames["items"])
         _merge_items(conn, consortium, member, item_rows, report)
-        _merge_loans(conn, member, records(validated.good["loans"]), now, report)
+        _merge_loans(conn, member, records(frames["loans"]), now, report)
         _sightings(conn, member, item_rows, now, report)
         _refresh_items(conn, consortium, report, now)
         _advance_marks(conn, member.code, extract, now)
@@ -137,21 +144,16 @@ def _quarantine(conn: Connection, member: str, validated: Validated, now: dateti
 
 def _merge_readers(conn: Connection, member: Member, rows: list[dict], now: datetime,
                    report: MergeReport) -> None:
-    changed = _changed(conn, reader_accounts, member.code, "readers", rows)
-    for r in changed:
-        home = member.member_for_branch(r["branch"])
-        ins = upsert_insert(conn, readers).values(
-            reader_key=r["reader_key"], id_masked=r["id_masked"], id_status=r["id_status"],
-            birth_date=_as_datetime(r.get("id_birth_date")), sex=r.get("id_sex"),
-            home_member=home, first_seen_at=now)
-        conn.execute(ins.on_conflict_do_nothing(index_elements=["reader_key"]))
-        values = dict(reader_key=r["reader_key"], card_masked=r["card_masked"], home_branch=home,
-                      flag=_birth_flag(r), row_hash=r["_hash"],
-                      source_updated_at=r["updated_at"])
-        acc = upsert_insert(conn, reader_accounts).values(
-            member=member.code, local_id=str(r["local_id"]), **values)
-        conn.execute(acc.on_conflict_do_update(index_elements=["member", "local_id"],
-                                               set_=values))
+    rows = [r for r in rows if r.get("reader_key")]
+    people = [dict(reader_key=r["reader_key"], id_masked=r["id_masked"],
+                   id_status=r["id_status"], birth_date=_as_datetime(r.get("id_birth_date")),
+                   sex=r.get("id_sex"), home_member=member.member_for_branch(r["branch"]),
+                   first_seen_at=now) for r in rows]
+    bulk_upsert(conn, readers, people, ("reader_key",))
+    changed = _upsert_mirror(conn, reader_accounts, lambda r: member.code, rows, lambda r: dict(
+        reader_key=r["reader_key"], card_masked=r["card_masked"],
+        home_branch=member.member_for_branch(r["branch"]), flag=_birth_flag(r),
+        source_updated_at=r["updated_at"]))
     report.merged["readers"] = len(changed)
 
 
@@ -171,40 +173,30 @@ def _birth_flag(row: dict) -> str | None:
 
 def _merge_items(conn: Connection, consortium: Consortium, member: Member, rows: list[dict],
                  report: MergeReport) -> None:
-    changed = _changed(conn, member_items, member.code, "items", rows)
+    changed = _upsert_mirror(conn, member_items, lambda r: member.code, rows, lambda r: dict(
+        barcode=r["barcode"], is_copy=bool(r["is_copy"]),
+        holding_member=member.member_for_branch(r["holding_branch"]),
+        on_loan_due=r["on_loan_due"], last_seen=r["last_seen"],
+        source_updated_at=r["updated_at"]))
+    catalog = []
     for r in changed:
-        values = dict(barcode=r["barcode"], is_copy=bool(r["is_copy"]),
-                      holding_member=member.member_for_branch(r["holding_branch"]),
-                      on_loan_due=r["on_loan_due"], last_seen=r["last_seen"],
-                      row_hash=r["_hash"], source_updated_at=r["updated_at"])
-        stmt = upsert_insert(conn, member_items).values(
-            member=member.code, local_id=str(r["local_id"]), **values)
-        conn.execute(stmt.on_conflict_do_update(index_elements=["member", "local_id"],
-                                                set_=values))
         owner = consortium.owner_of_barcode(r["barcode"])
-        holder = values["holding_member"] if not r["is_copy"] else owner
-        cat = upsert_insert(conn, items).values(
-            barcode=r["barcode"], owner=owner, holder=holder,
-            status=HOME if holder == owner else "away", on_loan=False)
-        conn.execute(cat.on_conflict_do_nothing(index_elements=["barcode"]))
+        holder = owner if r["is_copy"] else member.member_for_branch(r["holding_branch"])
+        catalog.append(dict(barcode=r["barcode"], owner=owner, holder=holder,
+                            status=HOME if holder == owner else "away", on_loan=False))
         report.touched.add(r["barcode"])
+    bulk_upsert(conn, items, catalog, ("barcode",))
     report.merged["items"] = len(changed)
 
 
 def _merge_loans(conn: Connection, member: Member, rows: list[dict], now: datetime,
                  report: MergeReport) -> None:
-    changed = _changed(conn, loans, member.code, "loans", rows)
-    reader_of = _reader_keys(conn, member.code, {str(r["reader_local_id"]) for r in changed})
-    for r in changed:
-        lender = member.member_for_branch(r["branch"])
-        values = dict(barcode=r["barcode"], reader_key=reader_of.get(str(r["reader_local_id"])),
-                      issued_at=r["issued_at"], due_at=r["due_at"],
-                      renewals=int(r["renewals"] or 0), source_returned_at=r["returned_at"],
-                      row_hash=r["_hash"], source_updated_at=r["updated_at"])
-        stmt = upsert_insert(conn, loans).values(member=lender, local_id=str(r["local_id"]),
-                                                 **values)
-        conn.execute(stmt.on_conflict_do_update(index_elements=["member", "local_id"],
-                                                set_=values))
+    reader_of = _reader_keys(conn, member.code, {str(r["reader_local_id"]) for r in rows})
+    changed = _upsert_mirror(
+        conn, loans, lambda r: member.member_for_branch(r["branch"]), rows, lambda r: dict(
+            barcode=r["barcode"], reader_key=reader_of.get(str(r["reader_local_id"])),
+            issued_at=r["issued_at"], due_at=r["due_at"], renewals=int(r["renewals"] or 0),
+            source_returned_at=r["returned_at"], source_updated_at=r["updated_at"]))
     report.merged["loans"] = len(changed)
     echoes = _closed_by_hub(conn, member, changed)
     events = [ev for ev in loan_events(changed, member.member_for_branch)
@@ -247,17 +239,14 @@ def _reader_keys(conn: Connection, member: str, local_ids: set[str]) -> dict[str
 
 def _insert_events(conn: Connection, events: list[Event], now: datetime,
                    report: MergeReport) -> int:
-    added = 0
-    for ev in events:
-        stmt = upsert_insert(conn, circulation_events).values(
-            event_key=ev.event_key, barcode=ev.barcode, kind=ev.kind, member=ev.member,
-            at=ev.at, loan_member=ev.loan[0] if ev.loan else None,
-            loan_local_id=ev.loan[1] if ev.loan else None, due_at=ev.due_at, recorded_at=now)
-        res = conn.execute(stmt.on_conflict_do_nothing(index_elements=["event_key"]))
-        if res.rowcount:
-            added += 1
-            report.touched.add(ev.barcode)
-    return added
+    """Append events; one already recorded (same source event) is not added again."""
+    rows = [dict(event_key=ev.event_key, barcode=ev.barcode, kind=ev.kind, member=ev.member,
+                 at=ev.at, loan_member=ev.loan[0] if ev.loan else None,
+                 loan_local_id=ev.loan[1] if ev.loan else None, due_at=ev.due_at,
+                 recorded_at=now) for ev in events]
+    added = {k for (k,) in bulk_upsert(conn, circulation_events, rows, ("event_key",))}
+    report.touched.update(ev.barcode for ev in events if ev.event_key in added)
+    return len(added)
 
 
 def _sightings(conn: Connection, member: Member, item_rows: list[dict], now: datetime,
@@ -288,12 +277,10 @@ def _refresh_items(conn: Connection, consortium: Consortium, report: MergeReport
         history = _events_by_barcode(conn, part)
         mirrors = _mirrors(conn, part)
         open_loans = _open_at_source(conn, part)
-        for barcode in part:
-            if barcode not in history:
-                continue
-            owner = consortium.owner_of_barcode(barcode)
-            state = replay(owner, history[barcode])
-            _store_state(conn, barcode, state)
+        states = {b: replay(consortium.owner_of_barcode(b), history[b])
+                  for b in part if b in history}
+        _store_states(conn, states)
+        for barcode, state in states.items():
             cmds = commands_for(barcode, state, mirrors.get(barcode, []),
                                 open_loans.get(barcode, []))
             report.commands += _queue(conn, cmds, now)
@@ -338,16 +325,18 @@ def _open_at_source(conn: Connection, barcodes: list[str]) -> dict[str, list[Ope
     return found
 
 
-def _store_state(conn: Connection, barcode: str, state) -> None:
-    values = dict(owner=state.owner, holder=state.holder, status=state.status,
-                  on_loan=state.open_loan is not None, due=state.due, lent_by=state.lent_by,
-                  state_at=state.state_at)
-    stmt = upsert_insert(conn, items).values(barcode=barcode, **values)
-    conn.execute(stmt.on_conflict_do_update(index_elements=["barcode"], set_=values))
-    for (member, local_id), closure in state.closures.items():
+def _store_states(conn: Connection, states: dict) -> None:
+    rows = [dict(barcode=b, owner=s.owner, holder=s.holder, status=s.status,
+                 on_loan=s.open_loan is not None, due=s.due, lent_by=s.lent_by,
+                 state_at=s.state_at) for b, s in states.items()]
+    bulk_upsert(conn, items, rows, ("barcode",),
+                ("owner", "holder", "status", "on_loan", "due", "lent_by", "state_at"))
+    closures = [dict(m=m, lid=lid, at=c.returned_at, where=c.return_member)
+                for s in states.values() for (m, lid), c in s.closures.items()]
+    if closures:
         conn.execute(update(loans).where(
-            loans.c.member == member, loans.c.local_id == local_id,
-        ).values(returned_at=closure.returned_at, return_member=closure.return_member))
+            loans.c.member == bindparam("m"), loans.c.local_id == bindparam("lid"),
+        ).values(returned_at=bindparam("at"), return_member=bindparam("where")), closures)
 
 
 def _queue(conn: Connection, commands, now: datetime) -> int:
