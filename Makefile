@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: demo test bench lint services odbc serve clean
+.PHONY: demo test bench lint services odbc chromium serve clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -21,7 +21,7 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/circhub demo
 
-test: $(STAMP) services odbc
+test: $(STAMP) services odbc chromium
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP) services odbc
@@ -35,6 +35,9 @@ services:
 
 odbc:
 	@scripts/ensure-odbc
+
+chromium:
+	@scripts/ensure-chromium
 
 serve: $(STAMP)
 	$(BIN)/circhub serve

@@ -10,6 +10,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from circhub.cli_outbox import outbox_app
+from circhub.cli_readers import reader_app
+
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no outbound network
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
@@ -17,6 +20,8 @@ app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="circhub: the circulation data hub of a library consortium.")
 db_app = typer.Typer(no_args_is_help=True, help="Central store schema.")
 app.add_typer(db_app, name="db")
+app.add_typer(reader_app, name="reader")
+app.add_typer(outbox_app, name="outbox")
 console = Console()
 err = Console(stderr=True)
 
@@ -71,12 +76,14 @@ def simulate(out: Path = typer.Option(Path("sim"), help="Folder for the member d
 def db_upgrade(config: str = ConfigOpt) -> None:
     """Create or upgrade the central store schema (never drops data)."""
     from connections.config import ConfigError, load_config
-    from connections.engines import central_url, engine_for
+    from connections.engines import ConnectionSetupError, central_url, engine_for, id_hash_key
     from connections.store import current_version, upgrade
 
     try:
-        engine = engine_for(central_url(load_config(_config(config))))
-    except ConfigError as exc:
+        consortium = load_config(_config(config))
+        id_hash_key(consortium)  # the rule of every command: no reader-ID key, no start
+        engine = engine_for(central_url(consortium))
+    except (ConfigError, ConnectionSetupError) as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from None
     applied = upgrade(engine)
@@ -114,6 +121,30 @@ def _run_flow(flow_fn, what: str, config: str | None, **params) -> None:
         raise typer.Exit(1)
 
 
+@app.command("backfill")
+def backfill_cmd(member: str, entity: str,
+                 since: str = typer.Option(..., help="First cursor value, ISO date/time."),
+                 until: str = typer.Option(None, help="End (exclusive); default now."),
+                 window_hours: int = 24, config: str = ConfigOpt) -> None:
+    """Load one entity of one member over a date range; rerun to resume after a crash."""
+    from connections.config import ConfigError
+    from flows.backfill import backfill
+
+    rt = _runtime(config)
+    try:
+        rt.consortium.member(member)  # a clear error for an unknown member, before any work
+    except ConfigError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    state = backfill(member=member, entity=entity, since=since, until=until,
+                     window_hours=window_hours, config=_config(config), show_progress=True,
+                     return_state=True)
+    if not state.is_completed():
+        err.print(f"[red]backfill failed:[/] {state.message}")
+        raise typer.Exit(1)
+    console.print(state.result())
+
+
 @app.command("quarantine")
 def quarantine_list(config: str = ConfigOpt, limit: int = 50) -> None:
     """Rows held back by validation, with the rules they broke (masked values)."""
@@ -133,24 +164,6 @@ def quarantine_list(config: str = ConfigOpt, limit: int = 50) -> None:
     console.print(table)
 
 
-@app.command("outbox")
-def outbox_list(config: str = ConfigOpt, status: str = "pending", limit: int = 50) -> None:
-    """Write-back commands by status: pending, applied, dead, superseded."""
-    from sqlalchemy import select
-
-    from domain.schema import outbox
-
-    rt = _runtime(config)
-    with rt.store.connect() as conn:
-        rows = conn.execute(select(outbox).where(outbox.c.status == status)
-                            .order_by(outbox.c.id).limit(limit)).all()
-    table = Table("id", "target", "kind", "barcode", "holder", "attempts", "last error")
-    for r in rows:
-        table.add_row(str(r.id), r.target, r.kind, r.barcode, r.payload.get("holder", ""),
-                      str(r.attempts), r.last_error or "")
-    console.print(table)
-
-
 def _print_rows(rows) -> None:
     rows = list(rows)
     if not rows:
@@ -159,6 +172,9 @@ def _print_rows(rows) -> None:
     for row in sorted(rows, key=lambda r: r["member"]):
         table.add_row(*(str(v) for v in row.values()))
     console.print(table)
+
+
+import circhub.cli_ops  # noqa: E402,F401 - registers serve, status and report on `app`
 
 
 def main() -> None:  # pragma: no cover - console entry point

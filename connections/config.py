@@ -35,6 +35,15 @@ class Member:
     branches: dict[str, str] = field(default_factory=dict)  # ILS branch code -> member code
     barcode_prefix: str = ""
     level: str = "county"  # province | city | county: for the book-flow reports
+    # Members naming the same instance share one ILS database (a city system hosting branches):
+    # each reads only the rows of its own branches (`own_branches`).
+    instance: str | None = None
+
+    def own_branches(self) -> list[str] | None:
+        """The ILS branch codes whose rows this member extracts; None means all rows."""
+        if self.instance is None:
+            return None
+        return sorted(b for b, code in self.branches.items() if code == self.code)
 
     def member_for_branch(self, branch: str | None) -> str | None:
         if branch is None:
@@ -58,6 +67,11 @@ class Consortium:
     lookback_seconds: int = 300
     demo: bool = False  # allows the built-in demo hash key; never set in production
     source_path: Path | None = None
+    # Write-back retries: a command failing at its ILS waits base * 2^(n-1) seconds (with
+    # jitter, at most the cap) before try n+1, and is dead-lettered after max attempts.
+    writeback_max_attempts: int = 5
+    writeback_backoff_seconds: float = 30.0
+    writeback_backoff_cap_seconds: float = 3600.0
 
     def member(self, code: str) -> Member:
         for m in self.members:
@@ -107,6 +121,7 @@ def parse_config(data: dict[str, Any], source_path: Path | None = None) -> Conso
             errors.append(f"member {member.code}: field 'code': duplicate member code")
         seen.add(member.code)
         members.append(member)
+    errors += _instance_errors(members)
     if not members and not errors:
         errors.append("no [[members]] listed")
     if not head.get("central_store") and not head.get("central_store_env"):
@@ -123,7 +138,29 @@ def parse_config(data: dict[str, Any], source_path: Path | None = None) -> Conso
         lookback_seconds=int(head.get("lookback_seconds", 300)),
         demo=bool(head.get("demo", False)),
         source_path=source_path,
+        writeback_max_attempts=int(head.get("writeback_max_attempts", 5)),
+        writeback_backoff_seconds=float(head.get("writeback_backoff_seconds", 30)),
+        writeback_backoff_cap_seconds=float(head.get("writeback_backoff_cap_seconds", 3600)),
     )
+
+
+def _instance_errors(members: list[Member]) -> list[str]:
+    """Members sharing an instance: same profile, at least one branch each, none claimed twice."""
+    errors = []
+    owner_of: dict[tuple[str, str], str] = {}
+    profiles: dict[str, str] = {}
+    for m in (m for m in members if m.instance):
+        label = f"member {m.code}: field 'instance'"
+        if not m.own_branches():
+            errors.append(f"{label}: list its own ILS branch codes in 'branches' (code -> "
+                          f"{m.code}), or it would extract nothing")
+        if profiles.setdefault(m.instance, m.profile) != m.profile:
+            errors.append(f"{label}: instance {m.instance!r} is used with two profiles")
+        for branch in m.own_branches():
+            other = owner_of.setdefault((m.instance, branch), m.code)
+            if other != m.code:
+                errors.append(f"{label}: branch {branch!r} is claimed by {other} too")
+    return errors
 
 
 def _parse_member(i: int, raw: dict[str, Any], errors: list[str]) -> Member | None:
@@ -164,4 +201,5 @@ def _parse_member(i: int, raw: dict[str, Any], errors: list[str]) -> Member | No
         branches=dict(raw.get("branches", {})),
         barcode_prefix=raw.get("barcode_prefix") or code,
         level=raw.get("level", "county"),
+        instance=raw.get("instance"),
     )

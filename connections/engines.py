@@ -13,6 +13,7 @@ from functools import cache
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
+import connections.odbc  # noqa: F401 - registers postgresql+pyodbc:// (Polaris-style)
 from connections.config import Consortium, Member
 
 DEMO_ID_KEY = b"circhub-demo-key-not-for-production"
@@ -55,6 +56,10 @@ def central_url(consortium: Consortium) -> str:
     if consortium.central_store_env:
         return _from_env(consortium.central_store_env, "central store")
     return consortium.central_store or "sqlite:///circhub.db"
+
+
+def member_engine(member: Member) -> Engine:
+    return engine_for(member_url(member))
 
 
 # Per driver: how long to wait for a member that does not answer (a hung member must fail,

@@ -11,9 +11,11 @@ from sqlalchemy import Engine
 
 from connections.config import Consortium, Member, load_config
 from connections.engines import central_url, engine_for, id_hash_key
+from connections.key_epochs import ensure_store_key
 from connections.profile import load_profile
 from connections.store import upgrade
 from domain.prepare import MemberView
+from domain.readers import key_fingerprint
 
 CONFIG_ENV = "CIRCHUB_CONFIG"
 
@@ -41,6 +43,8 @@ class Runtime:
 @cache
 def open_runtime(config_path: str) -> Runtime:
     consortium = load_config(Path(config_path))
+    id_key = id_hash_key(consortium)  # no key, no start: checked before the store is touched
     store = engine_for(central_url(consortium))
     upgrade(store)
-    return Runtime(consortium, store, id_hash_key(consortium))
+    ensure_store_key(store, key_fingerprint(id_key))  # another key would split every reader
+    return Runtime(consortium, store, id_key)

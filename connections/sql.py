@@ -1,11 +1,14 @@
 """SQL built from a profile: the one incremental filter, and the write-back statements.
 
 Everything goes through SQLAlchemy Core constructs, so identifiers are quoted by the dialect
-(MySQL backticks, PostgreSQL and T-SQL double quotes / brackets) and values are bound.
+(MySQL backticks, PostgreSQL double quotes, T-SQL brackets) and values are bound.
+Profile values are bound without a SQL type: the database infers it from the column compared
+or written (psycopg would otherwise cast a string loan id to VARCHAR against an integer key).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -18,16 +21,23 @@ from sqlalchemy import (
     insert,
     literal,
     null,
+    or_,
     select,
     union_all,
     update,
 )
 from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.types import NullType
 
-from connections.profile import Entity, Source, Step
-from domain.records import field_names
+from connections.profile import Entity, Lookup, Source, Step, WhenNull
+from domain.records import OWNER_FIELDS, field_names
 
 NOW = "$now"
+NULL = "$null"
+
+
+def _bound(value: Any) -> ColumnElement:
+    return bindparam(None, value, type_=NullType())
 
 
 def _tables(source: Source) -> dict[str, Any]:
@@ -42,20 +52,36 @@ def _tables(source: Source) -> dict[str, Any]:
     return tables
 
 
-def _ref(tables: dict[str, Any], source: Source, expr: str) -> ColumnElement:
+def _col(tables: dict[str, Any], source: Source, expr: str) -> ColumnElement:
     alias, col = source.split(expr)
     return tables[alias].c[col]
 
 
+def _ref(tables: dict[str, Any], source: Source, expr) -> ColumnElement:
+    """A column, or several read as one text (a missing part reads as empty)."""
+    if isinstance(expr, str):
+        return _col(tables, source, expr)
+    parts = [func.coalesce(_col(tables, source, p), literal("")) for p in expr]
+    joined = parts[0]
+    for part in parts[1:]:
+        joined = joined.concat(part)  # || on PostgreSQL, concat() on MySQL, + in T-SQL
+    return joined
+
+
+def _equals_constant(col: ColumnElement, value: Any) -> ColumnElement:
+    return col.is_(None) if value == NULL else col == _bound(value)
+
+
 def source_select(entity: Entity, source: Source, since: datetime | None,
-                  until: datetime | None = None) -> Select:
+                  until: datetime | None = None,
+                  branches: Sequence[str] | None = None) -> Select:
     tables = _tables(source)
-    base = tables[source.table.alias]
-    frm = base
+    frm = tables[source.table.alias]
     for j in source.joins:
-        cond = and_(*(_ref(tables, source, left) == tables[j.table.alias].c[right]
-                      for left, right in j.on.items()))
-        frm = frm.outerjoin(tables[j.table.alias], cond)
+        joined = tables[j.table.alias]
+        cond = [_col(tables, source, left) == joined.c[right] for left, right in j.on.items()]
+        cond += [_equals_constant(joined.c[col], v) for col, v in j.filter.items()]
+        frm = frm.join(joined, and_(*cond), isouter=not j.inner)
     cols = [
         (_ref(tables, source, source.columns[name]) if name in source.columns else null())
         .label(name)
@@ -63,9 +89,20 @@ def source_select(entity: Entity, source: Source, since: datetime | None,
     ]
     query = select(*cols).select_from(frm)
     for col, value in source.where_equals.items():
-        query = query.where(_ref(tables, source, col) == literal(value))
+        query = query.where(_equals_constant(_col(tables, source, col), value))
+    query = _branch_filter(query, entity, source, tables, branches)
     cursor = _ref(tables, source, source.columns[entity.cursor])
     return _cursor_window(query, cursor, since, until)
+
+
+def _branch_filter(query: Select, entity: Entity, source: Source, tables: dict[str, Any],
+                   branches: Sequence[str] | None) -> Select:
+    """Rows of the given ILS branches only: one member of an instance that hosts several."""
+    owner = OWNER_FIELDS.get(entity.name)
+    if branches is None or owner is None:
+        return query
+    column = _ref(tables, source, source.columns[owner])
+    return query.where(column.in_(bindparam("branches", list(branches), expanding=True)))
 
 
 def _cursor_window(query: Select, cursor: ColumnElement, since: datetime | None,
@@ -83,9 +120,13 @@ def _cursor_window(query: Select, cursor: ColumnElement, since: datetime | None,
 
 
 def extract_query(entity: Entity, since: datetime | None = None,
-                  until: datetime | None = None) -> Select:
-    """All sources of an entity, ordered by (cursor, key) so a window can stop mid-way."""
-    parts = [source_select(entity, s, since, until) for s in entity.sources]
+                  until: datetime | None = None,
+                  branches: Sequence[str] | None = None) -> Select:
+    """All sources of an entity, ordered by (cursor, key) so a window can stop mid-way.
+
+    `branches` limits the rows to those ILS branch codes (see domain.records.OWNER_FIELDS).
+    """
+    parts = [source_select(entity, s, since, until, branches) for s in entity.sources]
     if len(parts) == 1:
         q = parts[0]
         return q.order_by(q.selected_columns[entity.cursor], q.selected_columns[entity.key])
@@ -93,29 +134,50 @@ def extract_query(entity: Entity, since: datetime | None = None,
     return select(sub).order_by(sub.c[entity.cursor], sub.c[entity.key])
 
 
-def key_count_query(entity: Entity) -> Select:
+def key_count_query(entity: Entity, branches: Sequence[str] | None = None) -> Select:
     """How many rows an entity has at the source (for backfill estimates)."""
-    counts = [select(func.count()).select_from(source_select(entity, s, None).subquery())
-              .scalar_subquery() for s in entity.sources]
+    counts = [select(func.count()).select_from(source_select(entity, s, None, None, branches)
+                                               .subquery()).scalar_subquery()
+              for s in entity.sources]
     total = counts[0]
     for c in counts[1:]:
         total = total + c
     return select(total.label("n"))
 
 
-def _value(raw: Any, params: dict[str, Any], name: str):
+def _value(raw: Any, params: dict[str, Any]) -> ColumnElement:
+    """One value form of a write-back step (see connections.profile) as SQL."""
+    if isinstance(raw, Lookup):
+        return _lookup(raw, params)
+    if isinstance(raw, WhenNull):
+        chosen = raw.then if _param(params, raw.param) is None else raw.otherwise
+        return _value(chosen, params)
     if raw == NOW:
         return func.current_timestamp()
+    if raw == NULL:
+        return null()
     if isinstance(raw, str) and raw.startswith(":"):
-        key = raw[1:]
-        if key not in params:
-            raise KeyError(f"write-back parameter {key!r} missing from the command")
-        return bindparam(f"{name}_{key}", params[key])
-    return bindparam(f"{name}_lit", raw)
+        return _bound(_param(params, raw[1:]))
+    return _bound(raw)
+
+
+def _param(params: dict[str, Any], key: str) -> Any:
+    if key not in params:
+        raise KeyError(f"write-back parameter {key!r} missing from the command")
+    return params[key]
+
+
+def _lookup(lk: Lookup, params: dict[str, Any]) -> ColumnElement:
+    """A scalar subquery. Aliased and never correlated, so it may read the very table the
+    statement writes (the check-in row of Polaris reads its checkout row)."""
+    tbl = lk.table.sql(*sorted({lk.column, *lk.where})).alias()
+    query = select(tbl.c[lk.column]).where(_where(tbl, lk.where, params))
+    return query.correlate(None).scalar_subquery()
 
 
 def _where(tbl, where: dict[str, Any], params: dict[str, Any]):
-    return and_(*(tbl.c[col] == _value(v, params, f"w_{col}") for col, v in where.items()))
+    return and_(*(tbl.c[col].is_(None) if v == NULL else tbl.c[col] == _value(v, params)
+                  for col, v in where.items()))
 
 
 def step_statement(step: Step, params: dict[str, Any], columns: list[str] | None = None):
@@ -123,19 +185,44 @@ def step_statement(step: Step, params: dict[str, Any], columns: list[str] | None
 
     `columns` lists the columns both tables of a copy_row share (read from the live schema).
     """
-    names = set(step.where) | set(step.set) | set(columns or ())
+    names = set(step.where) | set(step.set) | set(step.unless_newer) | set(columns or ())
     tbl = step.table.sql(*sorted(names))
     if step.op == "update":
-        values = {col: _value(v, params, f"s_{col}") for col, v in step.set.items()}
-        return update(tbl).where(_where(tbl, step.where, params)).values(values)
+        values = {col: _value(v, params) for col, v in step.set.items()}
+        return update(tbl).where(_where(tbl, step.where, params),
+                                 *_not_newer(tbl, step.unless_newer, params)).values(values)
     if step.op == "delete":
         return delete(tbl).where(_where(tbl, step.where, params))
+    if step.op == "insert_missing":
+        return _insert_missing(step, tbl, params)
     if not columns:
         raise ValueError(f"copy_row from {step.table.dotted} needs the shared column list")
     dest = step.into.sql(*columns)
     picked = [
-        (_value(step.set[c], params, f"s_{c}") if c in step.set else tbl.c[c]).label(c)
+        (_value(step.set[c], params) if c in step.set else tbl.c[c]).label(c)
         for c in columns
     ]
     source_rows = select(*picked).where(_where(tbl, step.where, params))
     return insert(dest).from_select(columns, source_rows)
+
+
+def _not_newer(tbl, guard: dict[str, Any], params: dict[str, Any]) -> list[ColumnElement]:
+    """col IS NULL OR col <= value: the row shows nothing newer than the command carries."""
+    return [or_(tbl.c[col].is_(None), tbl.c[col] <= _value(v, params))
+            for col, v in guard.items()]
+
+
+def _insert_missing(step: Step, tbl, params: dict[str, Any]):
+    """INSERT ... SELECT <values> WHERE NOT EXISTS (<the row>): replay-safe in one statement.
+
+    A lookup in the row's identity that finds nothing (a loan this ILS does not know) inserts
+    nothing rather than a row of NULLs.
+    """
+    row = {**step.where, **step.set}
+    values = [_value(v, params).label(c) for c, v in row.items()]
+    existing = step.table.sql(*sorted(step.where)).alias("existing")
+    already = select(literal(1)).select_from(existing).where(
+        _where(existing, step.where, params)).correlate(None).exists()
+    known = [_value(v, params).is_not(None) for v in step.where.values()
+             if isinstance(v, Lookup)]
+    return insert(tbl).from_select(list(row), select(*values).where(~already, *known))

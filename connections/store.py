@@ -9,7 +9,22 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
-from sqlalchemy import Connection, Engine, inspect, select
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Connection,
+    DateTime,
+    Engine,
+    Text,
+    any_,
+    bindparam,
+    inspect,
+    select,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.expression import ColumnElement
 
 from domain.schema import metadata, schema_migrations
 
@@ -18,9 +33,29 @@ def _baseline(conn: Connection) -> None:
     metadata.create_all(conn, checkfirst=True)
 
 
+def _add_column(conn: Connection, table: str, column: Column) -> None:
+    """ALTER TABLE ... ADD COLUMN, unless the column is there (a fresh baseline made it)."""
+    if column.name in {c["name"] for c in inspect(conn).get_columns(table)}:
+        return
+    quote = conn.dialect.identifier_preparer.quote
+    kind = column.type.compile(dialect=conn.dialect)
+    conn.execute(text(f"ALTER TABLE {quote(table)} ADD COLUMN {quote(column.name)} {kind}"))
+
+
+def _reader_registered_on(conn: Connection) -> None:
+    _add_column(conn, "reader_accounts", Column("registered_on", DateTime))
+
+
+def _outbox_retry_columns(conn: Connection) -> None:
+    _add_column(conn, "outbox", Column("next_attempt_at", DateTime))
+    _add_column(conn, "outbox", Column("outcome", Text))
+
+
 # (version, name, step). Append only; never edit a released step.
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "baseline", _baseline),
+    (2, "reader_accounts.registered_on", _reader_registered_on),
+    (3, "outbox.next_attempt_at, outbox.outcome", _outbox_retry_columns),
 ]
 
 
@@ -67,3 +102,28 @@ def upsert_insert(conn: Connection, table):
     if name not in factories:
         raise RuntimeError(f"central store on {name} is not supported (PostgreSQL or SQLite)")
     return factories[name](table)
+
+
+class one_of(ColumnElement):  # noqa: N801 - reads like the SQL it stands for
+    """`column IN (values)`, compiled per dialect: on PostgreSQL one array parameter
+    (`= ANY(:values)`) instead of one placeholder per value, which psycopg parses slowly for
+    thousands of keys; elsewhere a plain expanding IN."""
+
+    type = Boolean()
+    inherit_cache = False
+    _is_implicitly_boolean = True  # a predicate already: no "= 1" on SQLite
+
+    def __init__(self, column, values):
+        self.column = column
+        self.values = list(values)
+
+
+@compiles(one_of)
+def _one_of_default(element, compiler, **kw):
+    return compiler.process(element.column.in_(element.values), **kw)
+
+
+@compiles(one_of, "postgresql")
+def _one_of_postgres(element, compiler, **kw):
+    values = bindparam(None, element.values, type_=ARRAY(element.column.type))
+    return compiler.process(element.column == any_(values), **kw)

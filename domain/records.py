@@ -2,6 +2,8 @@
 
 A profile may leave an optional field unmapped (Koha keeps no return branch on a loan row);
 extraction then yields NULL for it. Required fields must be mapped by every profile.
+Fields of kind "human_text" (names, titles) may arrive in a legacy Chinese encoding and are
+normalised by `domain.encoding` before validation.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ ENTITIES = ("readers", "items", "loans")
 @dataclass(frozen=True)
 class Field:
     name: str
-    kind: str  # "text" | "datetime" | "date" | "int"
+    kind: str  # "text" | "human_text" | "datetime" | "date" | "int"
     required: bool = False
 
 
@@ -26,6 +28,8 @@ CANONICAL_FIELDS: dict[str, tuple[Field, ...]] = {
         Field("branch", "text", True),
         Field("birth_date", "date"),
         Field("sex", "text"),
+        Field("registered_on", "date"),  # enrolment at this member: decides the home member
+        Field("name", "human_text"),  # optional: privacy minimisation is the merge's call
         Field("updated_at", "datetime", True),
     ),
     "items": (
@@ -36,6 +40,7 @@ CANONICAL_FIELDS: dict[str, tuple[Field, ...]] = {
         Field("on_loan_due", "datetime"),
         Field("last_seen", "datetime"),
         Field("item_type", "text"),
+        Field("title", "human_text"),
         Field("updated_at", "datetime", True),
     ),
     "loans": (
@@ -52,6 +57,12 @@ CANONICAL_FIELDS: dict[str, tuple[Field, ...]] = {
         Field("updated_at", "datetime", True),
     ),
 }
+
+
+# Which field says the member a row belongs to, when several members share one ILS instance:
+# an item to its home branch, a loan to its lending branch. Readers have none: a reader account
+# of a shared instance is valid at every branch, so each member reads them all.
+OWNER_FIELDS: dict[str, str] = {"items": "home_branch", "loans": "branch"}
 
 
 def field_names(entity: str) -> list[str]:

@@ -61,6 +61,7 @@ reader_accounts = Table(
     Column("card_masked", String(40)),
     Column("home_branch", String(32)),
     Column("flag", String(40)),  # e.g. birth date in the ILS contradicts the ID number
+    Column("registered_on", DateTime),  # enrolment at that member: the earliest is the home
     Column("row_hash", String(32), nullable=False),
     Column("source_updated_at", DateTime),
 )
@@ -85,7 +86,7 @@ items = Table(
     Column("barcode", String(40), primary_key=True),
     Column("owner", String(32), nullable=False, index=True),
     Column("holder", String(32), nullable=False),
-    Column("status", String(20), nullable=False),  # home | on_loan | away
+    Column("status", String(20), nullable=False),  # home | on_loan | away | in_transit
     Column("on_loan", Boolean, nullable=False),
     Column("due", DateTime),
     Column("lent_by", String(32)),
@@ -157,16 +158,42 @@ outbox = Table(
     Column("id", Id, primary_key=True, autoincrement=True),
     Column("target", String(32), nullable=False),  # the member whose ILS must apply it
     Column("command_key", String(200), nullable=False),
-    Column("kind", String(30), nullable=False),  # close_loan | set_item
+    # close_loan | set_item | transfer | transfer_arrived
+    Column("kind", String(30), nullable=False),
     Column("barcode", String(40), nullable=False),
     Column("payload", JSON, nullable=False),
-    Column("status", String(20), nullable=False),  # pending | applied | superseded | dead | dry_run
-    Column("attempts", Integer, nullable=False, default=0),
+    # pending | applied | superseded | dead | resolved | unsupported (see tasks.outbox)
+    Column("status", String(20), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),  # deliveries begun
     Column("last_error", Text),
     Column("created_at", DateTime, nullable=False),
     Column("applied_at", DateTime),
+    Column("next_attempt_at", DateTime),  # backoff after a failure: not tried before this
+    Column("outcome", Text),  # what the last apply did, or why it was not applied
     UniqueConstraint("target", "command_key", name="uq_outbox_command"),
     Index("ix_outbox_target_status", "target", "status"),
+)
+
+# Conflicts no rule may settle alone (domain.conflicts): listed with the reason, held back
+# from the replay or from write-back until the data explains them or an operator releases them.
+circulation_exceptions = Table(
+    "circulation_exceptions",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("barcode", String(40), nullable=False),
+    Column("reason", String(40), nullable=False),
+    Column("subject", String(200), nullable=False),  # the event, loan or row it is about
+    Column("source", String(20), nullable=False),  # replay | quarantine
+    Column("detail", Text, nullable=False),
+    Column("members", JSON, nullable=False),
+    Column("waiting_on", String(32)),  # a member whose next sync may still explain it
+    Column("status", String(20), nullable=False),  # waiting | open | released | cleared
+    Column("first_seen_at", DateTime, nullable=False),
+    Column("last_seen_at", DateTime, nullable=False),
+    Column("resolved_at", DateTime),
+    Column("note", Text),
+    UniqueConstraint("barcode", "reason", "subject", name="uq_circulation_exception"),
+    Index("ix_exceptions_status", "status", "waiting_on"),
 )
 
 sync_runs = Table(
@@ -179,6 +206,47 @@ sync_runs = Table(
     Column("status", String(20), nullable=False),  # ok | failed
     Column("counts", JSON),
     Column("error", Text),
+)
+
+drift = Table(
+    "drift",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("member", String(32), nullable=False, index=True),
+    Column("entity", String(20), nullable=False),
+    Column("local_id", String(64), nullable=False),
+    Column("kind", String(20), nullable=False),  # missing (at the hub) | extra (gone at source)
+    Column("action", String(40), nullable=False),
+    Column("found_at", DateTime, nullable=False),
+)
+
+backfills = Table(
+    "backfills",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("member", String(32), nullable=False),
+    Column("entity", String(20), nullable=False),
+    Column("since", DateTime, nullable=False),
+    Column("until", DateTime, nullable=False),
+    Column("window_seconds", Integer, nullable=False),
+    Column("done_until", DateTime, nullable=False),  # every window before this is committed
+    Column("rows", BigInteger, nullable=False, default=0),
+    Column("status", String(20), nullable=False),  # running | done
+    Column("started_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+    UniqueConstraint("member", "entity", "since", "until", name="uq_backfill_range"),
+)
+
+# Which HMAC key the reader keys are under, by a check value (never the key). A process whose
+# key does not match the current row refuses to write: it would split every reader in two.
+reader_key_epochs = Table(
+    "reader_key_epochs",
+    metadata,
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("fingerprint", String(64), nullable=False, unique=True),
+    Column("activated_at", DateTime, nullable=False),
+    Column("retired_at", DateTime),  # set by a key rotation; the current key has none
+    Column("note", Text),  # what the rotation did (counts only)
 )
 
 schema_migrations = Table(

@@ -20,6 +20,9 @@ class RuleSpec:
     rule: str
     type: str
     kwargs: dict
+    # A row column naming the specific rule broken (id_check_digit, id_area_code, ...): a
+    # quarantined row records it next to the suite's rule.
+    detail: str | None = None
 
 
 @dataclass(frozen=True)
@@ -36,5 +39,6 @@ class SuiteSpec:
 @cache
 def suite_spec(entity: str) -> SuiteSpec:
     data = json.loads((HERE / f"{entity}.json").read_text())
-    rules = tuple(RuleSpec(e["rule"], e["type"], e["kwargs"]) for e in data["expectations"])
+    rules = tuple(RuleSpec(e["rule"], e["type"], e["kwargs"], e.get("detail"))
+                  for e in data["expectations"])
     return SuiteSpec(data["entity"], data["key"], rules)

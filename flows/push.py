@@ -5,14 +5,21 @@ from __future__ import annotations
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from connections.runtime import default_config_path
+from connections.runtime import default_config_path, open_runtime
+from flows.alerts import raise_alerts
+from flows.naming import push_run_name
 from flows.sync import MemberOutcome, publish_summary, push_all
+from tasks.limits import ensure_limits
 
 
-@flow(name="push-writebacks", task_runner=ThreadPoolTaskRunner(max_workers=8))
+@flow(name="push-writebacks", flow_run_name=push_run_name,
+      task_runner=ThreadPoolTaskRunner(max_workers=8), timeout_seconds=600)
 def push_writebacks(config: str | None = None) -> dict:
     config = config or default_config_path()
+    rt = open_runtime(config)
+    ensure_limits(rt.consortium)
     outcomes: dict[str, MemberOutcome] = {}
     push_all(config, outcomes)
+    raise_alerts(rt, stale=False)
     publish_summary(outcomes, "write-back push")
     return {code: o.row() for code, o in outcomes.items()}

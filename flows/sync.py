@@ -15,6 +15,9 @@ from prefect.artifacts import create_table_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from connections.runtime import default_config_path, open_runtime
+from flows.alerts import raise_alerts
+from flows.naming import tagged
+from tasks.limits import ensure_limits
 from tasks.pipeline import finish_run, start_run
 from tasks.push import targets_with_pending
 from tasks.wrappers import extract_task, merge_task, push_task, validate_task
@@ -29,6 +32,7 @@ class MemberOutcome:
     member: str
     status: str = "ok"
     extracted: dict = field(default_factory=dict)
+    validated: dict = field(default_factory=dict)  # entity -> {"valid": n, "quarantined": n}
     quarantined: int = 0
     merged: dict = field(default_factory=dict)
     events: int = 0
@@ -37,18 +41,21 @@ class MemberOutcome:
     error: str | None = None
 
     def row(self) -> dict:
-        ent = ("readers", "items", "loans")
         return {
             "member": self.member,
             "status": self.status,
-            "extracted (r/i/l)": "/".join(str(self.extracted.get(e, 0)) for e in ent),
+            **{e: self.entity_cell(e) for e in ("readers", "items", "loans")},
             "quarantined": self.quarantined,
-            "merged (r/i/l)": "/".join(str(self.merged.get(e, 0)) for e in ent),
             "events": self.events,
             "commands": self.commands,
             "pushed": self.pushed,
             "error": self.error or "",
         }
+
+    def entity_cell(self, entity: str) -> str:
+        v = self.validated.get(entity, {})
+        return "/".join(str(n) for n in (self.extracted.get(entity, 0), v.get("valid", 0),
+                                         v.get("quarantined", 0), self.merged.get(entity, 0)))
 
 
 def _consortium_run_name() -> str:
@@ -83,6 +90,7 @@ def merge_member(config: str, code: str, ext_future) -> MemberOutcome:
         if val_state.is_completed():
             val = val_state.result()
             out.quarantined = len(val.bad)
+            out.validated = val.counts()
             merge_state = merge_task(config, code, ext, val, return_state=True)
             steps.append(("merge", merge_state))
             if merge_state.is_completed():
@@ -97,7 +105,10 @@ def merge_member(config: str, code: str, ext_future) -> MemberOutcome:
 
 def push_all(config: str, outcomes: dict[str, MemberOutcome]) -> None:
     rt = open_runtime(config)
-    futures = {t: push_task.submit(config, t) for t in targets_with_pending(rt.store)}
+    futures = {}
+    for target in targets_with_pending(rt.store):
+        with tagged(rt, target):
+            futures[target] = push_task.submit(config, target)
     for target, fut in futures.items():
         state = fut.wait() or fut.state
         out = outcomes.setdefault(target, MemberOutcome(target))
@@ -113,8 +124,8 @@ def push_all(config: str, outcomes: dict[str, MemberOutcome]) -> None:
 def publish_summary(outcomes: dict[str, MemberOutcome], title: str) -> None:
     rows = [o.row() for o in sorted(outcomes.values(), key=lambda o: o.member)]
     create_table_artifact(table=rows, key="sync-summary",
-                          description=f"{title}: extracted, quarantined, merged and pushed "
-                                      "per member")
+                          description=f"{title}. Per member; readers, items and loans read "
+                                      "extracted/valid/quarantined/merged")
     failed = [o for o in outcomes.values() if o.status == "failed"]
     if failed:
         names = "; ".join(f"{o.member}: {o.error}" for o in failed)
@@ -122,7 +133,8 @@ def publish_summary(outcomes: dict[str, MemberOutcome], title: str) -> None:
 
 
 @flow(name="sync-consortium", flow_run_name=_consortium_run_name,
-      task_runner=ThreadPoolTaskRunner(max_workers=8))
+      task_runner=ThreadPoolTaskRunner(max_workers=8),
+      timeout_seconds=1800)  # a hung central store must end the run, not hold the schedule
 def sync_consortium(config: str | None = None, members: list[str] | None = None) -> dict:
     """Every enabled member (or the ones named), in parallel; then all pending write-backs."""
     config = config or default_config_path()
@@ -130,18 +142,28 @@ def sync_consortium(config: str | None = None, members: list[str] | None = None)
     chosen = [m.code for m in rt.consortium.members
               if m.sync and (members is None or m.code in members)]
     get_run_logger().info("syncing %d members of %s", len(chosen), rt.consortium.name)
-    futures = {code: extract_task.submit(config, code) for code in chosen}
-    outcomes = {code: merge_member(config, code, fut) for code, fut in futures.items()}
+    ensure_limits(rt.consortium)  # strict limits: they must exist before any extract
+    futures, outcomes = {}, {}
+    for code in chosen:
+        with tagged(rt, code):
+            futures[code] = extract_task.submit(config, code)
+    for code, fut in futures.items():
+        with tagged(rt, code):
+            outcomes[code] = merge_member(config, code, fut)
     push_all(config, outcomes)
+    raise_alerts(rt)
     publish_summary(outcomes, f"consortium sync of {len(chosen)} members")
     return {code: o.row() for code, o in outcomes.items()}
 
 
-@flow(name="sync-library", flow_run_name=_library_run_name)
+@flow(name="sync-library", flow_run_name=_library_run_name, timeout_seconds=900)
 def sync_library(member: str, config: str | None = None) -> dict:
     """One member: extract, validate, merge, then push what that caused to the owners."""
     config = config or default_config_path()
-    outcome = merge_member(config, member, extract_task.submit(config, member))
+    rt = open_runtime(config)
+    ensure_limits(rt.consortium)
+    with tagged(rt, member):
+        outcome = merge_member(config, member, extract_task.submit(config, member))
     outcomes = {member: outcome}
     push_all(config, outcomes)
     publish_summary(outcomes, f"sync of {member}")

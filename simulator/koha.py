@@ -84,6 +84,7 @@ def _loan_columns(unique_item: bool) -> list[Column]:
         Column("date_due", DateTime),
         Column("branchcode", String(10)),
         Column("returndate", DateTime),
+        Column("checkin_library", String(10)),  # where it was checked in (Koha keeps it)
         Column("lastreneweddate", DateTime),
         Column("renewals_count", Integer, nullable=False, default=0),
         Column("issuedate", DateTime),
@@ -94,6 +95,22 @@ def _loan_columns(unique_item: bool) -> list[Column]:
 # AUTOINCREMENT: SQLite would otherwise reuse the id of a loan just moved to old_issues.
 issues = Table("issues", metadata, *_loan_columns(unique_item=True), sqlite_autoincrement=True)
 old_issues = Table("old_issues", metadata, *_loan_columns(unique_item=False))
+
+# Koha's transfers: an item asked to travel between branches (here: a consortium book asked
+# home by its owner, written by the hub into the ILS of the member holding it).
+branchtransfers = Table(
+    "branchtransfers", metadata,
+    Column("branchtransfer_id", Integer, primary_key=True, autoincrement=True),
+    Column("itemnumber", Integer, nullable=False),
+    Column("daterequested", DateTime, nullable=False),
+    Column("datesent", DateTime),
+    Column("frombranch", String(10), nullable=False),
+    Column("datearrived", DateTime),
+    Column("datecancelled", DateTime),
+    Column("tobranch", String(10), nullable=False),
+    Column("comments", String(500)),
+    Column("reason", String(30)),
+)
 
 
 class KohaDesk:
@@ -141,7 +158,7 @@ class KohaDesk:
                 timestamp=func.current_timestamp()))
             conn.execute(update(items).where(items.c.itemnumber == item.itemnumber).values(
                 onloan=due.date(), datelastborrowed=at.date(), holdingbranch=self.branch,
-                timestamp=func.current_timestamp()))
+                datelastseen=at, timestamp=func.current_timestamp()))  # as Koha's AddIssue
             return res.inserted_primary_key[0]
 
     def checkin(self, barcode: str, at: datetime) -> None:
@@ -157,7 +174,8 @@ class KohaDesk:
                 issues.c.itemnumber == item.itemnumber)).first()
             if loan is not None:
                 row = dict(loan._mapping)
-                row.update(returndate=at, timestamp=func.current_timestamp())
+                row.update(returndate=at, checkin_library=self.branch,
+                           timestamp=func.current_timestamp())
                 conn.execute(insert(old_issues).values(**row))
                 conn.execute(issues.delete().where(issues.c.issue_id == loan.issue_id))
             conn.execute(update(items).where(items.c.itemnumber == item.itemnumber).values(
@@ -172,6 +190,23 @@ class KohaDesk:
                 timestamp=func.current_timestamp()))
             conn.execute(update(items).where(items.c.itemnumber == item.itemnumber).values(
                 onloan=due.date(), timestamp=func.current_timestamp()))
+
+    def send_transfers(self, at: datetime) -> int:
+        """Staff pack the books asked to travel and send them (Koha's 'transfers to send')."""
+        with self.engine.begin() as conn:
+            res = conn.execute(update(branchtransfers).where(
+                branchtransfers.c.frombranch == self.branch,
+                branchtransfers.c.datesent.is_(None),
+                branchtransfers.c.datecancelled.is_(None)).values(datesent=at))
+            return res.rowcount
+
+    def transfers(self, barcode: str) -> list[dict]:
+        with self.engine.connect() as conn:
+            item = self._item(conn, barcode)
+            rows = conn.execute(select(branchtransfers).where(
+                branchtransfers.c.itemnumber == item.itemnumber)
+                .order_by(branchtransfers.c.branchtransfer_id)).all()
+        return [dict(r._mapping) for r in rows]
 
     # What a test or the demo reads back: the owner's view of one book.
     def item_view(self, barcode: str) -> dict:

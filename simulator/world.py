@@ -15,7 +15,9 @@ from pathlib import Path
 from sqlalchemy import create_engine
 
 from domain.identity import check_character
+from simulator.evergreen import EvergreenDesk
 from simulator.koha import KohaDesk
+from simulator.polaris import PolarisDesk
 
 # (code, name, region, level) — modelled on the Sichuan–Chongqing reading one-card.
 LIBRARIES = [
@@ -36,6 +38,8 @@ AREA_CODES = {"Chengdu": ["510104", "510105", "510107", "510116"], "Mianyang": [
               "Deyang": ["510603"], "Leshan": ["511102"],
               "Chongqing": ["500101", "500102", "500118", "500117"]}
 LOAN_DAYS = 28
+# The desk that plays each ILS profile, so one world can mix kinds (see mixed_world).
+DESKS = {"koha": KohaDesk, "evergreen": EvergreenDesk, "polaris": PolarisDesk}
 SURNAMES = ["Li", "Wang", "Zhang", "Liu", "Chen", "Yang", "Huang", "Zhao", "Wu", "Zhou"]
 
 
@@ -217,6 +221,17 @@ def koha_world(urls: dict[str, str], seed: int, start: datetime) -> World:
     return World(desks, specs, seed, start)
 
 
+def mixed_world(members: list[tuple[str, str]], seed: int, start: datetime) -> World:
+    """Members of several ILS kinds, in member_specs order: (profile, database URL) each.
+    Evergreen needs PostgreSQL; Polaris-style PostgreSQL, usually as postgresql+pyodbc://."""
+    import connections.odbc  # noqa: F401 - registers postgresql+pyodbc://
+
+    specs = member_specs(len(members))
+    desks = {spec[0]: DESKS[profile](create_engine(url), spec[0])
+             for spec, (profile, url) in zip(specs, members, strict=True)}
+    return World(desks, specs, seed, start)
+
+
 def sqlite_world(folder: Path, n_members: int, seed: int, start: datetime) -> tuple[World, dict]:
     """Members as SQLite files under `folder` (the demo's embedded default)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -226,11 +241,14 @@ def sqlite_world(folder: Path, n_members: int, seed: int, start: datetime) -> tu
     return World(desks, specs, seed, start), urls
 
 
-def config_toml(specs, urls: dict[str, str], central: str, name: str, demo: bool) -> str:
+def config_toml(specs, urls: dict[str, str], central: str, name: str, demo: bool,
+                profiles: dict[str, str] | None = None) -> str:
+    """The consortium TOML; `profiles` names each member's ILS kind (default koha)."""
     lines = ["[consortium]", f'name = "{name}"', f'central_store = "{central}"',
              "max_source_connections = 4", f"demo = {str(demo).lower()}", ""]
     for code, title, region, level in specs:
         lines += ["[[members]]", f'code = "{code}"', f'name = "{title}"',
-                  f'region = "{region}"', f'level = "{level}"', 'profile = "koha"',
+                  f'region = "{region}"', f'level = "{level}"',
+                  f'profile = "{(profiles or {}).get(code, "koha")}"',
                   f'connection = "{urls[code]}"', ""]
     return "\n".join(lines)

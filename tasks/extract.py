@@ -6,6 +6,7 @@ than the delta. Reader ID numbers are hashed and masked before the frame leaves 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -18,6 +19,7 @@ from connections.engines import member_engine
 from connections.profile import load_profile
 from connections.sql import extract_query
 from domain.prepare import coerce_types, protect_readers
+from domain.readers import key_fingerprint
 from domain.records import ENTITIES, field_names
 from domain.schema import watermarks
 
@@ -40,6 +42,7 @@ class Extract:
     frames: dict[str, pd.DataFrame]
     marks: dict[str, Mark]  # the watermark each entity was read from
     extracted_at: datetime = field(default_factory=datetime.now)
+    key_check: str | None = None  # fingerprint of the ID key the reader keys were made with
 
     def counts(self) -> dict[str, int]:
         return {e: len(df) for e, df in self.frames.items()}
@@ -56,22 +59,41 @@ def read_marks(store: Engine, member: str) -> dict[str, Mark]:
     return marks
 
 
-def read_entity(engine: Engine, query, entity: str, chunk_rows: int = CHUNK_ROWS) -> pd.DataFrame:
+def iter_chunks(engine: Engine, query, entity: str,
+                chunk_rows: int = CHUNK_ROWS) -> Iterator[pd.DataFrame]:
+    """Stream a query's rows as frames of at most chunk_rows (a server-side cursor)."""
     columns = field_names(entity)
-    parts = []
     with engine.connect() as conn:
         result = conn.execution_options(yield_per=chunk_rows).execute(query)
         for chunk in result.partitions():
-            parts.append(pd.DataFrame.from_records(chunk, columns=columns))
+            yield pd.DataFrame.from_records(chunk, columns=columns)
+
+
+def read_entity(engine: Engine, query, entity: str, chunk_rows: int = CHUNK_ROWS) -> pd.DataFrame:
+    parts = list(iter_chunks(engine, query, entity, chunk_rows))
     if not parts:
-        return pd.DataFrame(columns=columns)
+        return pd.DataFrame(columns=field_names(entity))
     return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+
+
+def prepare_frame(entity: str, frame: pd.DataFrame, id_key: bytes) -> pd.DataFrame:
+    """Canonical types; for readers the ID numbers hashed and masked before anything else."""
+    frame = coerce_types(entity, frame)
+    return protect_readers(frame, id_key) if entity == "readers" else frame
+
+
+def entity_query(member: Member, entity: str, since: datetime | None,
+                 until: datetime | None = None):
+    """The delta query of one entity of one member (its own branches where an ILS instance
+    hosts several members)."""
+    profile = load_profile(member.profile)
+    return extract_query(profile.entities[entity], since, until,
+                         branches=member.own_branches())
 
 
 def extract_member(consortium: Consortium, member: Member, store: Engine, id_key: bytes,
                    *, until: datetime | None = None) -> Extract:
     """Every entity's delta since (watermark - lookback); raises SourceUnavailable on failure."""
-    profile = load_profile(member.profile)
     marks = read_marks(store, member.code)
     lookback = timedelta(seconds=consortium.lookback_seconds)
     frames = {}
@@ -80,16 +102,13 @@ def extract_member(consortium: Consortium, member: Member, store: Engine, id_key
         for entity in ENTITIES:
             mark = marks[entity].cursor
             since = mark - lookback if mark else None
-            query = extract_query(profile.entities[entity], since, until)
-            frame = coerce_types(entity, read_entity(engine, query, entity))
-            if entity == "readers":
-                frame = protect_readers(frame, id_key)
-            frames[entity] = frame
+            query = entity_query(member, entity, since, until)
+            frames[entity] = prepare_frame(entity, read_entity(engine, query, entity), id_key)
     except SQLAlchemyError as exc:
         raise SourceUnavailable(
             f"member {member.code}: cannot read its {member.profile} database: {_cause(exc)}"
         ) from None
-    return Extract(member.code, frames, marks)
+    return Extract(member.code, frames, marks, key_check=key_fingerprint(id_key))
 
 
 def _cause(exc: SQLAlchemyError) -> str:

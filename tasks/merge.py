@@ -8,42 +8,40 @@ leaves the watermark where the data is.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
 import pandas as pd
-from sqlalchemy import Connection, Engine, bindparam, select, update
+from sqlalchemy import Connection, Engine, select, update
 
 from connections.bulk import bulk_upsert
 from connections.config import Consortium, Member
-from connections.store import upsert_insert
-from domain.circulation import (
-    HOME,
-    Event,
-    MirrorRow,
-    OpenLoanAtSource,
-    commands_for,
-    replay,
-)
-from domain.events import _py, loan_events, sighting_events
+from connections.key_epochs import claim_key
+from connections.store import one_of, upsert_insert
+from domain.circulation import HOME, Event
+from domain.events import loan_events, sighting_events
+from domain.readers import account_flags
 from domain.schema import (
     circulation_events,
     items,
     loans,
     member_items,
-    outbox,
     quarantine,
     reader_accounts,
     readers,
     watermarks,
 )
+from tasks.exceptions import record_claims
 from tasks.extract import Extract
+from tasks.reader_homes import refresh_homes
+from tasks.refresh import refresh_items
 from tasks.validate import Validated
 
-IN_CHUNK = 2_000
+IN_CHUNK = 20_000  # keys per query; one array parameter on PostgreSQL
 HASHED = {
-    "readers": ["reader_key", "card_masked", "branch", "birth_date", "id_status"],
+    "readers": ["reader_key", "card_masked", "branch", "birth_date", "sex", "registered_on",
+                "id_status"],
     "items": ["barcode", "home_branch", "holding_branch", "on_loan_due", "last_seen", "item_type"],
     "loans": ["reader_local_id", "barcode", "branch", "issued_at", "due_at", "returned_at",
               "return_branch", "renewals"],
@@ -62,15 +60,19 @@ class MergeReport:
 
 
 def records(frame: pd.DataFrame) -> list[dict]:
-    """Rows as plain Python values: datetimes, None for missing."""
+    """Rows as plain Python values: datetimes, None for missing (column-wise, not per cell)."""
     if frame.empty:
         return []
-    out = frame.astype(object).where(frame.notna(), None).to_dict("records")
-    for row in out:
-        for k, v in row.items():
-            if isinstance(v, pd.Timestamp):
-                row[k] = v.to_pydatetime()
-    return out
+    columns = {}
+    for name in frame.columns:
+        col = frame[name]
+        if pd.api.types.is_datetime64_any_dtype(col):
+            values = [None if v is pd.NaT else v for v in col.dt.to_pydatetime()]
+        else:
+            values = col.astype(object).where(col.notna(), None).tolist()
+        columns[name] = values
+    names = list(columns)
+    return [dict(zip(names, row, strict=True)) for row in zip(*columns.values(), strict=True)]
 
 
 def with_row_hash(entity: str, frame: pd.DataFrame) -> pd.DataFrame:
@@ -103,10 +105,14 @@ def _upsert_mirror(conn: Connection, table, member_of, rows: list[dict],
 
 
 def merge_batch(store: Engine, consortium: Consortium, member: Member, extract: Extract,
-                validated: Validated) -> MergeReport:
+                validated: Validated,
+                also: Callable[[Connection], None] | None = None) -> MergeReport:
+    """`also` runs inside the same transaction (a backfill records its progress there)."""
     report = MergeReport(member.code)
     now = datetime.now()
     with store.begin() as conn:
+        if extract.key_check is not None:  # the key may have been rotated since extraction
+            claim_key(conn, extract.key_check)
         _quarantine(conn, member.code, validated, now, report)
         frames = {e: with_row_hash(e, validated.good.get(e, pd.DataFrame()))
                   for e in ("readers", "items", "loans")}
@@ -115,8 +121,11 @@ def merge_batch(store: Engine, consortium: Consortium, member: Member, extract: 
         _merge_items(conn, consortium, member, item_rows, report)
         _merge_loans(conn, member, records(frames["loans"]), now, report)
         _sightings(conn, member, item_rows, now, report)
-        _refresh_items(conn, consortium, report, now)
+        report.touched |= record_claims(conn, consortium, member, validated, now)
+        report.commands += refresh_items(conn, consortium, report.touched, now, member.code)
         _advance_marks(conn, member.code, extract, now)
+        if also is not None:
+            also(conn)
     return report
 
 
@@ -137,7 +146,7 @@ def _quarantine(conn: Connection, member: str, validated: Validated, now: dateti
         for part in _chunks(keys):
             res = conn.execute(update(quarantine).where(
                 quarantine.c.member == member, quarantine.c.entity == entity,
-                quarantine.c.row_key.in_(part), quarantine.c.released_at.is_(None),
+                one_of(quarantine.c.row_key, part), quarantine.c.released_at.is_(None),
             ).values(released_at=now))
             report.released += res.rowcount or 0
 
@@ -152,8 +161,9 @@ def _merge_readers(conn: Connection, member: Member, rows: list[dict], now: date
     bulk_upsert(conn, readers, people, ("reader_key",))
     changed = _upsert_mirror(conn, reader_accounts, lambda r: member.code, rows, lambda r: dict(
         reader_key=r["reader_key"], card_masked=r["card_masked"],
-        home_branch=member.member_for_branch(r["branch"]), flag=_birth_flag(r),
-        source_updated_at=r["updated_at"]))
+        home_branch=member.member_for_branch(r["branch"]), flag=account_flags(r),
+        registered_on=r.get("registered_on"), source_updated_at=r["updated_at"]))
+    refresh_homes(conn, {r["reader_key"] for r in changed})
     report.merged["readers"] = len(changed)
 
 
@@ -161,14 +171,6 @@ def _as_datetime(value) -> datetime | None:
     if value is None or isinstance(value, datetime):
         return value
     return datetime(value.year, value.month, value.day)
-
-
-def _birth_flag(row: dict) -> str | None:
-    """The ILS's birth date contradicts the ID number: flag it, never merge blindly."""
-    stored, from_id = row.get("birth_date"), row.get("id_birth_date")
-    if stored is None or from_id is None:
-        return None
-    return None if stored.date() == from_id else "birth_date_mismatch"
 
 
 def _merge_items(conn: Connection, consortium: Consortium, member: Member, rows: list[dict],
@@ -215,7 +217,8 @@ def _closed_by_hub(conn: Connection, member: Member, rows: list[dict]) -> set[tu
     echoes = set()
     for part in _chunks(sorted(returned)):
         q = select(loans.c.member, loans.c.local_id, loans.c.pushed_returned_at).where(
-            loans.c.member.in_({k[0] for k in part}), loans.c.local_id.in_([k[1] for k in part]),
+            loans.c.member.in_({k[0] for k in part}),
+            one_of(loans.c.local_id, [k[1] for k in part]),
             loans.c.pushed_returned_at.is_not(None))
         for r in conn.execute(q):
             key = (r.member, r.local_id)
@@ -232,7 +235,7 @@ def _reader_keys(conn: Connection, member: str, local_ids: set[str]) -> dict[str
     found: dict[str, str] = {}
     for part in _chunks(sorted(local_ids)):
         q = select(reader_accounts.c.local_id, reader_accounts.c.reader_key).where(
-            reader_accounts.c.member == member, reader_accounts.c.local_id.in_(part))
+            reader_accounts.c.member == member, one_of(reader_accounts.c.local_id, part))
         found.update(dict(conn.execute(q).all()))
     return found
 
@@ -265,91 +268,9 @@ def _sightings(conn: Connection, member: Member, item_rows: list[dict], now: dat
 def _item_states(conn: Connection, barcodes: list[str]) -> dict:
     found = {}
     for part in _chunks(barcodes):
-        for row in conn.execute(select(items).where(items.c.barcode.in_(part))):
+        for row in conn.execute(select(items).where(one_of(items.c.barcode, part))):
             found[row.barcode] = row
     return found
-
-
-def _refresh_items(conn: Connection, consortium: Consortium, report: MergeReport,
-                   now: datetime) -> None:
-    """Replay every touched item, store its state and loan closures, and queue commands."""
-    for part in _chunks(sorted(report.touched)):
-        history = _events_by_barcode(conn, part)
-        mirrors = _mirrors(conn, part)
-        open_loans = _open_at_source(conn, part)
-        states = {b: replay(consortium.owner_of_barcode(b), history[b])
-                  for b in part if b in history}
-        _store_states(conn, states)
-        for barcode, state in states.items():
-            cmds = commands_for(barcode, state, mirrors.get(barcode, []),
-                                open_loans.get(barcode, []))
-            report.commands += _queue(conn, cmds, now)
-            _supersede_stale(conn, barcode, {(c.target, c.command_key) for c in cmds})
-
-
-def _supersede_stale(conn: Connection, barcode: str, wanted: set[tuple[str, str]]) -> None:
-    """Pending commands for this item that the new state no longer asks for are out of date:
-    applying them later would regress newer state (the item moved on in the meantime)."""
-    q = select(outbox.c.id, outbox.c.target, outbox.c.command_key).where(
-        outbox.c.barcode == barcode, outbox.c.status == "pending")
-    stale = [r.id for r in conn.execute(q) if (r.target, r.command_key) not in wanted]
-    if stale:
-        conn.execute(update(outbox).where(outbox.c.id.in_(stale)).values(status="superseded"))
-
-
-def _events_by_barcode(conn: Connection, barcodes: list[str]) -> dict[str, list[Event]]:
-    found: dict[str, list[Event]] = {}
-    q = select(circulation_events).where(circulation_events.c.barcode.in_(barcodes))
-    for r in conn.execute(q):
-        loan = (r.loan_member, r.loan_local_id) if r.loan_member else None
-        found.setdefault(r.barcode, []).append(
-            Event(r.event_key, r.barcode, r.kind, r.member, r.at, loan, r.due_at))
-    return found
-
-
-def _mirrors(conn: Connection, barcodes: list[str]) -> dict[str, list[MirrorRow]]:
-    found: dict[str, list[MirrorRow]] = {}
-    q = select(member_items).where(member_items.c.barcode.in_(barcodes))
-    for r in conn.execute(q):
-        found.setdefault(r.barcode, []).append(
-            MirrorRow(r.member, r.holding_member, _py(r.on_loan_due)))
-    return found
-
-
-def _open_at_source(conn: Connection, barcodes: list[str]) -> dict[str, list[OpenLoanAtSource]]:
-    found: dict[str, list[OpenLoanAtSource]] = {}
-    q = select(loans.c.member, loans.c.local_id, loans.c.barcode).where(
-        loans.c.barcode.in_(barcodes), loans.c.source_returned_at.is_(None))
-    for r in conn.execute(q):
-        found.setdefault(r.barcode, []).append(OpenLoanAtSource((r.member, r.local_id)))
-    return found
-
-
-def _store_states(conn: Connection, states: dict) -> None:
-    rows = [dict(barcode=b, owner=s.owner, holder=s.holder, status=s.status,
-                 on_loan=s.open_loan is not None, due=s.due, lent_by=s.lent_by,
-                 state_at=s.state_at) for b, s in states.items()]
-    bulk_upsert(conn, items, rows, ("barcode",),
-                ("owner", "holder", "status", "on_loan", "due", "lent_by", "state_at"))
-    closures = [dict(m=m, lid=lid, at=c.returned_at, where=c.return_member)
-                for s in states.values() for (m, lid), c in s.closures.items()]
-    if closures:
-        conn.execute(update(loans).where(
-            loans.c.member == bindparam("m"), loans.c.local_id == bindparam("lid"),
-        ).values(returned_at=bindparam("at"), return_member=bindparam("where")), closures)
-
-
-def _queue(conn: Connection, commands, now: datetime) -> int:
-    added = 0
-    for cmd in commands:
-        stmt = upsert_insert(conn, outbox).values(
-            target=cmd.target, command_key=cmd.command_key, kind=cmd.kind, barcode=cmd.barcode,
-            payload=cmd.payload, status="pending", attempts=0, created_at=now)
-        res = conn.execute(stmt.on_conflict_do_nothing(index_elements=["target", "command_key"]))
-        if not res.rowcount:
-            continue
-        added += 1
-    return added
 
 
 def _advance_marks(conn: Connection, member: str, extract: Extract, now: datetime) -> None:
@@ -365,7 +286,10 @@ def _advance_marks(conn: Connection, member: str, extract: Extract, now: datetim
             continue
         stmt = upsert_insert(conn, watermarks).values(
             member=member, entity=entity, cursor_value=newest, last_key=last_key, updated_at=now)
+        # Guarded in SQL too: a backfill and a sync of the same member never move it back.
         conn.execute(stmt.on_conflict_do_update(
             index_elements=["member", "entity"],
-            set_={"cursor_value": newest, "last_key": last_key, "updated_at": now}))
+            set_={"cursor_value": newest, "last_key": last_key, "updated_at": now},
+            where=watermarks.c.cursor_value.is_(None)
+            | (watermarks.c.cursor_value < stmt.excluded.cursor_value)))
 

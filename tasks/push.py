@@ -1,26 +1,49 @@
 """Push: apply pending outbox commands to the ILS of the member they are owed to.
 
-Delivery is at least once (a crash after the ILS commit but before the outbox is marked
-replays the command); the effect is once, because every profile step is idempotent (a loan
-row moved already is not there to move again; an update sets the same values).
+Delivery is at least once: a claim counts the delivery before the ILS is touched, the
+acknowledgement marks the command applied after the ILS commit, and a pusher that dies in
+between leaves it pending for the next push (tasks.outbox). The effect is once, because every
+profile step is replay-safe: a loan row moved already is not there to move again, a transfer
+row is inserted only if missing, and an item update carries the time of the state it sends
+(Koha: `datelastseen`), leaving alone an item that shows something newer — so neither a
+replay nor a late, older command can regress what the ILS shows.
+
+Order: one member's commands are applied in queue order; a command that fails (or waits out
+its backoff) holds back the later commands for the same item until it has gone through.
 """
 
 from __future__ import annotations
 
+import os
+import random
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
+from pathlib import Path
 
-from sqlalchemy import Engine, inspect, select, update
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import Engine, inspect, text
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from connections.config import Consortium, Member
-from connections.engines import member_engine
+from connections.engines import ConnectionSetupError, member_engine
 from connections.profile import Profile, load_profile
 from connections.sql import step_statement
-from domain.schema import loans, outbox
+from tasks.outbox import (
+    DEAD,
+    RetryPolicy,
+    acknowledge,
+    claim,
+    mark_unsupported,
+    pending_commands,
+    record_failure,
+    targets_with_pending,
+)
 
-MAX_ATTEMPTS = 5
+__all__ = ["PushReport", "push_member", "pending_commands", "targets_with_pending"]
+
+# Test-only pause between the ILS commit and the acknowledgement (see _pause_for_tests).
+PAUSE_ENV = "CIRCHUB_TEST_PAUSE_AFTER_ILS_COMMIT"
 
 
 @dataclass
@@ -30,21 +53,11 @@ class PushReport:
     failed: int = 0
     dead: int = 0
     held: int = 0  # write-back switched off: computed, shown, not applied
+    waiting: int = 0  # in backoff after a failure, or behind a failed command of its item
+    unsupported: int = 0
+    unreachable: str | None = None  # the ILS could not be reached: nothing tried, none counted
     errors: list[str] = field(default_factory=list)
-
-
-def pending_commands(store: Engine, target: str) -> list:
-    with store.connect() as conn:
-        return conn.execute(
-            select(outbox).where(outbox.c.target == target, outbox.c.status == "pending")
-            .order_by(outbox.c.id)
-        ).all()
-
-
-def targets_with_pending(store: Engine) -> list[str]:
-    with store.connect() as conn:
-        return sorted(conn.execute(
-            select(outbox.c.target).where(outbox.c.status == "pending").distinct()).scalars())
+    dry_run: list[dict] = field(default_factory=list)  # what write-back would do, when off
 
 
 def command_params(member: Member, payload: dict) -> dict:
@@ -53,7 +66,9 @@ def command_params(member: Member, payload: dict) -> dict:
     params["holder_branch"] = member.branch_for_member(payload["holder"])
     if payload.get("return_member"):
         params["return_branch"] = member.branch_for_member(payload["return_member"])
-    for key in ("due_at", "returned_at", "state_at"):
+    if payload.get("owner"):
+        params["owner_branch"] = member.branch_for_member(payload["owner"])
+    for key in ("due_at", "returned_at", "state_at", "requested_at", "arrived_at"):
         if params.get(key):
             params[key] = datetime.fromisoformat(params[key])
     # ILS kinds that keep a due *date* on the item (Koha's items.onloan) bind this one.
@@ -68,58 +83,140 @@ def _columns(engine: Engine, dotted: str) -> tuple[str, ...]:
 
 
 def apply_command(engine: Engine, profile: Profile, member: Member, kind: str,
-                  payload: dict) -> None:
-    """All steps of one command in one ILS transaction."""
+                  payload: dict) -> list[int]:
+    """All steps of one command in one ILS transaction; the rows each step matched."""
     params = command_params(member, payload)
+    matched = []
     with engine.begin() as conn:
         for step in profile.writeback[kind]:
             shared = None
             if step.op == "copy_row":
                 dest = set(_columns(engine, step.into.dotted))
                 shared = [c for c in _columns(engine, step.table.dotted) if c in dest]
-            conn.execute(step_statement(step, params, shared))
+            matched.append(conn.execute(step_statement(step, params, shared)).rowcount)
+    return matched
 
 
-def push_member(store: Engine, consortium: Consortium, member: Member,
-                max_attempts: int = MAX_ATTEMPTS) -> PushReport:
+def push_member(store: Engine, consortium: Consortium, member: Member, *,
+                now: datetime | None = None, rng: random.Random | None = None) -> PushReport:
+    """Apply one member's pending commands. `now` and `rng` are the clock and the jitter."""
     report = PushReport(member.code)
     commands = pending_commands(store, member.code)
-    if not member.writeback:
-        report.held = len(commands)
-        return report
     profile = load_profile(member.profile)
-    engine = member_engine(member)
+    if not member.writeback:  # onboarding: computed and shown, never applied
+        report.held = len(commands)
+        report.dry_run = [describe(profile, cmd) for cmd in commands]
+        return report
+    if not commands:
+        return report
+    try:
+        engine = _reachable(member)
+    except (SQLAlchemyError, ConnectionSetupError) as exc:
+        report.unreachable = f"member {member.code}: ILS unreachable, {len(commands)} " \
+                             f"command(s) kept pending: {_cause(exc)}"
+        report.errors.append(report.unreachable)
+        return report
+    pusher = _Pusher(store, engine, profile, member, RetryPolicy.of(consortium),
+                     rng or random.Random(), report)
     for cmd in commands:
-        try:
-            apply_command(engine, profile, member, cmd.kind, cmd.payload)
-        except SQLAlchemyError as exc:
-            _record_failure(store, cmd, exc, max_attempts, report)
-            break  # later commands may concern the same item: never apply them out of order
-        _acknowledge(store, cmd)
-        report.applied += 1
+        if not pusher.push(cmd, now or datetime.now()):
+            break
     return report
 
 
-def _acknowledge(store: Engine, cmd) -> None:
-    """Mark the command applied; remember a written return time so its echo is recognised."""
-    with store.begin() as conn:
-        conn.execute(update(outbox).where(outbox.c.id == cmd.id).values(
-            status="applied", applied_at=datetime.now(), attempts=cmd.attempts + 1))
-        if cmd.kind == "close_loan":
-            conn.execute(update(loans).where(
-                loans.c.member == cmd.target, loans.c.local_id == cmd.payload["loan_local_id"],
-            ).values(pushed_returned_at=datetime.fromisoformat(cmd.payload["returned_at"])))
+def _reachable(member: Member) -> Engine:
+    """A member that does not answer keeps its commands pending without spending attempts."""
+    engine = member_engine(member)
+    with engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
+    return engine
 
 
-def _record_failure(store: Engine, cmd, exc: SQLAlchemyError, max_attempts: int,
-                    report: PushReport) -> None:
+@dataclass
+class _Pusher:
+    store: Engine
+    engine: Engine
+    profile: Profile
+    member: Member
+    policy: RetryPolicy
+    rng: random.Random
+    report: PushReport
+    blocked: set[str] = field(default_factory=set)  # items with a command not yet through
+
+    def push(self, cmd, now: datetime) -> bool:
+        """Deliver one command; False when the member went away and the rest must wait."""
+        if cmd.barcode in self.blocked or (cmd.next_attempt_at and cmd.next_attempt_at > now):
+            self.blocked.add(cmd.barcode)
+            self.report.waiting += 1
+            return True
+        if cmd.kind not in self.profile.writeback:
+            message = (f"write-back {cmd.kind!r} not supported by profile "
+                       f"{self.profile.kind!r} (member {self.member.code})")
+            mark_unsupported(self.store, cmd, message)
+            self.report.unsupported += 1
+            self.report.errors.append(f"{message}: {cmd.barcode}")
+            return True
+        if not claim(self.store, cmd, now):
+            return True  # superseded (or taken) since it was read
+        try:
+            matched = apply_command(self.engine, self.profile, self.member, cmd.kind,
+                                    cmd.payload)
+        except SQLAlchemyError as exc:
+            return self._failed(cmd, exc, now)
+        _pause_for_tests(cmd.id)
+        acknowledge(self.store, cmd, _outcome(self.profile, cmd.kind, matched), now)
+        self.report.applied += 1
+        return True
+
+    def _failed(self, cmd, exc: SQLAlchemyError, now: datetime) -> bool:
+        message = _cause(exc)
+        status = record_failure(self.store, cmd, message, self.policy, now, self.rng)
+        self.blocked.add(cmd.barcode)
+        self.report.failed += 1
+        self.report.dead += status == DEAD
+        self.report.errors.append(f"member {cmd.target}: {cmd.kind} {cmd.barcode}: {message}")
+        # A dropped connection means the member went away mid-push: stop, keep the rest.
+        return not (isinstance(exc, DBAPIError) and exc.connection_invalidated)
+
+
+def _outcome(profile: Profile, kind: str, matched: list[int]) -> str:
+    steps = ", ".join(f"{s.op} {s.table.name} {n}"
+                      for s, n in zip(profile.writeback[kind], matched, strict=True))
+    if not any(matched):
+        return f"no row changed (applied before, or the ILS shows newer state): {steps}"
+    return f"rows matched: {steps}"
+
+
+def describe(profile: Profile, cmd) -> dict:
+    """One command as an operator reads it (the dry run of a member with write-back off)."""
+    steps = profile.writeback.get(cmd.kind)
+    p = cmd.payload
+    return {"id": cmd.id, "member": cmd.target, "kind": cmd.kind, "barcode": cmd.barcode,
+            "holder": p.get("holder"), "due": p.get("due_at") or "",
+            "loan": p.get("loan_local_id") or "",
+            "steps": "; ".join(f"{s.op} {s.table.name}" for s in steps) if steps
+            else f"not supported by profile {profile.kind!r}"}
+
+
+def _cause(exc: Exception) -> str:
+    """The driver's own message, first line only, without the SQL or its parameters."""
     orig = getattr(exc, "orig", None) or exc
-    message = f"{type(orig).__name__}: {str(orig).splitlines()[0] if str(orig) else ''}"
-    attempts = cmd.attempts + 1
-    status = "dead" if attempts >= max_attempts else "pending"
-    with store.begin() as conn:
-        conn.execute(update(outbox).where(outbox.c.id == cmd.id).values(
-            attempts=attempts, last_error=message, status=status))
-    report.failed += 1
-    report.dead += status == "dead"
-    report.errors.append(f"member {cmd.target}: {cmd.kind} {cmd.barcode}: {message}")
+    first = str(orig).splitlines()[0] if str(orig) else ""
+    return f"{type(orig).__name__}: {first}".strip()
+
+
+def _pause_for_tests(command_id: int) -> None:
+    """Test-only pause point between the ILS commit and the acknowledgement.
+
+    With CIRCHUB_TEST_PAUSE_AFTER_ILS_COMMIT=<folder> the pusher touches
+    <folder>/paused-<command id> and waits until <folder>/resume exists (at most two minutes),
+    so a test can SIGKILL it, or cut its central-store connections, at the one moment where
+    the ILS has a command the outbox does not know is applied. Never set in production.
+    """
+    folder = os.environ.get(PAUSE_ENV)
+    if not folder:
+        return
+    (Path(folder) / f"paused-{command_id}").touch()
+    deadline = time.monotonic() + 120
+    while not (Path(folder) / "resume").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)

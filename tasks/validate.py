@@ -80,7 +80,8 @@ def _validator(entity: str):
     suite = ctx.suites.add(gx.ExpectationSuite(name=entity))
     for rule in spec.rules:
         cls = _expectation_class(gx, rule.type)
-        suite.add_expectation(cls(**rule.kwargs, meta={"rule": rule.rule}))
+        suite.add_expectation(cls(**rule.kwargs, meta={"rule": rule.rule,
+                                                       "detail": rule.detail}))
     vd = ctx.validation_definitions.add(gx.ValidationDefinition(name=entity, data=batch,
                                                                 suite=suite))
     _validators[entity] = vd
@@ -106,8 +107,11 @@ def failing_rows(entity: str, frame: pd.DataFrame) -> tuple[dict[int, list[str]]
     for r in result.results:
         rule = r.expectation_config.meta["rule"]
         rows = _row_positions(r.result.get("unexpected_index_list") or [])
+        detail = r.expectation_config.meta.get("detail")
         for pos in rows:
             broken.setdefault(pos, []).append(rule)
+            if detail and isinstance(frame[detail].iloc[pos], str):
+                broken[pos].append(frame[detail].iloc[pos])
         summary.append({"entity": entity, "rule": rule, "failed": len(rows),
                         "checked": len(frame)})
     return broken, summary

@@ -7,7 +7,6 @@ runtime from a per-process cache, so nothing secret or large travels as a task p
 from __future__ import annotations
 
 import threading
-from functools import cache
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -15,17 +14,17 @@ from sqlalchemy.exc import OperationalError
 
 from connections.runtime import open_runtime
 from tasks.extract import Extract, SourceUnavailable, extract_member
+from tasks.limits import source_slots
 from tasks.merge import MergeReport, merge_batch
 from tasks.push import PushReport, push_member
 from tasks.validate import Validated, validate_extract
 
 _merge_lock = threading.Lock()  # merges serialise on the central store anyway; no deadlocks
-
-
-@cache
-def _source_slots(config: str, size: int) -> threading.BoundedSemaphore:
-    """Bound on concurrent source connections in this process (per consortium config)."""
-    return threading.BoundedSemaphore(size)
+# How long a task waits for its member's slot (held by another run: a manual sync, a push, a
+# backfill) before that member fails this cycle by name: under the 5-minute sync interval, so
+# a member held by a hung run never makes later runs queue behind it. (Prefect task timeouts
+# are not used: in worker threads they cannot interrupt a blocked database read.)
+SLOT_WAIT_SECONDS = 240
 
 
 def transient(task, task_run, state) -> bool:
@@ -44,7 +43,7 @@ def transient(task, task_run, state) -> bool:
 def extract_task(config: str, member_code: str) -> Extract:
     rt = open_runtime(config)
     member = rt.consortium.member(member_code)
-    with _source_slots(config, rt.consortium.max_source_connections):
+    with source_slots(member_code, SLOT_WAIT_SECONDS):
         ext = extract_member(rt.consortium, member, rt.store, rt.id_key)
     get_run_logger().info("member %s: extracted %s", member_code, ext.counts())
     return ext
@@ -64,7 +63,8 @@ def validate_task(config: str, member_code: str, ext: Extract) -> Validated:
     return val
 
 
-@task(name="merge", task_run_name="merge-{member_code}", cache_policy=NO_CACHE)
+@task(name="merge", task_run_name="merge-{member_code}", cache_policy=NO_CACHE,
+      retries=1, retry_delay_seconds=2, retry_condition_fn=transient)  # e.g. a deadlock
 def merge_task(config: str, member_code: str, ext: Extract, val: Validated) -> MergeReport:
     rt = open_runtime(config)
     member = rt.consortium.member(member_code)
@@ -75,11 +75,12 @@ def merge_task(config: str, member_code: str, ext: Extract, val: Validated) -> M
     return report
 
 
-@task(name="push", task_run_name="push-{member_code}", cache_policy=NO_CACHE)
+@task(name="push", task_run_name="push-{member_code}", cache_policy=NO_CACHE,
+      retries=1, retry_delay_seconds=2, retry_condition_fn=transient)
 def push_task(config: str, member_code: str) -> PushReport:
     rt = open_runtime(config)
     member = rt.consortium.member(member_code)
-    with _source_slots(config, rt.consortium.max_source_connections):
+    with source_slots(member_code, SLOT_WAIT_SECONDS):
         report = push_member(rt.store, rt.consortium, member)
     log = get_run_logger()
     for err in report.errors:

@@ -34,7 +34,7 @@ def test_bad_rows_are_quarantined_by_rule_and_the_good_rows_beside_them_are_merg
 
     rows = {(r.entity, tuple(r.rules)) for r in _quarantined(rt)}
     assert ("loans", ("issued_not_after_due",)) in rows
-    assert ("readers", ("id_number_valid",)) in rows
+    assert ("readers", ("id_number_valid", "id_check_digit")) in rows  # the specific rule too
     bad_reader = next(r for r in _quarantined(rt) if r.entity == "readers")
     assert bad_reader.member == a
     assert not looks_like_id_number(str(bad_reader.row_masked))  # masked, never in clear

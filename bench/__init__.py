@@ -1,0 +1,1 @@
+"""`make bench`: circhub's throughput measured against this machine's own limits."""

@@ -1,0 +1,99 @@
+"""`make bench`: circhub measured against this machine's own limits, in the same run.
+
+1. Backfill throughput of items (Koha on MariaDB, and Koha-shaped on PostgreSQL, into a
+   PostgreSQL central store) beside the raw limit on the same rows (read out -> COPY in ->
+   INSERT ... ON CONFLICT), as a ratio.
+2. One steady-state cycle over 251 simulated members with ~20 changes each: wall time through
+   the Prefect flow, and the same work through the plain stage functions.
+3. Peak memory of a 5-million-item backfill (a subprocess, ru_maxrss).
+Prints a table and writes bench/results.json. Sizes: BENCH_ITEMS, BENCH_MEMORY_ITEMS,
+BENCH_MEMBERS.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from bench import sources
+from bench.servers import fresh_mariadb, fresh_postgres
+
+console = Console()
+OUT = Path(__file__).parent / "results.json"
+
+
+def throughput(kind: str, n: int) -> dict:
+    from bench.backfill_run import run_backfill
+
+    member = fresh_mariadb("src") if kind == "mariadb" else fresh_postgres("pgsrc")
+    central = fresh_postgres("central")
+    make = sources.koha_items if kind == "mariadb" else sources.koha_items_on_postgres
+    t0 = time.perf_counter()
+    make(member, "SC001", n)
+    console.print(f"  {kind}: {n:,} items generated in {time.perf_counter() - t0:.0f} s")
+    raw = sources.raw_limit(member, central, kind)
+    ours = run_backfill(member, central, n)
+    return {"source": kind, "rows": n, "raw": raw, "circhub_rows_s": ours["rows_s"],
+            "circhub_seconds": ours["seconds"], "ratio": ours["rows_s"] / raw["chain_rows_s"]}
+
+
+def memory(n: int) -> dict:
+    member, central = fresh_mariadb("mem"), fresh_postgres("memcentral")
+    sources.koha_items(member, "SC001", n)
+    out = subprocess.run([sys.executable, "-m", "bench.backfill_run", member, central, str(n)],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def cycle(members: int) -> dict:
+    from bench.cycle import steady_state_cycle
+
+    return steady_state_cycle(members, fresh_postgres("cyclecentral"))
+
+
+def main() -> None:
+    n = int(os.environ.get("BENCH_ITEMS", 1_000_000))
+    n_mem = int(os.environ.get("BENCH_MEMORY_ITEMS", 5_000_000))
+    n_members = int(os.environ.get("BENCH_MEMBERS", 251))
+    machine = {"cpus": os.cpu_count(), "python": platform.python_version(),
+               "platform": platform.platform(), "when": time.strftime("%Y-%m-%d %H:%M")}
+    console.print(f"[bold]circhub bench[/] on {machine['cpus']} cores, {machine['platform']}")
+    results = {"machine": machine,
+               "throughput": [throughput("mariadb", n), throughput("postgres", n)]}
+    results["cycle"] = cycle(n_members)
+    results["memory"] = memory(n_mem)
+    OUT.write_text(json.dumps(results, indent=2, default=str))
+    show(results)
+
+
+def show(r: dict) -> None:
+    t = Table("measure", "circhub", "limit on this machine", "ratio", "target")
+    for tp in r["throughput"]:
+        t.add_row(f"backfill items from {tp['source']} ({tp['rows']:,})",
+                  f"{tp['circhub_rows_s']:,.0f} rows/s",
+                  f"{tp['raw']['chain_rows_s']:,.0f} rows/s (read "
+                  f"{tp['raw']['read_rows_s']:,.0f}, COPY in {tp['raw']['copy_in_rows_s']:,.0f}"
+                  f", upsert {tp['raw']['upsert_rows_s']:,.0f})",
+                  f"{tp['ratio']:.0%}", ">= 50%")
+    c = r["cycle"]
+    t.add_row(f"cycle, {c['members']} members x ~{c['changes_per_member']} changes",
+              f"{c['flow_seconds']:.1f} s (Prefect flow)",
+              f"{c['plain_seconds']:.1f} s (same stages, no Prefect)",
+              f"overhead {c['flow_seconds'] - c['plain_seconds']:.1f} s", "<= 60 s")
+    m = r["memory"]
+    t.add_row(f"backfill {m['rows']:,} items, peak memory", f"{m['peak_mb']:,.0f} MB",
+              f"{m['rows_s']:,.0f} rows/s", "", "<= 1024 MB")
+    console.print(t)
+    console.print(f"written to {OUT}")
+
+
+if __name__ == "__main__":
+    main()

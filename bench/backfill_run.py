@@ -1,0 +1,40 @@
+"""One items backfill through circhub's stages; run as a module it prints JSON with its own
+peak memory (the memory benchmark runs it in a fresh process)."""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+
+from bench.sources import ROWS_PER_SECOND_OF_CURSOR, START
+from simulator.world import config_toml, member_specs
+
+
+def run_backfill(member_url: str, central_url: str, n: int) -> dict:
+    from connections.runtime import open_runtime
+    from tasks.backfill import backfill_member
+
+    specs = member_specs(1)
+    folder = Path(tempfile.mkdtemp(prefix="circhub-bench-"))
+    config = folder / "bench.toml"
+    config.write_text(config_toml(specs, {specs[0][0]: member_url}, central_url, "bench",
+                                  demo=True))
+    rt = open_runtime(str(config))
+    end = START + timedelta(seconds=n // ROWS_PER_SECOND_OF_CURSOR + 1)
+    t0 = time.perf_counter()
+    report = backfill_member(rt, rt.consortium.member(specs[0][0]), "items", START, end,
+                             timedelta(hours=1))
+    seconds = time.perf_counter() - t0
+    return {"rows": report.rows, "merged": report.merged, "seconds": seconds,
+            "rows_s": report.rows / seconds}
+
+
+if __name__ == "__main__":
+    result = run_backfill(sys.argv[1], sys.argv[2], int(sys.argv[3]))
+    result["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(result))

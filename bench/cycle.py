@@ -1,0 +1,68 @@
+"""One steady-state cycle over many simulated members: through the Prefect flow, and the same
+amount of work through the plain stage functions, so Prefect's share can be read off."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from simulator.world import config_toml, member_specs, sqlite_world
+
+CHANGES_PER_MEMBER = 20
+
+
+def _plain_cycle(config: Path) -> float:
+    from connections.runtime import open_runtime
+    from tasks.pipeline import sync_member
+    from tasks.push import push_member, targets_with_pending
+
+    rt = open_runtime(str(config))
+    t0 = time.perf_counter()
+    for member in rt.consortium.members:
+        sync_member(rt, member)
+    for target in targets_with_pending(rt.store):
+        push_member(rt.store, rt.consortium, rt.consortium.member(target))
+    return time.perf_counter() - t0
+
+
+def _flow_cycle(config: Path) -> float:
+    from flows.sync import sync_consortium
+
+    t0 = time.perf_counter()
+    state = sync_consortium(config=str(config), return_state=True)
+    seconds = time.perf_counter() - t0
+    if not state.is_completed():
+        raise RuntimeError(f"the benchmark cycle failed: {state.message}")
+    return seconds
+
+
+def _warm_prefect() -> None:
+    """Start Prefect's local server before timing anything (its start is not a cycle's cost)."""
+    from prefect import flow
+
+    @flow(name="bench-warm-up")
+    def warm() -> None:
+        return None
+
+    warm()
+
+
+def steady_state_cycle(n_members: int, central_url: str) -> dict:
+    folder = Path(tempfile.mkdtemp(prefix="circhub-cycle-"))
+    start = datetime.now().replace(microsecond=0) - timedelta(days=150)
+    world, urls = sqlite_world(folder / "members", n_members, 1, start)
+    world.seed(10, 30)
+    config = folder / "consortium.toml"
+    config.write_text(config_toml(member_specs(n_members), urls, central_url, "bench cycle",
+                                  demo=True))
+    world.play(1, 5 * n_members)
+    _plain_cycle(config)  # the initial load is a backfill's job, not part of a cycle
+    _warm_prefect()
+    world.play(1, CHANGES_PER_MEMBER * n_members)
+    flow_seconds = _flow_cycle(config)
+    world.play(1, CHANGES_PER_MEMBER * n_members)
+    plain_seconds = _plain_cycle(config)
+    return {"members": n_members, "changes_per_member": CHANGES_PER_MEMBER,
+            "flow_seconds": flow_seconds, "plain_seconds": plain_seconds}

@@ -1,0 +1,264 @@
+"""A Polaris-style member database: SQL Server shaped, served here by PostgreSQL and reached
+through pyodbc (`postgresql+pyodbc://`, see connections.odbc), and its circulation desk.
+
+Polaris's own names where the hub reads them: Polaris.Patrons / PatronRegistration,
+CircItemRecords, ItemCheckouts (open loans only: a check-in deletes the row), Organizations
+(branch codes are their Abbreviation), MaterialTypes, BibliographicRecords.BrowseTitle, and the
+transaction log PolarisTransactions.Polaris.TransactionHeaders with TransactionTypeID 6001
+(checkout) and 6002 (check-in). The schema "PolarisTransactions.Polaris" is one PostgreSQL
+schema with a dot in its name; on SQL Server the same name is database PolarisTransactions,
+schema Polaris, and SQLAlchemy's mssql dialect renders it [PolarisTransactions].[Polaris].
+
+Where this is Polaris *style* rather than Polaris (the profile depends on these):
+- Polaris keeps a transaction's patron, item, due date etc. in TransactionDetails rows
+  (subtypes 6, 38, ...); the style flattens them onto TransactionHeaders as columns.
+- A check-in header carries the CheckOutDate of the loan it ends; a loan is identified by
+  its checkout header's TransactionID, found by (ItemRecordID, checkout time).
+- Server-clock change columns: TransactionHeaders.TransactionDate (TranClientDate is the
+  workstation's time, which offline circulation backdates), ModificationDate on
+  CircItemRecords and ItemCheckouts. Polaris has no such column on ItemCheckouts; a member
+  would add it with a trigger, as an Evergreen member adds circulation.last_update_time.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    Column,
+    Date,
+    DateTime,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.schema import CreateSchema, DropSchema
+
+from simulator.desk import Desk
+
+CONSORT = "CONSORT"  # MaterialTypes.Description of consortium copies (the profile's marker)
+BOOK_TYPE, CONSORT_TYPE = 1, 2  # MaterialTypeID
+CHECKOUT, CHECKIN = 6001, 6002  # TransactionTypeID
+ITEM_IN, ITEM_OUT = 1, 2  # ItemStatusID
+POLARIS, TRANSACTIONS = "Polaris", "PolarisTransactions.Polaris"
+
+metadata = MetaData()
+_now = func.current_timestamp
+
+organizations = Table(
+    "Organizations", metadata,
+    Column("OrganizationID", Integer, primary_key=True),
+    Column("ParentOrganizationID", Integer),
+    Column("OrganizationCodeID", Integer, nullable=False, default=3),  # 3 = branch
+    Column("Name", String(50), nullable=False),
+    Column("Abbreviation", String(15), nullable=False, unique=True),
+    schema=POLARIS,
+)
+patrons = Table(
+    "Patrons", metadata,
+    Column("PatronID", Integer, primary_key=True),
+    Column("PatronCodeID", Integer, nullable=False, default=1),
+    Column("OrganizationID", Integer, nullable=False),
+    Column("Barcode", String(20), unique=True),
+    schema=POLARIS,
+)
+patron_registration = Table(
+    "PatronRegistration", metadata,
+    Column("PatronID", Integer, primary_key=True, autoincrement=False),
+    Column("NameFirst", String(32)),
+    Column("NameLast", String(32)),
+    Column("Birthdate", Date),
+    Column("Gender", String(1)),
+    Column("RegistrationDate", DateTime),
+    Column("UpdateDate", DateTime, nullable=False, server_default=_now()),
+    schema=POLARIS,
+)
+material_types = Table(
+    "MaterialTypes", metadata,
+    Column("MaterialTypeID", Integer, primary_key=True),
+    Column("Description", String(80), nullable=False),
+    schema=POLARIS,
+)
+bib_records = Table(
+    "BibliographicRecords", metadata,
+    Column("BibliographicRecordID", Integer, primary_key=True),
+    Column("BrowseTitle", String(255)),
+    schema=POLARIS,
+)
+items = Table(
+    "CircItemRecords", metadata,
+    Column("ItemRecordID", Integer, primary_key=True),
+    Column("Barcode", String(20), unique=True),
+    Column("AssociatedBibRecordID", Integer),
+    Column("AssignedBranchID", Integer, nullable=False),
+    Column("LastUseBranchID", Integer),
+    Column("ItemStatusID", Integer, nullable=False, default=ITEM_IN),
+    Column("MaterialTypeID", Integer, nullable=False),
+    Column("CheckInDate", DateTime),
+    Column("ModificationDate", DateTime, nullable=False, server_default=_now()),
+    schema=POLARIS,
+)
+checkouts = Table(
+    "ItemCheckouts", metadata,
+    Column("ItemRecordID", Integer, primary_key=True, autoincrement=False),
+    Column("PatronID", Integer, nullable=False),
+    Column("OrganizationID", Integer, nullable=False),
+    Column("CheckOutDate", DateTime, nullable=False),
+    Column("DueDate", DateTime, nullable=False),
+    Column("Renewals", Integer, nullable=False, default=0),
+    Column("ModificationDate", DateTime, nullable=False, server_default=_now()),
+    schema=POLARIS,
+)
+headers = Table(
+    "TransactionHeaders", metadata,
+    Column("TransactionID", Integer, primary_key=True),
+    Column("TransactionTypeID", Integer, nullable=False),
+    Column("TranClientDate", DateTime, nullable=False),
+    Column("TransactionDate", DateTime, nullable=False, server_default=_now()),
+    Column("OrganizationID", Integer, nullable=False),
+    Column("PatronID", Integer),
+    Column("ItemRecordID", Integer),
+    Column("CheckOutDate", DateTime),
+    Column("DueDate", DateTime),
+    Column("Renewals", Integer),
+    schema=TRANSACTIONS,
+)
+
+
+class PolarisDesk(Desk):
+    """The circulation desk of one Polaris-style member (`branch`: its Abbreviation)."""
+
+    kind = "polaris"
+
+    def create_schema(self, member_codes: dict[str, str]) -> None:
+        with self.engine.begin() as conn:
+            for schema in (POLARIS, TRANSACTIONS):
+                conn.execute(DropSchema(schema, cascade=True, if_exists=True))
+                conn.execute(CreateSchema(schema))
+            metadata.create_all(conn)
+            conn.execute(insert(organizations), [
+                {"Abbreviation": code, "Name": name[:50]} for code, name in member_codes.items()
+            ])
+            conn.execute(insert(material_types), [
+                {"MaterialTypeID": BOOK_TYPE, "Description": "Book"},
+                {"MaterialTypeID": CONSORT_TYPE, "Description": CONSORT},
+            ])
+
+    def _org(self, conn, abbreviation: str | None = None) -> int:
+        return conn.execute(select(organizations.c.OrganizationID).where(
+            organizations.c.Abbreviation == (abbreviation or self.branch))).scalar_one()
+
+    def add_readers(self, rows: list[dict]) -> list[int]:
+        """rows: cardnumber, surname, firstname, dateofbirth, sex, dateenrolled (Koha-named,
+        as the world makes them). Returns PatronIDs."""
+        ids = []
+        with self.engine.begin() as conn:
+            home = self._org(conn)
+            for r in rows:
+                patron_id = conn.execute(insert(patrons).values(
+                    OrganizationID=home, Barcode=r["cardnumber"])).inserted_primary_key[0]
+                conn.execute(insert(patron_registration).values(
+                    PatronID=patron_id, NameLast=r.get("surname"), NameFirst=r.get("firstname"),
+                    Birthdate=r.get("dateofbirth"), Gender=r.get("sex"),
+                    RegistrationDate=r.get("dateenrolled")))
+                ids.append(patron_id)
+        return ids
+
+    def add_items(self, barcodes: list[str], seen: datetime) -> None:
+        with self.engine.begin() as conn:
+            here = self._org(conn)
+            for barcode in barcodes:
+                bib = conn.execute(insert(bib_records).values(
+                    BrowseTitle=f"Title of {barcode}")).inserted_primary_key[0]
+                conn.execute(insert(items).values(
+                    Barcode=barcode, AssociatedBibRecordID=bib, AssignedBranchID=here,
+                    LastUseBranchID=here, MaterialTypeID=BOOK_TYPE, CheckInDate=seen))
+
+    def _item(self, conn, barcode: str):
+        return conn.execute(select(items).where(items.c.Barcode == barcode)).first()
+
+    def _open(self, conn, item_id: int):
+        return conn.execute(select(checkouts).where(checkouts.c.ItemRecordID == item_id)).first()
+
+    def checkout(self, barcode: str, reader_id: int, at: datetime, due: datetime) -> int:
+        """Returns the TransactionID of the checkout: the loan's id for the hub."""
+        with self.engine.begin() as conn:
+            here, item = self._org(conn), self._item(conn, barcode)
+            loan_id = conn.execute(insert(headers).values(
+                TransactionTypeID=CHECKOUT, TranClientDate=at, OrganizationID=here,
+                PatronID=reader_id, ItemRecordID=item.ItemRecordID, DueDate=due,
+            )).inserted_primary_key[0]
+            conn.execute(insert(checkouts).values(
+                ItemRecordID=item.ItemRecordID, PatronID=reader_id, OrganizationID=here,
+                CheckOutDate=at, DueDate=due, Renewals=0))
+            conn.execute(update(items).where(items.c.ItemRecordID == item.ItemRecordID).values(
+                ItemStatusID=ITEM_OUT, LastUseBranchID=here, ModificationDate=_now()))
+            return loan_id
+
+    def checkin(self, barcode: str, at: datetime) -> None:
+        """Log the check-in, end the open checkout; a foreign book becomes a consortium copy."""
+        with self.engine.begin() as conn:
+            here, item = self._org(conn), self._item(conn, barcode)
+            if item is None:
+                conn.execute(insert(items).values(
+                    Barcode=barcode, AssignedBranchID=here, LastUseBranchID=here,
+                    MaterialTypeID=CONSORT_TYPE, CheckInDate=at))
+                return
+            loan = self._open(conn, item.ItemRecordID)
+            if loan is not None:
+                conn.execute(insert(headers).values(
+                    TransactionTypeID=CHECKIN, TranClientDate=at, OrganizationID=here,
+                    PatronID=loan.PatronID, ItemRecordID=item.ItemRecordID,
+                    CheckOutDate=loan.CheckOutDate, DueDate=loan.DueDate,
+                    Renewals=loan.Renewals))
+                conn.execute(delete(checkouts).where(
+                    checkouts.c.ItemRecordID == item.ItemRecordID))
+            conn.execute(update(items).where(items.c.ItemRecordID == item.ItemRecordID).values(
+                ItemStatusID=ITEM_IN, LastUseBranchID=here, CheckInDate=at,
+                ModificationDate=_now()))
+
+    def renew(self, barcode: str, at: datetime, due: datetime) -> None:
+        with self.engine.begin() as conn:
+            item = self._item(conn, barcode)
+            conn.execute(update(checkouts).where(
+                checkouts.c.ItemRecordID == item.ItemRecordID).values(
+                DueDate=due, Renewals=checkouts.c.Renewals + 1, ModificationDate=_now()))
+
+    # What a test or the demo reads back: the owner's view of one book.
+    def item_view(self, barcode: str) -> dict:
+        with self.engine.connect() as conn:
+            item = self._item(conn, barcode)
+            loan = self._open(conn, item.ItemRecordID)
+            return {"holding": self._abbreviation(conn, item.LastUseBranchID),
+                    "status": item.ItemStatusID,
+                    "onloan": loan.DueDate.date() if loan else None,
+                    "open_loan": self._loan_id(conn, loan) if loan else None}
+
+    def _loan_id(self, conn, loan) -> int:
+        return conn.execute(select(headers.c.TransactionID).where(
+            headers.c.TransactionTypeID == CHECKOUT, headers.c.ItemRecordID == loan.ItemRecordID,
+            headers.c.TranClientDate == loan.CheckOutDate)).scalar_one()
+
+    def loan_view(self, loan_id: int) -> dict:
+        with self.engine.connect() as conn:
+            out = conn.execute(select(headers).where(headers.c.TransactionID == loan_id)).one()
+            back = conn.execute(select(headers).where(
+                headers.c.TransactionTypeID == CHECKIN,
+                headers.c.ItemRecordID == out.ItemRecordID,
+                headers.c.CheckOutDate == out.TranClientDate)).first()
+            return {"open": back is None,
+                    "returned_at": back.TranClientDate if back else None,
+                    "return_branch": self._abbreviation(conn, back.OrganizationID)
+                    if back else None}
+
+    def _abbreviation(self, conn, org_id: int | None) -> str | None:
+        if org_id is None:
+            return None
+        return conn.execute(select(organizations.c.Abbreviation).where(
+            organizations.c.OrganizationID == org_id)).scalar()

@@ -1,0 +1,150 @@
+"""Backfill: load one entity of one member over a date range, window by window.
+
+Each window streams in chunks (bounded memory) through the same validate and merge stages as a
+sync. The window's progress is committed in the transaction of its last chunk, so a backfill
+killed at any point restarts from the first window not committed; re-merging a window is
+idempotent (rows are upserted by key and skipped when unchanged).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import Connection, select, update
+from sqlalchemy.exc import SQLAlchemyError
+
+from connections.config import Member
+from connections.engines import member_engine
+from connections.runtime import Runtime
+from connections.store import upsert_insert
+from domain.records import ENTITIES
+from domain.schema import backfills
+from tasks.extract import (
+    CHUNK_ROWS,
+    Extract,
+    SourceUnavailable,
+    entity_query,
+    iter_chunks,
+    prepare_frame,
+    read_marks,
+)
+from tasks.merge import merge_batch
+from tasks.validate import validate_extract
+
+
+@dataclass
+class BackfillProgress:
+    windows_done: int
+    windows_total: int
+    rows: int
+    done_until: datetime
+
+
+@dataclass
+class BackfillReport:
+    member: str
+    entity: str
+    rows: int
+    merged: int
+    quarantined: int
+    windows: int
+    resumed_from: datetime
+
+
+def windows(since: datetime, until: datetime, size: timedelta) -> list[tuple[datetime, datetime]]:
+    if size <= timedelta(0):
+        raise ValueError("a backfill window must be longer than zero")
+    out, start = [], since
+    while start < until:
+        out.append((start, min(start + size, until)))
+        start += size
+    return out
+
+
+def _claim(rt: Runtime, member: str, entity: str, since: datetime, until: datetime,
+           size: timedelta) -> tuple[int, datetime, int]:
+    """The backfill's row (created on first run): its id, where it stands, rows so far."""
+    now = datetime.now()
+    with rt.store.begin() as conn:
+        stmt = upsert_insert(conn, backfills).values(
+            member=member, entity=entity, since=since, until=until,
+            window_seconds=int(size.total_seconds()), done_until=since, rows=0,
+            status="running", started_at=now, updated_at=now)
+        conn.execute(stmt.on_conflict_do_nothing(
+            index_elements=["member", "entity", "since", "until"]))
+        row = conn.execute(select(backfills).where(
+            backfills.c.member == member, backfills.c.entity == entity,
+            backfills.c.since == since, backfills.c.until == until)).one()
+    return row.id, row.done_until, row.rows
+
+
+def _progress_step(backfill_id: int, done_until: datetime, rows: int,
+                   last: bool) -> Callable[[Connection], None]:
+    def record(conn: Connection) -> None:
+        conn.execute(update(backfills).where(backfills.c.id == backfill_id).values(
+            done_until=done_until, rows=rows, updated_at=datetime.now(),
+            status="done" if last else "running"))
+    return record
+
+
+def _with_last(chunks: Iterator) -> Iterator[tuple[object, bool]]:
+    """Each chunk with a flag telling whether it is the window's last one."""
+    previous = None
+    for chunk in chunks:
+        if previous is not None:
+            yield previous, False
+        previous = chunk
+    if previous is not None:
+        yield previous, True
+
+
+def backfill_member(rt: Runtime, member: Member, entity: str, since: datetime, until: datetime,
+                    size: timedelta, on_progress: Callable[[BackfillProgress], None] | None = None,
+                    chunk_rows: int = CHUNK_ROWS) -> BackfillReport:
+    if entity not in ENTITIES:
+        raise ValueError(f"unknown entity {entity!r}; one of {', '.join(ENTITIES)}")
+    if until <= since:
+        raise ValueError(f"backfill of {member.code} {entity}: until must be after since")
+    backfill_id, done_until, rows = _claim(rt, member.code, entity, since, until, size)
+    all_windows = windows(since, until, size)
+    todo = [w for w in all_windows if w[1] > done_until]
+    report = BackfillReport(member.code, entity, rows, 0, 0, len(todo), done_until)
+    view = rt.member_view(member)
+    try:
+        engine = member_engine(member)
+        for start, end in todo:
+            last_window = end == all_windows[-1][1]
+            _one_window(rt, member, entity, (start, end), engine, view, backfill_id,
+                        report, last_window, chunk_rows)
+            if on_progress:
+                done = len(all_windows) - len(todo) + todo.index((start, end)) + 1
+                on_progress(BackfillProgress(done, len(all_windows), report.rows, end))
+    except SQLAlchemyError as exc:
+        raise SourceUnavailable(f"member {member.code}: backfill of {entity} stopped: "
+                                f"{type(getattr(exc, 'orig', exc)).__name__}") from None
+    return report
+
+
+def _one_window(rt: Runtime, member: Member, entity: str, window, engine, view,
+                backfill_id: int, report: BackfillReport, last_window: bool,
+                chunk_rows: int) -> None:
+    start, end = window
+    query = entity_query(member, entity, start, end)
+    merged_any = False
+    for raw, last_chunk in _with_last(iter_chunks(engine, query, entity, chunk_rows)):
+        frame = prepare_frame(entity, raw, rt.id_key)
+        val = validate_extract(member.code, {entity: frame}, view)
+        marks = read_marks(rt.store, member.code)
+        report.rows += len(frame)
+        step = (_progress_step(backfill_id, end, report.rows, last_window)
+                if last_chunk else None)
+        merged = merge_batch(rt.store, rt.consortium, member,
+                             Extract(member.code, {entity: frame}, marks), val, also=step)
+        report.merged += merged.merged.get(entity, 0)
+        report.quarantined += merged.quarantined
+        merged_any = True
+    if not merged_any:  # an empty window still counts as done
+        with rt.store.begin() as conn:
+            _progress_step(backfill_id, end, report.rows, last_window)(conn)

@@ -1,0 +1,22 @@
+"""One member's push in a process of its own, so a fault test can SIGKILL it mid-push.
+
+    python -m tests.push_runner CONFIG MEMBER
+"""
+
+from __future__ import annotations
+
+import sys
+
+from connections.runtime import open_runtime
+from tasks.push import push_member
+
+
+def main(config: str, member: str) -> int:
+    rt = open_runtime(config)
+    report = push_member(rt.store, rt.consortium, rt.consortium.member(member))
+    print(f"applied={report.applied} failed={report.failed}")
+    return 0 if not report.errors else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1], sys.argv[2]))

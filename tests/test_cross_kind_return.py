@@ -1,0 +1,113 @@
+"""A book crosses between ILS kinds and the owner's own database shows where it went.
+
+One consortium of three kinds: an Evergreen member (PostgreSQL), a Koha member (MariaDB) and a
+Polaris-style member (PostgreSQL through pyodbc). The stages run as a sync cycle does: every
+member's extract-validate-merge, then the push of every pending outbox command.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import pytest
+from helpers import sync_cycle
+from member_databases import member_database
+from sqlalchemy import text
+
+from simulator.world import config_toml, member_specs, mixed_world
+
+KINDS = [("evergreen", "postgresql"), ("koha", "mariadb"), ("polaris", "odbc")]
+EVERGREEN, KOHA, POLARIS = (spec[0] for spec in member_specs(len(KINDS)))
+
+
+@pytest.fixture
+def consortium(request, pg_db, tmp_path):
+    urls = [member_database(request, server) for _, server in KINDS]
+    start = datetime.now().replace(microsecond=0) - timedelta(days=20)
+    world = mixed_world([(kind, url) for (kind, _), url in zip(KINDS, urls, strict=True)],
+                        seed=4, start=start)
+    world.seed(readers_per_member=3, items_per_member=3)
+    codes = list(world.desks)
+    config = tmp_path / "consortium.toml"
+    config.write_text(config_toml(member_specs(len(KINDS)), dict(zip(codes, urls, strict=True)),
+                                  pg_db(), "mixed", demo=True,
+                                  profiles={c: k for c, (k, _) in zip(codes, KINDS, strict=True)}))
+    return world, config
+
+
+def local_reader(world, member: str):
+    return next(p for p in world.people if p.home == member)
+
+
+def lend_then_return(world, config, book: str, lender: str, returned_at: str) -> int:
+    """Lent at `lender` (and synced), returned at another member (and synced): the loan id."""
+    world.checkout(book, lender, local_reader(world, lender))
+    loan_id = world.books[book].loan[1]
+    sync_cycle(config)
+    world.checkin(book, returned_at)
+    sync_cycle(config)
+    return loan_id
+
+
+def evergreen_sql(world, sql: str, **params):
+    with world.desks[EVERGREEN].engine.connect() as conn:
+        return conn.execute(text(sql), params).one()
+
+
+def test_an_evergreen_book_returned_at_a_koha_member_is_closed_in_evergreen(consortium):
+    world, config = consortium
+    book = f"{EVERGREEN}0000001"
+    circ_id = lend_then_return(world, config, book, EVERGREEN, KOHA)
+    koha_org = evergreen_sql(world, "SELECT id FROM actor.org_unit WHERE shortname = :s",
+                             s=KOHA).id
+    circ = evergreen_sql(world, "SELECT checkin_time, checkin_lib FROM action.circulation "
+                                "WHERE id = :id", id=circ_id)
+    assert circ.checkin_time is not None
+    assert circ.checkin_lib == koha_org
+    copy = evergreen_sql(world, "SELECT circ_lib, status FROM asset.copy WHERE barcode = :b",
+                         b=book)
+    assert (copy.circ_lib, copy.status) == (koha_org, 0)
+
+
+def test_the_return_time_written_to_evergreen_is_when_the_koha_desk_took_the_book(consortium):
+    world, config = consortium
+    book = f"{EVERGREEN}0000002"
+    world.checkout(book, EVERGREEN, local_reader(world, EVERGREEN))
+    circ_id = world.books[book].loan[1]
+    world.checkin(book, KOHA)
+    returned_at = world.journal[-1][0]
+    sync_cycle(config)
+    sync_cycle(config)
+    assert world.desks[EVERGREEN].loan_view(circ_id) == {
+        "open": False, "returned_at": returned_at, "return_branch": KOHA}
+
+
+def test_a_polaris_book_returned_at_evergreen_and_lent_there_again_shows_in_polaris(
+        consortium):
+    world, config = consortium
+    book = f"{POLARIS}0000001"
+    loan_id = lend_then_return(world, config, book, POLARIS, EVERGREEN)
+    polaris = world.desks[POLARIS]
+    assert polaris.loan_view(loan_id)["return_branch"] == EVERGREEN
+    assert polaris.item_view(book)["holding"] == EVERGREEN
+
+    world.checkout(book, EVERGREEN, local_reader(world, EVERGREEN))  # secondary circulation
+    sync_cycle(config)
+    view = polaris.item_view(book)
+    assert (view["holding"], view["status"], view["open_loan"]) == (EVERGREEN, 2, None)
+
+
+def test_once_the_owner_has_applied_the_return_later_cycles_owe_nothing(consortium):
+    world, config = consortium
+    lend_then_return(world, config, f"{EVERGREEN}0000003", EVERGREEN, KOHA)
+    rt = sync_cycle(config)
+    before = outbox_rows(rt)
+    assert ("close_loan", EVERGREEN, "applied") in before
+    rt = sync_cycle(config)
+    assert outbox_rows(rt) == before
+
+
+def outbox_rows(rt) -> list[tuple]:
+    with rt.store.connect() as conn:
+        return sorted(tuple(r) for r in conn.execute(text(
+            "SELECT kind, target, status FROM outbox")))

@@ -1,0 +1,96 @@
+"""Every statement the Polaris-style profile emits is T-SQL when compiled for SQL Server.
+
+The tests reach the Polaris-style schema through PostgreSQL, so this is where the SQL a real
+Polaris member would receive is checked: bracket-quoted names, the three-part transaction
+table, TOP instead of LIMIT, + for text concatenation, no PostgreSQL-only syntax.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+import pytest
+from sqlalchemy.dialects import mssql
+
+from connections.profile import load_profile
+from connections.sql import extract_query, key_count_query, step_statement
+
+PROFILE = load_profile("polaris")
+SINCE, UNTIL = datetime(2026, 10, 1), datetime(2026, 10, 2)
+PARAMS = {"barcode": "AA0010000001", "holder": "BB001", "holder_branch": "BB001",
+          "loan_local_id": "17", "returned_at": datetime(2026, 10, 2, 10, 0),
+          "return_member": "BB001", "return_branch": "BB001", "due_at": None,
+          "due_date": None, "state_at": datetime(2026, 10, 2, 10, 0)}
+NOT_TSQL = {
+    "LIMIT": r"\bLIMIT\b",
+    "double-quoted identifier": r'"',
+    "|| concatenation": r"\|\|",
+    ":: cast": r"::",
+    "ILIKE": r"\bILIKE\b",
+    "RETURNING": r"\bRETURNING\b",
+    "now()": r"\bnow\(\)",
+    "backtick": r"`",
+}
+
+
+def tsql(statement) -> str:
+    return str(statement.compile(dialect=mssql.dialect()))
+
+
+def assert_tsql(sql: str) -> None:
+    for what, pattern in NOT_TSQL.items():
+        assert not re.search(pattern, sql, re.IGNORECASE), f"{what} in T-SQL:\n{sql}"
+    assert re.search(r"\[Polaris\]\.\[\w+\]|\[PolarisTransactions\]\.\[Polaris\]", sql), sql
+
+
+def extraction_statements():
+    for name, entity in PROFILE.entities.items():
+        yield f"{name}-delta", extract_query(entity, SINCE, UNTIL)
+        yield f"{name}-own-branches", extract_query(entity, SINCE, branches=["AA001"])
+        yield f"{name}-sample", extract_query(entity).limit(1000)
+        yield f"{name}-count", key_count_query(entity)
+
+
+def writeback_statements():
+    for kind, steps in PROFILE.writeback.items():
+        for i, step in enumerate(steps, 1):
+            yield f"{kind}-step{i}-{step.op}", step_statement(step, PARAMS)
+
+
+@pytest.mark.parametrize(("label", "statement"), list(extraction_statements()),
+                         ids=lambda v: v if isinstance(v, str) else "")
+def test_extraction_statement_compiles_to_tsql(label, statement):
+    assert_tsql(tsql(statement))
+
+
+@pytest.mark.parametrize(("label", "statement"), list(writeback_statements()),
+                         ids=lambda v: v if isinstance(v, str) else "")
+def test_writeback_statement_compiles_to_tsql(label, statement):
+    assert_tsql(tsql(statement))
+
+
+def test_the_transaction_log_is_addressed_by_its_three_part_name():
+    sql = tsql(extract_query(PROFILE.entities["loans"], SINCE))
+    assert "[PolarisTransactions].[Polaris].[TransactionHeaders]" in sql
+
+
+def test_a_sample_uses_top_not_limit():
+    sql = tsql(extract_query(PROFILE.entities["readers"]).limit(1000))
+    assert re.search(r"SELECT TOP \S+", sql)
+
+
+def test_names_are_concatenated_with_plus():
+    sql = tsql(extract_query(PROFILE.entities["readers"]))
+    assert re.search(r"coalesce\(pr\.\[NameLast\], \S+\) \+ coalesce\(pr\.\[NameFirst\]", sql)
+
+
+def test_the_server_clock_is_current_timestamp():
+    close_loan = [tsql(step_statement(s, PARAMS)) for s in PROFILE.writeback["close_loan"]]
+    assert all("CURRENT_TIMESTAMP" in sql for sql in (close_loan[0], close_loan[2]))
+
+
+def test_the_check_in_is_inserted_only_when_missing():
+    sql = tsql(step_statement(PROFILE.writeback["close_loan"][0], PARAMS))
+    assert sql.startswith("INSERT INTO [PolarisTransactions].[Polaris].[TransactionHeaders]")
+    assert "WHERE NOT (EXISTS (SELECT" in sql

@@ -1,0 +1,180 @@
+"""The contract every ILS profile keeps, on its real database kind.
+
+A new profile gets all of these by adding one ProfileCase to CASES: the profile name, the
+server its ILS runs on (tests/member_databases.py) and the simulator desk that writes to it.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import pandas as pd
+import pytest
+from member_databases import make_runtime, member_database
+
+from connections.engines import engine_for
+from connections.live_schema import schema_problems
+from connections.profile import load_profile
+from connections.sql import extract_query
+from domain.records import ENTITIES
+from simulator.evergreen import EvergreenDesk
+from simulator.koha import KohaDesk
+from simulator.polaris import PolarisDesk
+from simulator.world import make_id_number
+from tasks.extract import read_entity
+from tasks.pipeline import sync_member
+from tasks.push import apply_command
+
+HERE, THERE = "AA001", "BB001"  # the member under test, and another member of the consortium
+T0 = datetime(2026, 10, 1, 9, 0)
+DUE = T0 + timedelta(days=28)
+
+
+@dataclass(frozen=True)
+class ProfileCase:
+    profile: str
+    server: str  # postgresql | odbc | mariadb
+    desk: type
+
+    def __str__(self) -> str:
+        return self.profile
+
+
+CASES = [
+    ProfileCase("koha", "mariadb", KohaDesk),
+    ProfileCase("evergreen", "postgresql", EvergreenDesk),
+    ProfileCase("polaris", "odbc", PolarisDesk),
+]
+
+
+@dataclass
+class Member:
+    """One seeded member ILS: two readers, three books, one loan open and one returned."""
+
+    case: ProfileCase
+    url: str
+    desk: object
+    open_loan: int
+
+    @property
+    def engine(self):
+        return engine_for(self.url)
+
+    @property
+    def profile(self):
+        return load_profile(self.case.profile)
+
+    def extract(self, entity: str) -> pd.DataFrame:
+        return read_entity(self.engine, extract_query(self.profile.entities[entity]), entity)
+
+
+@pytest.fixture(params=CASES, ids=str)
+def member(request):
+    case: ProfileCase = request.param
+    url = member_database(request, case.server)
+    desk = case.desk(engine_for(url), HERE)
+    desk.create_schema({HERE: "Alpha Library", THERE: "Beta Library"})
+    rng = random.Random(3)
+    readers = desk.add_readers([
+        {"cardnumber": make_id_number(rng, "Chengdu")[0], "surname": "Li",
+         "firstname": "Reader", "dateofbirth": None, "sex": "F", "dateenrolled": None}
+        for _ in range(2)
+    ])
+    desk.add_items([f"{HERE}000000{n}" for n in (1, 2, 3)], T0)
+    open_loan = desk.checkout(f"{HERE}0000001", readers[0], T0 + timedelta(minutes=5), DUE)
+    desk.checkout(f"{HERE}0000002", readers[1], T0 + timedelta(minutes=6), DUE)
+    desk.checkin(f"{HERE}0000002", T0 + timedelta(minutes=30))
+    return Member(case, url, desk, open_loan)
+
+
+@pytest.fixture
+def runtime(member, pg_db):
+    return make_runtime(pg_db(), [
+        {"code": HERE, "name": "Alpha", "profile": member.case.profile, "connection": member.url},
+        {"code": THERE, "name": "Beta", "profile": "koha", "connection": "sqlite://",
+         "sync": False},
+    ])
+
+
+def test_every_mapped_table_and_column_exists_in_the_live_schema(member):
+    assert schema_problems(member.profile, member.engine) == []
+
+
+@pytest.mark.parametrize("entity", ENTITIES)
+def test_primary_keys_are_unique_and_not_null(member, entity):
+    frame = member.extract(entity)
+    assert len(frame) > 0
+    assert frame["local_id"].notna().all()
+    assert frame["local_id"].astype(str).is_unique
+
+
+@pytest.mark.parametrize("entity", ENTITIES)
+def test_rows_come_in_cursor_order_and_the_cursor_window_cuts_there(member, entity):
+    frame = member.extract(entity)
+    cursor = pd.to_datetime(frame["updated_at"], utc=True)
+    assert cursor.is_monotonic_increasing
+    mark = frame["updated_at"].iloc[len(frame) // 2]
+    since = extract_query(member.profile.entities[entity], since=mark)
+    later = read_entity(member.engine, since, entity)
+    assert sorted(later["local_id"].astype(str)) == sorted(
+        frame.loc[cursor >= cursor.iloc[len(frame) // 2], "local_id"].astype(str))
+
+
+def test_a_second_extraction_from_the_watermark_yields_no_changed_rows(member, runtime):
+    first = sync_member(runtime, runtime.consortium.member(HERE))
+    assert first.validated.bad == []
+    assert all(n > 0 for n in first.merged.merged.values())
+    second = sync_member(runtime, runtime.consortium.member(HERE))
+    assert second.merged.merged == {"readers": 0, "items": 0, "loans": 0}
+    assert second.merged.events == 0
+
+
+def _close_loan(member: Member) -> dict:
+    return {"barcode": f"{HERE}0000001", "holder": THERE, "due_at": None,
+            "state_at": "2026-10-02 10:00:00", "loan_local_id": str(member.open_loan),
+            "returned_at": "2026-10-02 10:00:00", "return_member": THERE}
+
+
+def test_close_loan_write_back_is_seen_by_the_next_extraction(member, runtime):
+    here = runtime.consortium.member(HERE)
+    sync_member(runtime, here)
+    apply_command(member.engine, member.profile, here, "close_loan", _close_loan(member))
+    after = sync_member(runtime, here)
+    loans = after.extract.frames["loans"].set_index("local_id")
+    loans.index = loans.index.astype(str)
+    returned = loans.loc[str(member.open_loan)]
+    assert returned["returned_at"] == datetime(2026, 10, 2, 10, 0)
+    if "return_branch" in _mapped(member, "loans"):
+        assert returned["return_branch"] == THERE
+    item = after.extract.frames["items"].set_index("barcode").loc[f"{HERE}0000001"]
+    assert item["holding_branch"] == THERE
+    assert pd.isna(item["on_loan_due"])
+
+
+def test_replaying_close_loan_changes_nothing(member, runtime):
+    here = runtime.consortium.member(HERE)
+    apply_command(member.engine, member.profile, here, "close_loan", _close_loan(member))
+    before = {e: member.extract(e).drop(columns="updated_at") for e in ENTITIES}
+    apply_command(member.engine, member.profile, here, "close_loan", _close_loan(member))
+    for entity in ENTITIES:
+        after = member.extract(entity).drop(columns="updated_at")
+        pd.testing.assert_frame_equal(
+            after.sort_values("local_id", ignore_index=True),
+            before[entity].sort_values("local_id", ignore_index=True), check_like=True)
+
+
+def test_set_item_write_back_is_seen_by_the_next_extraction(member, runtime):
+    here = runtime.consortium.member(HERE)
+    sync_member(runtime, here)
+    payload = {"barcode": f"{HERE}0000003", "holder": THERE, "due_at": "2026-11-01 00:00:00",
+               "state_at": "2026-10-02 10:00:00"}
+    apply_command(member.engine, member.profile, here, "set_item", payload)
+    after = sync_member(runtime, here)
+    item = after.extract.frames["items"].set_index("barcode").loc[f"{HERE}0000003"]
+    assert item["holding_branch"] == THERE
+
+
+def _mapped(member: Member, entity: str) -> set[str]:
+    return {f for s in member.profile.entities[entity].sources for f in s.columns}

@@ -1,0 +1,78 @@
+"""Builders the write-back tests share: Koha members on real MariaDB, the central store on real
+PostgreSQL, syncs and pushes run as plain stage calls, and readers of the members' own rows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import select, text
+
+from connections.config import load_config
+from connections.engines import central_url, engine_for
+from connections.runtime import Runtime, open_runtime
+from domain.schema import circulation_exceptions, outbox
+from tasks.pipeline import sync_member
+from tasks.push import PushReport, push_member, targets_with_pending
+from tests.helpers import koha_consortium
+
+A, B, C = "SC001", "CQ001", "CD001"  # the first three simulated members
+BOOK = "SC0010000001"  # owned by A
+
+
+def koha_on_mariadb(tmp_path: Path, mariadb_db, pg_db, members: int = 3, **kw):
+    return koha_consortium(tmp_path, [mariadb_db() for _ in range(members)], pg_db(), **kw)
+
+
+def dispose(world, config: Path) -> None:
+    """Give the pooled connections back: MariaDB's connection limit is shared by every suite
+    running on this machine."""
+    for desk in world.desks.values():
+        desk.engine.dispose()
+    consortium = load_config(config)
+    for url in [m.connection for m in consortium.members] + [central_url(consortium)]:
+        if url:
+            engine_for(url).dispose()
+
+
+def reader(world, home: str):
+    return next(p for p in world.people if p.home == home)
+
+
+def sync(config: Path, codes: list[str] | None = None) -> Runtime:
+    """Extract, validate and merge the members named (default: all), without pushing."""
+    rt = open_runtime(str(config))
+    for member in rt.consortium.members:
+        if codes is None or member.code in codes:
+            sync_member(rt, member)
+    return rt
+
+
+def push(rt: Runtime, **kw) -> dict[str, PushReport]:
+    return {t: push_member(rt.store, rt.consortium, rt.consortium.member(t), **kw)
+            for t in targets_with_pending(rt.store)}
+
+
+def ils(world, member: str, sql: str, **params) -> list:
+    """Rows of one member's own ILS database."""
+    with world.desks[member].engine.connect() as conn:
+        return conn.execute(text(sql), params).all()
+
+
+def item_row(world, member: str, barcode: str):
+    return ils(world, member, "SELECT * FROM items WHERE barcode = :b", b=barcode)[0]
+
+
+def commands(rt: Runtime, barcode: str | None = None, **equal) -> list:
+    q = select(outbox).order_by(outbox.c.id)
+    if barcode:
+        q = q.where(outbox.c.barcode == barcode)
+    for col, value in equal.items():
+        q = q.where(outbox.c[col] == value)
+    with rt.store.connect() as conn:
+        return conn.execute(q).all()
+
+
+def exceptions_of(rt: Runtime, barcode: str) -> list:
+    q = select(circulation_exceptions).where(circulation_exceptions.c.barcode == barcode)
+    with rt.store.connect() as conn:
+        return conn.execute(q.order_by(circulation_exceptions.c.id)).all()
