@@ -18,7 +18,11 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# The demo needs no server: members and central store are SQLite files. Where the local
+# PostgreSQL (and its ODBC driver) are at hand it also runs Evergreen and Polaris-style members.
 demo: $(STAMP)
+	@scripts/ensure-services >/dev/null 2>&1 || echo "(no local PostgreSQL: every demo member is Koha on SQLite)"
+	@scripts/ensure-odbc >/dev/null 2>&1 || echo "(no PostgreSQL ODBC driver: no Polaris-style members)"
 	$(BIN)/circhub demo
 
 test: $(STAMP) services odbc chromium
@@ -44,3 +48,8 @@ serve: $(STAMP)
 
 clean:
 	rm -rf $(VENV) circhub.db demo var
+
+# Production topology on one machine (root): Prefect server on PostgreSQL, workers in network
+# namespaces; `scripts/cluster/down` tears it down. See docs/scaling.md.
+cluster: $(STAMP) services
+	scripts/cluster/up

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from circhub.cli_books import books_app
 from circhub.cli_outbox import outbox_app
 from circhub.cli_readers import reader_app
 
@@ -22,6 +23,7 @@ db_app = typer.Typer(no_args_is_help=True, help="Central store schema.")
 app.add_typer(db_app, name="db")
 app.add_typer(reader_app, name="reader")
 app.add_typer(outbox_app, name="outbox")
+app.add_typer(books_app, name="books")
 console = Console()
 err = Console(stderr=True)
 
@@ -118,6 +120,26 @@ def _run_flow(flow_fn, what: str, config: str | None, **params) -> None:
         _print_rows(rows.values())
     if not state.is_completed():
         err.print(f"[red]{what} failed:[/] {state.message}")
+        raise typer.Exit(1)
+
+
+@app.command()
+def check(member: str, config: str = ConfigOpt) -> None:
+    """Onboarding check: profile vs live schema, sampled validation, backfill size, verdict."""
+    from connections.config import ConfigError, load_config
+    from connections.engines import ConnectionSetupError, id_hash_key
+    from tasks.onboard import check_member
+
+    try:
+        consortium = load_config(_config(config))
+        id_hash_key(consortium)  # samples use a throwaway key, but no command starts keyless
+        report = check_member(consortium, member)
+    except (ConfigError, ConnectionSetupError) as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    for line in report.lines():
+        console.print(line, highlight=False)
+    if not report.ready:
         raise typer.Exit(1)
 
 

@@ -5,6 +5,8 @@ Registered on the main `app` by one import at the end of `circhub/cli.py`.
 
 from __future__ import annotations
 
+import signal
+import sys
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -143,6 +145,8 @@ def _run_worker(stack, env: dict) -> None:
     log = SERVE_HOME / "worker.log"
     proc = stack.start_worker(env, log)
     console.print(f"worker polling pool '{stack.POOL}' (log: {log}); Ctrl-C stops everything")
+    # `kill` (SIGTERM) stops the stack as cleanly as Ctrl-C: worker first, then the server.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         proc.wait()
     except KeyboardInterrupt:

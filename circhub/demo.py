@@ -6,6 +6,7 @@ plays more days and syncs again; a last sync shows that nothing changes when not
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -15,7 +16,7 @@ from rich.console import Console
 from sqlalchemy import func, select
 
 from domain.schema import circulation_events, items, outbox, quarantine
-from simulator.world import World, config_toml, member_specs, sqlite_world
+from simulator.world import World, config_toml, member_specs, mixed_world
 
 
 @dataclass(frozen=True)
@@ -28,16 +29,75 @@ class DemoSize:
     seed: int = 7
 
 
+# With a PostgreSQL server at hand the demo mixes ILS kinds: Evergreen members on PostgreSQL
+# and Polaris-style members reached over ODBC. Without one it stays all-embedded (Koha/SQLite).
+DEMO_PG = os.environ.get("CIRCHUB_DEMO_PG_URL",
+                         "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+MIXED = {"MY001": "evergreen", "DY001": "evergreen", "CQ003": "polaris", "CQ004": "polaris"}
+
+
+def _postgres_database(name: str, odbc: bool) -> str | None:
+    """A fresh demo database on the local PostgreSQL, or None when there is none to use."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    try:
+        admin = create_engine(DEMO_PG, isolation_level="AUTOCOMMIT",
+                              connect_args={"connect_timeout": 3})
+        with admin.connect() as conn:
+            conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                              "WHERE datname = :n AND pid <> pg_backend_pid()"), {"n": name})
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        admin.dispose()
+    except Exception:  # noqa: BLE001 - no server, no rights: the demo stays embedded
+        return None
+    url = make_url(DEMO_PG).set(database=name)
+    if odbc:
+        url = url.set(drivername="postgresql+pyodbc", query={"driver": "PostgreSQL Unicode"})
+    return url.render_as_string(hide_password=False)
+
+
+def _odbc_ready() -> bool:
+    try:
+        import pyodbc
+
+        return any("PostgreSQL" in d for d in pyodbc.drivers())
+    except Exception:  # noqa: BLE001 - no unixODBC: no Polaris-style members
+        return False
+
+
+def member_databases(folder: Path, size: DemoSize) -> tuple[list[tuple[str, str]], dict]:
+    """(profile, URL) per member: Koha on SQLite files, and where possible the mixed kinds."""
+    specs = member_specs(size.members)
+    odbc = _odbc_ready()
+    members, profiles = [], {}
+    for code, *_ in specs:
+        kind = MIXED.get(code, "koha")
+        url = None
+        if kind == "evergreen" or (kind == "polaris" and odbc):
+            url = _postgres_database(f"circhub_demo_{code.lower()}", odbc=kind == "polaris")
+        if url is None:
+            kind, url = "koha", f"sqlite:///{(folder / f'{code}.db').resolve()}"
+        members.append((kind, url))
+        profiles[code] = kind
+    return members, profiles
+
+
 def build_world(folder: Path, size: DemoSize) -> tuple[World, Path]:
     if folder.exists():
         shutil.rmtree(folder)
+    (folder / "members").mkdir(parents=True)
     start = datetime.now().replace(microsecond=0) - timedelta(days=2 * size.days + 2)
-    world, urls = sqlite_world(folder / "members", size.members, size.seed, start)
+    members, profiles = member_databases(folder / "members", size)
+    world = mixed_world(members, size.seed, start)
     world.seed(size.readers, size.items, bad_readers=3)
     central = f"sqlite:///{(folder / 'circhub.db').resolve()}"
     config = folder / "consortium.toml"
+    urls = {code: url for code, (_, url) in zip(world.desks, members, strict=True)}
     config.write_text(config_toml(member_specs(size.members), urls, central,
-                                  "Sichuan-Chongqing reading one-card (simulated)", demo=True))
+                                  "Sichuan-Chongqing reading one-card (simulated)", demo=True,
+                                  profiles=profiles))
     return world, config
 
 
@@ -81,8 +141,12 @@ def journey(store, world: World) -> tuple[str, list] | None:
 def tell(console: Console, folder: Path, size: DemoSize) -> None:
     world, config = build_world(folder, size)
     names = {code: spec[1] for code, spec in world.specs.items()}
+    kinds: dict[str, int] = {}
+    for desk in world.desks.values():
+        kinds[desk.kind] = kinds.get(desk.kind, 0) + 1
+    mix = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
     console.print(f"[bold]circhub demo[/] — {size.members} simulated member libraries "
-                  f"(Koha-shaped, SQLite under {folder}/members), seed {size.seed}")
+                  f"({mix}), seed {size.seed}")
     world.play(size.days, size.actions)
     first = totals(run_sync(config))
     world.play(size.days, size.actions)

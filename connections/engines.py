@@ -8,7 +8,7 @@ database. Errors never print a URL (it may hold a password): they name the membe
 from __future__ import annotations
 
 import os
-from functools import cache
+import threading
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
@@ -66,14 +66,38 @@ def member_engine(member: Member) -> Engine:
 # not block the schedule). Looked up, never branched on.
 CONNECT_ARGS = {
     "sqlite": {"timeout": 30},
-    "mysql": {"connect_timeout": 10},
+    # A member that stops answering mid-read fails after 5 minutes instead of holding its run.
+    "mysql": {"connect_timeout": 10, "read_timeout": 300, "write_timeout": 300},
     "postgresql": {"connect_timeout": 10},
     "mssql": {"timeout": 10},
 }
 
 
-@cache
+_engines: dict[str, Engine] = {}
+_engines_lock = threading.Lock()
+
+
 def engine_for(url: str) -> Engine:
+    """One engine (one pool) per database URL in this process."""
+    with _engines_lock:
+        engine = _engines.get(url)
+        if engine is None:
+            engine = _engines[url] = _create_engine(url)
+        return engine
+
+
+def _dispose_engines() -> None:
+    """Close every pool and forget the engines (tests drop their databases after this)."""
+    with _engines_lock:
+        for engine in _engines.values():
+            engine.dispose()
+        _engines.clear()
+
+
+engine_for.cache_clear = _dispose_engines  # the name callers and tests already use
+
+
+def _create_engine(url: str) -> Engine:
     parsed = make_url(url)
     backend = parsed.get_backend_name()
     pre_ping = backend != "sqlite"

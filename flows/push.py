@@ -8,6 +8,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from connections.runtime import default_config_path, open_runtime
 from flows.alerts import raise_alerts
 from flows.naming import push_run_name
+from flows.outbox import publish_outbox_artifacts
 from flows.sync import MemberOutcome, publish_summary, push_all
 from tasks.limits import ensure_limits
 
@@ -20,6 +21,7 @@ def push_writebacks(config: str | None = None) -> dict:
     ensure_limits(rt.consortium)
     outcomes: dict[str, MemberOutcome] = {}
     push_all(config, outcomes)
+    publish_outbox_artifacts(rt)  # dead letters, exceptions, dry runs: what needs a person
     raise_alerts(rt, stale=False)
     publish_summary(outcomes, "write-back push")
     return {code: o.row() for code, o in outcomes.items()}

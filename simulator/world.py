@@ -245,7 +245,7 @@ def config_toml(specs, urls: dict[str, str], central: str, name: str, demo: bool
                 profiles: dict[str, str] | None = None) -> str:
     """The consortium TOML; `profiles` names each member's ILS kind (default koha)."""
     lines = ["[consortium]", f'name = "{name}"', f'central_store = "{central}"',
-             "max_source_connections = 4", f"demo = {str(demo).lower()}", ""]
+             "max_source_connections = 8", f"demo = {str(demo).lower()}", ""]
     for code, title, region, level in specs:
         lines += ["[[members]]", f'code = "{code}"', f'name = "{title}"',
                   f'region = "{region}"', f'level = "{level}"',

@@ -56,6 +56,8 @@ def queue_commands(conn: Connection, barcode: str, commands: list[Command],
     """Queue what the item's new state asks for; supersede what it no longer asks for."""
     added = 0
     for cmd in commands:
+        if _already_told(conn, cmd):
+            continue
         stmt = upsert_insert(conn, outbox).values(
             target=cmd.target, command_key=cmd.command_key, kind=cmd.kind, barcode=cmd.barcode,
             payload=cmd.payload, status=PENDING, attempts=0, created_at=now)
@@ -67,6 +69,23 @@ def queue_commands(conn: Connection, barcode: str, commands: list[Command],
         added += len(conn.execute(stmt).all())  # rowcount is -1 here on psycopg
     _supersede_stale(conn, barcode, {(c.target, c.command_key) for c in commands})
     return added
+
+
+STATE_FIELDS = ("holder", "due_at", "state_at")
+
+
+def _already_told(conn: Connection, cmd: Command) -> bool:
+    """An item update the member was already given by an applied command (a loan closed with
+    the same holder, due date and state time). Some ILS kinds cannot show every part of it
+    back (Evergreen and Polaris keep no due date on an item lent elsewhere), so without this
+    the difference would be sent again after every sync."""
+    if cmd.kind != "set_item":
+        return False
+    q = select(outbox.c.payload).where(
+        outbox.c.target == cmd.target, outbox.c.barcode == cmd.barcode,
+        outbox.c.kind == "close_loan", outbox.c.status == APPLIED)
+    wanted = tuple(cmd.payload.get(f) for f in STATE_FIELDS)
+    return any(tuple(p.get(f) for f in STATE_FIELDS) == wanted for p in conn.execute(q).scalars())
 
 
 def _supersede_stale(conn: Connection, barcode: str, wanted: set[tuple[str, str]]) -> None:

@@ -35,6 +35,8 @@ from domain.readers import key_fingerprint, unlinkable_key
 from domain.schema import metadata, reader_key_epochs, readers
 from tasks.rekey_sources import map_member, members_with_accounts
 
+MIN_KEY_BYTES = 16
+
 
 class RotationRefused(RuntimeError):
     """The rotation cannot run; nothing was changed."""
@@ -64,9 +66,13 @@ def reader_key_columns() -> list[Column]:
 
 def rotate_reader_key(rt: Runtime, new_key: bytes) -> RotationReport:
     """Re-key the whole central store from `rt.id_key` to `new_key`, in one transaction."""
-    old_fp, new_fp = key_fingerprint(rt.id_key), key_fingerprint(new_key or b"")
-    if not new_key or new_fp == old_fp:
-        raise RotationRefused("the new reader ID key is empty or the same as the current one")
+    if len(new_key) < MIN_KEY_BYTES:
+        # A short key can be guessed, and then every reader key is brute-forceable like a plain
+        # hash. Only new keys are held to this: an old short key must still start to rotate.
+        raise RotationRefused(f"the new reader ID key must be at least {MIN_KEY_BYTES} bytes")
+    old_fp, new_fp = key_fingerprint(rt.id_key), key_fingerprint(new_key)
+    if new_fp == old_fp:
+        raise RotationRefused("the new reader ID key is the current one")
     report = RotationReport(new_fp)
     with rt.store.begin() as conn:
         version = _retire(conn, old_fp)

@@ -7,6 +7,7 @@ point CIRCHUB_TEST_PG_URL / CIRCHUB_TEST_MARIADB_URL elsewhere to use others.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -52,6 +54,13 @@ class DatabaseFactory:
                     conn.execute(text(
                         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                         "WHERE datname = :n AND pid <> pg_backend_pid()"), {"n": name})
+                else:  # idle pooled sessions outlive the test: MariaDB ran out of connections
+                    sessions = conn.execute(text(
+                        "SELECT id FROM information_schema.processlist WHERE db = :n"),
+                        {"n": name}).scalars().all()
+                    for session in sessions:
+                        with contextlib.suppress(DBAPIError):  # it may have just gone
+                            conn.execute(text(f"KILL CONNECTION {int(session)}"))
                 conn.execute(text(f"DROP DATABASE IF EXISTS {self.quote}{name}{self.quote}"))
         self.admin.dispose()
 

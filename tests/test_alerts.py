@@ -10,7 +10,7 @@ import contextlib
 import json
 import threading
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
@@ -73,13 +73,15 @@ def _wait_for(received: list[dict], *needles: str, timeout: float = 60) -> list[
     raise AssertionError(f"no notification with {needles} in {[m['text'] for m in received]}")
 
 
-def _events(name: str, timeout: float = 30) -> list[dict]:
-    """Events as the API serves them (the server persists them in batches, hence the wait)."""
+def _events(name: str, since: datetime, timeout: float = 30) -> list[dict]:
+    """Events as the API serves them (the server persists them in batches, hence the wait);
+    only this test's: the session's server has seen other tests' flows."""
     deadline = time.monotonic() + timeout
+    query = {"filter": {"event": {"name": [name]},
+                        "occurred": {"since": since.isoformat()}}, "limit": 50}
     with get_client(sync_client=True) as client:
         while True:
-            found = client.request("POST", "/events/filter", json={
-                "filter": {"event": {"name": [name]}}, "limit": 50}).json()["events"]
+            found = client.request("POST", "/events/filter", json=query).json()["events"]
             if found or time.monotonic() > deadline:
                 return found
             time.sleep(0.5)
@@ -91,6 +93,7 @@ def test_a_stale_member_dead_letters_and_a_silent_schedule_notify_the_alert_webh
     from flows.sync import sync_consortium
 
     url, received = webhook
+    started = datetime.now(UTC)
     save_alert_webhook(url)
     # Watching a flow that never runs, over 10 s, makes the proactive automation fire here.
     stored = ensure_automations(Staleness(interval_seconds=10, intervals=1), QUIET_FLOW)
@@ -116,10 +119,10 @@ def test_a_stale_member_dead_letters_and_a_silent_schedule_notify_the_alert_webh
                       f"no {QUIET_FLOW} run finished")
     assert not any(f"circhub.member.{code}: never" in t for t in texts
                    for code in world.desks if code != down)
-    stale = _events(STALE_EVENT)
+    stale = _events(STALE_EVENT, started)
     assert {e["resource"]["prefect.resource.id"] for e in stale} == {f"circhub.member.{down}"}
     assert stale[0]["payload"]["last_error"].startswith(f"member {down}")
-    assert [e["payload"]["dead"] for e in _events(DEAD_EVENT)] == [1]
+    assert [e["payload"]["dead"] for e in _events(DEAD_EVENT, started)] == [1]
 
 
 def test_ensure_automations_updates_in_place_and_falls_back_to_the_event_feed_without_a_block():

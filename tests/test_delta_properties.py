@@ -51,7 +51,7 @@ class Source:
         self.engine = create_engine(urls[self.code])
         text = config_toml(specs, urls, f"sqlite:///{folder}/central.db", "prop", demo=True)
         self.config = folder / "consortium.toml"
-        self.config.write_text(text.replace("max_source_connections = 4",
+        self.config.write_text(text.replace("max_source_connections = 8",
                                             f"lookback_seconds = {LOOKBACK}"))
         self.clock = datetime.now().replace(microsecond=0) - timedelta(days=1)
         self.next_barcode = 1

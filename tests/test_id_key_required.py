@@ -49,11 +49,15 @@ def _commands(group, path=()):
 
 
 def _invocation(path, cmd, config) -> list[str]:
+    """The command with its config and a plausible value for every argument and required
+    option, so that it gets past its own usage checks to where it opens the runtime."""
     args = [*path, "--config", str(config)]
     for p in cmd.params:
-        if p.required and p.name != "config":
-            value = DUMMY.get(p.name, "X")
-            args += [value] if p.param_type_name == "argument" else [p.opts[0], value]
+        value = DUMMY.get(p.name, "1")  # "1" parses as a number and as text alike
+        if p.param_type_name == "argument":
+            args.append(value)
+        elif p.required and p.name != "config":
+            args += [p.opts[0], value]
     return args
 
 

@@ -169,10 +169,13 @@ def test_an_unreachable_member_refuses_the_rotation_and_nothing_changes(played, 
         assert current_epoch(conn).fingerprint == key_fingerprint(OLD.encode())
 
 
-def test_rotating_to_the_same_key_is_refused(played):
+@pytest.mark.parametrize("new", [OLD, "", "short-key"], ids=["same", "empty", "short"])
+def test_rotating_to_the_same_an_empty_or_a_short_key_is_refused(played, new):
     _, _, rt, _ = played
     with pytest.raises(RotationRefused):
-        rotate_reader_key(rt, OLD.encode())
+        rotate_reader_key(rt, new.encode())
+    with rt.store.connect() as conn:
+        assert current_epoch(conn).fingerprint == key_fingerprint(OLD.encode())
 
 
 def test_rotate_key_command_takes_the_new_key_from_the_environment_and_never_prints_it(

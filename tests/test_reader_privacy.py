@@ -34,6 +34,10 @@ def _id(area: str, born: str, seq: str) -> str:
     return area + born + seq + check_character(area + born + seq)
 
 
+def _typo_in_check(body: str) -> str:
+    return body + ("0" if check_character(body) != "0" else "1")
+
+
 def _ending_in_x() -> str:
     """A valid number whose check character is X, typed with a lowercase x."""
     body = next(b for b in (f"51010419700101{n:03d}" for n in range(1000))
@@ -44,7 +48,7 @@ def _ending_in_x() -> str:
 ODD_CARDS = [
     _id("510104", "19990230", "123"),  # 30 February: id_birth_date
     _id("990104", "19800101", "123"),  # no province 99: id_area_code
-    _id("510104", "19800101", "124")[:-1] + "0",  # typo in the check character: id_check_digit
+    _typo_in_check("51010419800101124"),  # id_check_digit
     "E12345678",  # a passport: id_format_unverifiable, a person must look at it
     "510104800101127",  # legacy 15-digit number: accepted, upgraded
     _ending_in_x(),  # accepted, upper-cased

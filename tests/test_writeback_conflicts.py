@@ -12,9 +12,9 @@ from sqlalchemy import select
 from domain.schema import items, sync_runs
 from tasks.exceptions import list_exceptions, release
 from tests.writeback import (
+    BOOK,
     A,
     B,
-    BOOK,
     C,
     commands,
     dispose,

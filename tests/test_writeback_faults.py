@@ -23,9 +23,9 @@ from domain.schema import circulation_events
 from tasks.push import PAUSE_ENV
 from tests.conftest import PG_ADMIN
 from tests.writeback import (
+    BOOK,
     A,
     B,
-    BOOK,
     C,
     commands,
     dispose,

@@ -18,9 +18,9 @@ from circhub.cli import app
 from connections.runtime import open_runtime
 from tasks.outbox import RetryPolicy
 from tests.writeback import (
+    BOOK,
     A,
     B,
-    BOOK,
     commands,
     dispose,
     ils,

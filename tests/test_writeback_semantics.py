@@ -11,9 +11,9 @@ from sqlalchemy import select
 from domain.schema import items
 from tasks.transfers import TransferRefused, request_transfer
 from tests.writeback import (
+    BOOK,
     A,
     B,
-    BOOK,
     C,
     commands,
     dispose,
@@ -170,3 +170,25 @@ def test_a_book_already_at_its_owner_cannot_be_asked_home(koha):
         request_transfer(rt.store, rt.consortium, BOOK)
     with pytest.raises(TransferRefused, match="not a book"):
         request_transfer(rt.store, rt.consortium, "SC0019999999")
+
+
+def test_an_older_loan_heard_after_a_newer_return_does_not_move_the_book_back(koha):
+    world, config = koha
+    world.checkout(BOOK, A, reader(world, A))
+    world.checkin(BOOK, B)
+    world.checkout(BOOK, B, reader(world, B))
+    issue_at_b = world.books[BOOK].loan[1]
+    world.checkin(BOOK, C)  # the latest event: the book is on C's shelf
+    rt = sync(config, [A, C])  # B's loan (older) has not been read yet
+    push(rt)
+    assert item_row(world, A, BOOK).holdingbranch == C
+
+    rt = sync(config, [B])  # the late, older event arrives
+    push(rt)
+    rt = _cycle(config)
+
+    owner_row = item_row(world, A, BOOK)
+    assert (owner_row.holdingbranch, owner_row.onloan) == (C, None)
+    assert ils(world, B, "SELECT checkin_library FROM old_issues WHERE issue_id = :i",
+               i=issue_at_b) == [(C,)]
+    assert (_item_state(rt, BOOK).holder, _item_state(rt, BOOK).lent_by) == (C, None)

@@ -1,0 +1,49 @@
+"""Prefect artifacts of the outbox, published by the push flow (every minute) so the UI shows
+next to each run what needs a person: dead-lettered write-backs, open circulation exceptions,
+and what write-back would do at members still onboarding (write-back off: dry run)."""
+
+from __future__ import annotations
+
+from prefect.artifacts import create_table_artifact
+
+from connections.profile import load_profile
+from connections.runtime import Runtime
+from tasks.exceptions import list_exceptions
+from tasks.outbox import DEAD, PENDING, list_commands
+from tasks.push import describe
+
+SHOWN = 200  # rows per artifact; `circhub outbox list` shows the rest
+
+
+def publish_outbox_artifacts(rt: Runtime) -> dict[str, int]:
+    dead = [_dead_row(c) for c in list_commands(rt.store, DEAD, limit=SHOWN)]
+    create_table_artifact(key="outbox-dead-letters", table=dead, description=(
+        f"{len(dead)} dead-lettered write-back(s): `circhub outbox retry ID` once the cause "
+        "is fixed, or `circhub outbox resolve ID --note ...` if settled by hand"))
+    held = [_exception_row(e) for e in list_exceptions(rt.store, limit=SHOWN)]
+    create_table_artifact(key="circulation-exceptions", table=held, description=(
+        f"{len(held)} open circulation exception(s), held back from write-back: "
+        "`circhub outbox release ID --note ...` lets the hub's rule through"))
+    dry = _dry_runs(rt)
+    create_table_artifact(key="outbox-dry-run", table=dry, description=(
+        f"{len(dry)} write-back(s) computed for members with write-back off (not applied)"))
+    return {"dead": len(dead), "exceptions": len(held), "dry_run": len(dry)}
+
+
+def _dead_row(c) -> dict:
+    return {"id": c.id, "member": c.target, "kind": c.kind, "barcode": c.barcode,
+            "attempts": c.attempts, "last error": c.last_error or ""}
+
+
+def _exception_row(e) -> dict:
+    return {"id": e.id, "barcode": e.barcode, "reason": e.reason,
+            "members": ", ".join(e.members), "detail": e.detail}
+
+
+def _dry_runs(rt: Runtime) -> list[dict]:
+    rows: list[dict] = []
+    for member in (m for m in rt.consortium.members if not m.writeback):
+        profile = load_profile(member.profile)
+        rows += [describe(profile, c) for c in list_commands(rt.store, PENDING, member.code,
+                                                              SHOWN - len(rows))]
+    return rows
