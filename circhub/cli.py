@@ -138,7 +138,7 @@ def check(member: str, config: str = ConfigOpt) -> None:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from None
     for line in report.lines():
-        console.print(line, highlight=False)
+        console.print(line, highlight=False, soft_wrap=True)
     if not report.ready:
         raise typer.Exit(1)
 

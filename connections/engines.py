@@ -68,7 +68,7 @@ CONNECT_ARGS = {
     "sqlite": {"timeout": 30},
     # A member that stops answering mid-read fails after 5 minutes instead of holding its run.
     "mysql": {"connect_timeout": 10, "read_timeout": 300, "write_timeout": 300},
-    "postgresql": {"connect_timeout": 10},
+    "postgresql": {"connect_timeout": 10, "options": "-c statement_timeout=300000"},
     "mssql": {"timeout": 10},
 }
 

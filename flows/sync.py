@@ -39,6 +39,7 @@ class MemberOutcome:
     commands: int = 0
     pushed: int = 0
     error: str | None = None
+    rules: list[dict] = field(default_factory=list)  # GX results: entity, rule, checked, failed
 
     def row(self) -> dict:
         return {
@@ -91,6 +92,7 @@ def merge_member(config: str, code: str, ext_future) -> MemberOutcome:
             val = val_state.result()
             out.quarantined = len(val.bad)
             out.validated = val.counts()
+            out.rules = val.summary
             merge_state = merge_task(config, code, ext, val, return_state=True)
             steps.append(("merge", merge_state))
             if merge_state.is_completed():
@@ -126,10 +128,30 @@ def publish_summary(outcomes: dict[str, MemberOutcome], title: str) -> None:
     create_table_artifact(table=rows, key="sync-summary",
                           description=f"{title}. Per member; readers, items and loans read "
                                       "extracted/valid/quarantined/merged")
+    publish_validation(outcomes)
     failed = [o for o in outcomes.values() if o.status == "failed"]
     if failed:
         names = "; ".join(f"{o.member}: {o.error}" for o in failed)
         raise MembersFailed(f"{len(failed)} of {len(outcomes)} member(s) failed: {names}")
+
+
+def publish_validation(outcomes: dict[str, MemberOutcome]) -> None:
+    """Per member and entity: rows checked, and every expectation that failed with its count."""
+    rows = []
+    for o in sorted(outcomes.values(), key=lambda o: o.member):
+        checked: dict[str, int] = {}
+        for r in o.rules:
+            checked[r["entity"]] = r["checked"]
+            if r["failed"]:
+                rows.append({"member": o.member, "entity": r["entity"], "rule": r["rule"],
+                             "checked": r["checked"], "failed": r["failed"]})
+        rows += [{"member": o.member, "entity": e, "rule": "(all rules)", "checked": n,
+                  "failed": 0} for e, n in checked.items()
+                 if not any(x["member"] == o.member and x["entity"] == e for x in rows)]
+    if rows:
+        create_table_artifact(table=rows, key="validation-summary",
+                              description="Great Expectations results of this run: rows checked "
+                                          "and failing rows per expectation (quarantined)")
 
 
 @flow(name="sync-consortium", flow_run_name=_consortium_run_name,

@@ -40,6 +40,9 @@ def test_consortium_sync_ends_with_a_table_artifact_of_every_member(tmp_path):
     assert all(r["status"] == "ok" for r in rows)
     assert sum(r["events"] for r in rows) > 0
     assert result.keys() == set(world.desks)
+    checks = _artifact_rows("validation-summary")
+    assert {r["entity"] for r in checks} == {"readers", "items", "loans"}
+    assert all(r["checked"] > 0 for r in checks)
 
 
 def test_an_unreachable_member_fails_by_name_while_the_others_sync_and_it_catches_up_later(

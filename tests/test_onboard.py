@@ -112,3 +112,24 @@ def test_an_unreachable_member_is_not_ready_and_says_why():
     assert not report.ready
     assert report.reasons[0].startswith("cannot connect to its koha database: OperationalError")
     assert url not in " ".join(report.reasons)
+
+
+def test_circhub_check_names_the_missing_column_and_exits_non_zero(evergreen, tmp_path,
+                                                                   monkeypatch):
+    from typer.testing import CliRunner
+
+    from circhub.cli import app
+
+    url, desk = evergreen
+    seed(desk)
+    with engine_for(url).begin() as conn:
+        conn.execute(text("ALTER TABLE action.circulation DROP COLUMN last_update_time CASCADE"))
+    config = tmp_path / "consortium.toml"
+    config.write_text('[consortium]\nname = "t"\ndemo = true\n\n[[members]]\ncode = "AA001"\n'
+                      f'name = "Alpha"\nprofile = "evergreen"\nconnection = "{url}"\n')
+    monkeypatch.setenv("CIRCHUB_ID_KEY", "a-test-key-of-enough-length-0123456789")
+
+    result = CliRunner().invoke(app, ["check", "AA001", "-c", str(config)])
+
+    assert result.exit_code == 1, result.output
+    assert "table action.circulation has no column last_update_time" in result.output
