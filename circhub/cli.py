@@ -53,6 +53,9 @@ def demo(folder: Path = typer.Option(Path("demo"), help="Where the demo's databa
     """Simulate a small consortium on SQLite and sync it with the real flows."""
     # The story is printed below; the flow and task logs still go to the Prefect API / UI.
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "ERROR")
+    # The ephemeral server's own services retry SQLite lock contention on a busy machine and
+    # log each retry with a traceback; the demo's reader wants the story, not those.
+    os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "CRITICAL")
     from circhub.demo import DemoSize, tell
 
     tell(console, folder, DemoSize(members=members, seed=seed))

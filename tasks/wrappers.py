@@ -33,9 +33,15 @@ def transient(task, task_run, state) -> bool:
         state.result()
     except (SourceUnavailable, OperationalError):
         return True
-    except Exception:  # noqa: BLE001 - anything else is not worth a retry
-        return False
+    except Exception as exc:  # noqa: BLE001 - anything else is not worth a retry...
+        return _server_busy(exc)  # ...but a Prefect API that shed load for a moment is
     return False
+
+
+def _server_busy(exc: Exception) -> bool:
+    """A concurrency slot refused with 503 by an overloaded Prefect server (Prefect keeps the
+    exception class private, so it is recognised by name and status)."""
+    return type(exc).__name__ == "ConcurrencySlotAcquisitionError" and "503" in str(exc)
 
 
 @task(name="extract", task_run_name="extract-{member_code}", cache_policy=NO_CACHE,
