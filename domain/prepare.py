@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 import pandas as pd
 
 from domain.encoding import normalise_text
-from domain.identity import IdStatus, check_id_number, mask_id_number, reader_key
+from domain.identity import check_id_number, mask_id_number, reader_key
 from domain.readers import card_key
 from domain.records import CANONICAL_FIELDS
 
@@ -164,7 +164,3 @@ def _barcode_ok(view: MemberView, barcode: str | None, item_type: str | None) ->
     if owner == view.code:
         return not is_copy_type
     return is_copy_type or view.copy_item_type is None
-
-
-def id_needs_review(status: str) -> bool:
-    return status == IdStatus.NEEDS_REVIEW
