@@ -5,14 +5,13 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-import pytest
 from typer.testing import CliRunner
 
 from circhub.cli import app
 from domain.bookflow import away_spells
 from domain.circulation import ISSUED, RETURNED, SEEN, Event
 from tasks.bookflow import book_flow
-from tests.writeback import BOOK, A, B, C, dispose, koha_on_mariadb, push, reader, sync
+from tests.writeback import BOOK, A, B, C, push, reader, sync
 
 OTHER = "SC0010000002"
 T0 = datetime(2026, 11, 1, 9, 0)
@@ -33,11 +32,6 @@ def test_time_away_runs_from_the_first_desk_elsewhere_to_the_owners_own_desk():
     assert spells[0].days(T0) == 21
 
 
-@pytest.fixture
-def koha(tmp_path, mariadb_db, pg_db):
-    world, config = koha_on_mariadb(tmp_path, mariadb_db, pg_db)
-    yield world, config
-    dispose(world, config)
 
 
 def test_an_owner_sees_where_its_books_are_what_was_lent_again_and_how_long_they_stayed(koha):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pytest
 from sqlalchemy import select
 
 from domain.schema import items, sync_runs
@@ -17,22 +16,13 @@ from tests.writeback import (
     B,
     C,
     commands,
-    dispose,
     exceptions_of,
     ils,
     item_row,
-    koha_on_mariadb,
     push,
     reader,
     sync,
 )
-
-
-@pytest.fixture
-def koha(tmp_path, mariadb_db, pg_db):
-    world, config = koha_on_mariadb(tmp_path, mariadb_db, pg_db)
-    yield world, config
-    dispose(world, config)
 
 
 def _state(rt, barcode):

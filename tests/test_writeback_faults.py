@@ -15,7 +15,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 from sqlalchemy import create_engine, func, select, text
 
 from connections.runtime import open_runtime
@@ -28,10 +27,8 @@ from tests.writeback import (
     B,
     C,
     commands,
-    dispose,
     ils,
     item_row,
-    koha_on_mariadb,
     push,
     reader,
     sync,
@@ -41,11 +38,6 @@ ROOT = Path(__file__).resolve().parent.parent
 DOWN = "mysql+pymysql://root@127.0.0.1:1/not_there"  # nothing listens on port 1
 
 
-@pytest.fixture
-def koha(tmp_path, mariadb_db, pg_db):
-    world, config = koha_on_mariadb(tmp_path, mariadb_db, pg_db)
-    yield world, config
-    dispose(world, config)
 
 
 def _owed_a_close(world, config):

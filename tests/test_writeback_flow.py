@@ -11,7 +11,7 @@ from sqlalchemy import text
 
 from connections.runtime import open_runtime
 from flows.push import push_writebacks
-from tests.writeback import BOOK, A, B, C, dispose, koha_on_mariadb, reader, sync
+from tests.writeback import BOOK, A, B, C, reader, sync
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 OTHER = "SC0010000002"
@@ -24,11 +24,6 @@ def _artifact(key: str) -> list[dict]:
     return json.loads(data) if isinstance(data, str) else data
 
 
-@pytest.fixture
-def koha(tmp_path, mariadb_db, pg_db):
-    world, config = koha_on_mariadb(tmp_path, mariadb_db, pg_db)
-    yield world, config
-    dispose(world, config)
 
 
 def test_the_push_flow_publishes_dead_letters_exceptions_and_dry_runs(koha):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import random
 from datetime import datetime, timedelta
 
-import pytest
 from sqlalchemy import text
 from typer.testing import CliRunner
 
@@ -22,10 +21,8 @@ from tests.writeback import (
     A,
     B,
     commands,
-    dispose,
     ils,
     item_row,
-    koha_on_mariadb,
     push,
     reader,
     sync,
@@ -34,11 +31,6 @@ from tests.writeback import (
 OTHER = "SC0010000002"  # another of A's books
 
 
-@pytest.fixture
-def koha(tmp_path, mariadb_db, pg_db):
-    world, config = koha_on_mariadb(tmp_path, mariadb_db, pg_db)
-    yield world, config
-    dispose(world, config)
 
 
 def _settings(config, *lines):

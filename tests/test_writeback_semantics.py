@@ -16,21 +16,12 @@ from tests.writeback import (
     B,
     C,
     commands,
-    dispose,
     ils,
     item_row,
-    koha_on_mariadb,
     push,
     reader,
     sync,
 )
-
-
-@pytest.fixture
-def koha(tmp_path, mariadb_db, pg_db):
-    world, config = koha_on_mariadb(tmp_path, mariadb_db, pg_db)
-    yield world, config
-    dispose(world, config)
 
 
 def _cycle(config):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select, text
 
 from connections.config import load_config
@@ -21,6 +22,14 @@ BOOK = "SC0010000001"  # owned by A
 
 def koha_on_mariadb(tmp_path: Path, mariadb_db, pg_db, members: int = 3, **kw):
     return koha_consortium(tmp_path, [mariadb_db() for _ in range(members)], pg_db(), **kw)
+
+
+@pytest.fixture
+def koha(tmp_path, mariadb_db, pg_db):
+    """Three Koha members on MariaDB and a PostgreSQL central store, pools closed after."""
+    world, config = koha_on_mariadb(tmp_path, mariadb_db, pg_db)
+    yield world, config
+    dispose(world, config)
 
 
 def dispose(world, config: Path) -> None:
