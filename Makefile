@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: demo test bench lint services odbc chromium serve clean
+.PHONY: demo test bench lint services odbc chromium cluster-tools serve clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -25,7 +25,7 @@ demo: $(STAMP)
 	@scripts/ensure-odbc >/dev/null 2>&1 || echo "(no PostgreSQL ODBC driver: no Polaris-style members)"
 	$(BIN)/circhub demo
 
-test: $(STAMP) services odbc chromium
+test: $(STAMP) services odbc chromium cluster-tools
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP) services odbc
@@ -42,6 +42,9 @@ odbc:
 
 chromium:
 	@scripts/ensure-chromium
+
+cluster-tools:
+	@scripts/ensure-cluster-tools
 
 serve: $(STAMP)
 	$(BIN)/circhub serve
