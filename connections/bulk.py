@@ -5,12 +5,16 @@ PostgreSQL: COPY the batch into a temporary staging table, then one
 here, against ~75 k for a batched executemany). SQLite (the demo): executemany with RETURNING.
 Both return the keys of the rows that were inserted or actually changed, so the caller knows
 what is new without reading anything back.
+
+Rows come as dicts (small batches) or as a DataFrame (a backfill's chunk): a frame is turned
+into plain Python values column by column and written as tuples, with no dict per row.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import pandas as pd
 from sqlalchemy import Connection, Table
 
 from connections.store import upsert_insert
@@ -23,8 +27,38 @@ def bulk_upsert(conn: Connection, table: Table, rows: list[dict], keys: Sequence
     rows = _last_per_key(rows, keys)
     if not rows:
         return []
+    cols = list(rows[0])
+    return _write(conn, table, cols, [tuple(r[c] for c in cols) for r in rows], keys, update,
+                  changed)
+
+
+def bulk_upsert_frame(conn: Connection, table: Table, frame: pd.DataFrame,
+                      keys: Sequence[str], update: Sequence[str] = (),
+                      changed: str | None = None) -> list[tuple]:
+    """`bulk_upsert` for a DataFrame whose columns are the table's."""
+    frame = frame.drop_duplicates(subset=list(keys), keep="last")  # the last row wins
+    if frame.empty:
+        return []
+    columns = python_columns(frame)
+    return _write(conn, table, list(columns), list(zip(*columns.values(), strict=True)), keys,
+                  update, changed)
+
+
+def python_columns(frame: pd.DataFrame) -> dict[str, list]:
+    """Each column as a list of plain Python values: datetimes, ints, None for missing."""
+    columns = {}
+    for name in frame.columns:
+        col = frame[name]
+        if pd.api.types.is_datetime64_any_dtype(col):
+            columns[name] = [None if v is pd.NaT else v for v in col.dt.to_pydatetime()]
+        else:
+            columns[name] = col.astype(object).where(col.notna(), None).tolist()
+    return columns
+
+
+def _write(conn, table, cols, tuples, keys, update, changed) -> list[tuple]:
     writer = _WRITERS.get(conn.dialect.name, _executemany)
-    return writer(conn, table, rows, tuple(keys), tuple(update), changed)
+    return writer(conn, table, cols, tuples, tuple(keys), tuple(update), changed)
 
 
 def _last_per_key(rows: list[dict], keys: Sequence[str]) -> list[dict]:
@@ -33,7 +67,7 @@ def _last_per_key(rows: list[dict], keys: Sequence[str]) -> list[dict]:
     return list(by_key.values())
 
 
-def _executemany(conn, table, rows, keys, update, changed) -> list[tuple]:
+def _executemany(conn, table, cols, tuples, keys, update, changed) -> list[tuple]:
     stmt = upsert_insert(conn, table)
     if update:
         where = (table.c[changed] != stmt.excluded[changed]) if changed else None
@@ -42,13 +76,13 @@ def _executemany(conn, table, rows, keys, update, changed) -> list[tuple]:
     else:
         stmt = stmt.on_conflict_do_nothing(index_elements=list(keys))
     stmt = stmt.returning(*(table.c[k] for k in keys))
+    rows = [dict(zip(cols, t, strict=True)) for t in tuples]
     return [tuple(r) for r in conn.execute(stmt, rows).all()]
 
 
-def _postgres(conn, table, rows, keys, update, changed) -> list[tuple]:
+def _postgres(conn, table, cols, tuples, keys, update, changed) -> list[tuple]:
     from psycopg import sql
 
-    cols = list(rows[0])
     ident = sql.Identifier
     stage = ident(f"circhub_stage_{table.name}")
     col_list = sql.SQL(", ").join(map(ident, cols))
@@ -67,14 +101,14 @@ def _postgres(conn, table, rows, keys, update, changed) -> list[tuple]:
         cur.execute(sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA")
                     .format(stage, col_list, ident(table.name)))
         with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(stage, col_list)) as copy:
-            for r in rows:
-                copy.write_row([r[c] for c in cols])
+            for t in tuples:
+                copy.write_row(t)
         cur.execute(sql.SQL(
             "INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT ({}) {} RETURNING {}").format(
             ident(table.name), col_list, col_list, stage,
             sql.SQL(", ").join(map(ident, keys)), action,
             sql.SQL(", ").join(map(ident, keys))))
-        return [tuple(r) for r in cur.fetchall()]
+        return cur.fetchall()
     finally:
         cur.close()
 

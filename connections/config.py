@@ -8,8 +8,11 @@ from __future__ import annotations
 import re
 import tomllib
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
+
+import pandas as pd
 
 from connections.profile import ProfileError, load_profile
 
@@ -87,13 +90,31 @@ class Consortium:
         """The owner is the member whose barcode prefix the barcode carries (longest wins)."""
         if not barcode:
             return None
-        best = None
-        for m in self.members:
-            if barcode.startswith(m.barcode_prefix) and (
-                best is None or len(m.barcode_prefix) > len(best.barcode_prefix)
-            ):
-                best = m
-        return best.code if best else None
+        by_prefix = self._owner_by_prefix
+        for length in self._prefix_lengths:  # longest first
+            owner = by_prefix.get(barcode[:length])
+            if owner is not None:
+                return owner
+        return None
+
+    def owners_of_barcodes(self, barcodes: pd.Series) -> pd.Series:
+        """`owner_of_barcode` for a whole column at once (a backfill's chunk)."""
+        owners = pd.Series(None, index=barcodes.index, dtype=object)
+        text = barcodes.astype("string")
+        for length in self._prefix_lengths:
+            found = text.str.slice(0, length).map(self._owner_by_prefix).astype(object)
+            owners = owners.where(owners.notna(), found)
+        return owners.where(owners.notna(), None)
+
+    # Looked up per barcode and row, with ~250 members: an index, built once per config.
+    @cached_property
+    def _owner_by_prefix(self) -> dict[str, str]:
+        # The first member listed wins a shared prefix, as it always has.
+        return {m.barcode_prefix: m.code for m in reversed(self.members)}
+
+    @cached_property
+    def _prefix_lengths(self) -> list[int]:
+        return sorted({len(p) for p in self._owner_by_prefix}, reverse=True)
 
 
 def load_config(path: str | Path) -> Consortium:

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import pandas as pd
-from sqlalchemy import Connection, Engine, select, update
+from sqlalchemy import Connection, Engine, false, or_, select, update
 
-from connections.bulk import bulk_upsert
+from connections.bulk import bulk_upsert, bulk_upsert_frame, python_columns
 from connections.config import Consortium, Member
 from connections.key_epochs import claim_key
 from connections.store import one_of, upsert_insert
@@ -63,14 +63,7 @@ def records(frame: pd.DataFrame) -> list[dict]:
     """Rows as plain Python values: datetimes, None for missing (column-wise, not per cell)."""
     if frame.empty:
         return []
-    columns = {}
-    for name in frame.columns:
-        col = frame[name]
-        if pd.api.types.is_datetime64_any_dtype(col):
-            values = [None if v is pd.NaT else v for v in col.dt.to_pydatetime()]
-        else:
-            values = col.astype(object).where(col.notna(), None).tolist()
-        columns[name] = values
+    columns = python_columns(frame)
     names = list(columns)
     return [dict(zip(names, row, strict=True)) for row in zip(*columns.values(), strict=True)]
 
@@ -117,10 +110,9 @@ def merge_batch(store: Engine, consortium: Consortium, member: Member, extract: 
         frames = {e: with_row_hash(e, validated.good.get(e, pd.DataFrame()))
                   for e in ("readers", "items", "loans")}
         _merge_readers(conn, member, records(frames["readers"]), now, report)
-        item_rows = records(frames["items"])
-        _merge_items(conn, consortium, member, item_rows, report)
+        _merge_items(conn, consortium, member, frames["items"], report)
         _merge_loans(conn, member, records(frames["loans"]), now, report)
-        _sightings(conn, member, item_rows, now, report)
+        _sightings(conn, member, frames["items"], now, report)
         report.touched |= record_claims(conn, consortium, member, validated, now)
         report.commands += refresh_items(conn, consortium, report.touched, now, member.code)
         _advance_marks(conn, member.code, extract, now)
@@ -141,7 +133,10 @@ def _quarantine(conn: Connection, member: str, validated: Validated, now: dateti
                   "last_seen_at": now, "released_at": None}))
     report.quarantined = len(validated.bad)
     # A row that was quarantined and now arrives valid was fixed at the source: release it.
+    held = _held_entities(conn, member)
     for entity, frame in validated.good.items():
+        if entity not in held:
+            continue  # nothing of this entity in quarantine: no key list to send
         keys = [str(k) for k in frame.get("local_id", [])]
         for part in _chunks(keys):
             res = conn.execute(update(quarantine).where(
@@ -149,6 +144,11 @@ def _quarantine(conn: Connection, member: str, validated: Validated, now: dateti
                 one_of(quarantine.c.row_key, part), quarantine.c.released_at.is_(None),
             ).values(released_at=now))
             report.released += res.rowcount or 0
+
+
+def _held_entities(conn: Connection, member: str) -> set[str]:
+    return set(conn.execute(select(quarantine.c.entity).distinct().where(
+        quarantine.c.member == member, quarantine.c.released_at.is_(None))).scalars())
 
 
 def _merge_readers(conn: Connection, member: Member, rows: list[dict], now: datetime,
@@ -173,22 +173,37 @@ def _as_datetime(value) -> datetime | None:
     return datetime(value.year, value.month, value.day)
 
 
-def _merge_items(conn: Connection, consortium: Consortium, member: Member, rows: list[dict],
-                 report: MergeReport) -> None:
-    changed = _upsert_mirror(conn, member_items, lambda r: member.code, rows, lambda r: dict(
-        barcode=r["barcode"], is_copy=bool(r["is_copy"]),
-        holding_member=member.member_for_branch(r["holding_branch"]),
-        on_loan_due=r["on_loan_due"], last_seen=r["last_seen"],
-        source_updated_at=r["updated_at"]))
-    catalog = []
-    for r in changed:
-        owner = consortium.owner_of_barcode(r["barcode"])
-        holder = owner if r["is_copy"] else member.member_for_branch(r["holding_branch"])
-        catalog.append(dict(barcode=r["barcode"], owner=owner, holder=holder,
-                            status=HOME if holder == owner else "away", on_loan=False))
-        report.touched.add(r["barcode"])
-    bulk_upsert(conn, items, catalog, ("barcode",))
+def _merge_items(conn: Connection, consortium: Consortium, member: Member,
+                 frame: pd.DataFrame, report: MergeReport) -> None:
+    """Column-wise: a backfill chunk of tens of thousands of items costs no dict per row."""
+    report.merged["items"] = 0
+    if frame.empty:
+        return
+    holding = _members_of(member, frame["holding_branch"])
+    mirror = pd.DataFrame({
+        "member": member.code, "local_id": frame["local_id"].astype(str),
+        "barcode": frame["barcode"], "is_copy": frame["is_copy"].astype(bool),
+        "holding_member": holding, "on_loan_due": frame["on_loan_due"],
+        "last_seen": frame["last_seen"], "source_updated_at": frame["updated_at"],
+        "row_hash": frame["_hash"]})
+    update = [c for c in mirror.columns if c not in ("member", "local_id")]
+    written = {k for _, k in bulk_upsert_frame(conn, member_items, mirror,
+                                               ("member", "local_id"), update, "row_hash")}
+    changed = mirror[mirror["local_id"].isin(written)]
+    owner = consortium.owners_of_barcodes(changed["barcode"])
+    holder = owner.where(changed["is_copy"], changed["holding_member"])
+    catalog = pd.DataFrame({"barcode": changed["barcode"], "owner": owner, "holder": holder,
+                            "status": (holder == owner).map({True: HOME, False: "away"}),
+                            "on_loan": False})
+    bulk_upsert_frame(conn, items, catalog, ("barcode",))
+    report.touched.update(changed["barcode"])
     report.merged["items"] = len(changed)
+
+
+def _members_of(member: Member, branches: pd.Series) -> pd.Series:
+    """member_for_branch over a column: looked up once per distinct branch."""
+    codes = {b: member.member_for_branch(b) for b in branches.dropna().unique()}
+    return branches.map(codes).astype(object).where(branches.notna(), None)
 
 
 def _merge_loans(conn: Connection, member: Member, rows: list[dict], now: datetime,
@@ -252,24 +267,30 @@ def _insert_events(conn: Connection, events: list[Event], now: datetime,
     return len(added)
 
 
-def _sightings(conn: Connection, member: Member, item_rows: list[dict], now: datetime,
+def _sightings(conn: Connection, member: Member, item_rows: pd.DataFrame, now: datetime,
                report: MergeReport) -> None:
-    candidates = [r for r in item_rows if r["barcode"] in report.touched]
-    state = _item_states(conn, sorted({r["barcode"] for r in candidates}))
-
-    def already_there(barcode: str) -> bool:
-        s = state.get(barcode)
-        return s is not None and s.holder == member.code and not s.on_loan
-
-    events = sighting_events(candidates, member.code, member.member_for_branch, already_there)
+    """Sighting events, looked for only where one can be: an item touched by this batch,
+    shelved here, not on loan, and not already on this member's shelf centrally."""
+    if item_rows.empty:
+        return
+    seen_here = (item_rows["barcode"].isin(report.touched) & item_rows["last_seen"].notna()
+                 & item_rows["on_loan_due"].isna()
+                 & (_members_of(member, item_rows["holding_branch"]) == member.code))
+    candidates = item_rows[seen_here]
+    there = _on_shelf_at(conn, member.code, sorted(set(candidates["barcode"])))
+    candidates = candidates[~candidates["barcode"].isin(there)]
+    events = sighting_events(records(candidates), member.code, member.member_for_branch,
+                             lambda barcode: False)
     report.events += _insert_events(conn, events, now, report)
 
 
-def _item_states(conn: Connection, barcodes: list[str]) -> dict:
-    found = {}
+def _on_shelf_at(conn: Connection, member: str, barcodes: list[str]) -> set[str]:
+    """The barcodes the central state has on this member's shelf, not on loan."""
+    found: set[str] = set()
     for part in _chunks(barcodes):
-        for row in conn.execute(select(items).where(one_of(items.c.barcode, part))):
-            found[row.barcode] = row
+        found.update(conn.execute(select(items.c.barcode).where(
+            one_of(items.c.barcode, part), items.c.holder == member,
+            or_(items.c.on_loan.is_(None), items.c.on_loan == false()))).scalars())
     return found
 
 
