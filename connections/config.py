@@ -68,6 +68,9 @@ class Consortium:
     central_store_env: str | None = None
     max_source_connections: int = 8
     lookback_seconds: int = 300
+    # Great Expectations Data Docs, one site per flow under it (sync-consortium/index.html, ...);
+    # `data_docs_dir` in the file, relative to the file's folder. None: not written.
+    data_docs_dir: Path | None = Path("data-docs")
     demo: bool = False  # allows the built-in demo hash key; never set in production
     source_path: Path | None = None
     # Write-back retries: a command failing at its ILS waits base * 2^(n-1) seconds (with
@@ -147,6 +150,7 @@ def parse_config(data: dict[str, Any], source_path: Path | None = None) -> Conso
         errors.append("no [[members]] listed")
     if not head.get("central_store") and not head.get("central_store_env"):
         head = {**head, "central_store": "sqlite:///circhub.db"}
+    data_docs_dir = _data_docs_dir(head.get("data_docs_dir", "data-docs"), source_path, errors)
     if errors:
         where = f" {source_path}" if source_path else ""
         raise ConfigError(f"consortium config{where} is invalid:\n  - " + "\n  - ".join(errors))
@@ -157,12 +161,28 @@ def parse_config(data: dict[str, Any], source_path: Path | None = None) -> Conso
         central_store_env=head.get("central_store_env"),
         max_source_connections=int(head.get("max_source_connections", 8)),
         lookback_seconds=int(head.get("lookback_seconds", 300)),
+        data_docs_dir=data_docs_dir,
         demo=bool(head.get("demo", False)),
         source_path=source_path,
         writeback_max_attempts=int(head.get("writeback_max_attempts", 5)),
         writeback_backoff_seconds=float(head.get("writeback_backoff_seconds", 30)),
         writeback_backoff_cap_seconds=float(head.get("writeback_backoff_cap_seconds", 3600)),
     )
+
+
+def _data_docs_dir(value: Any, source_path: Path | None, errors: list[str]) -> Path | None:
+    """A relative folder is taken from the config file's folder (from the working directory for
+    a config given as a dict); "" means no Data Docs."""
+    if not isinstance(value, str):
+        errors.append("[consortium] field 'data_docs_dir': must be a folder path, or \"\" "
+                      "for no Data Docs")
+        return None
+    if not value:
+        return None
+    path = Path(value).expanduser()
+    if source_path is not None and not path.is_absolute():
+        path = source_path.resolve().parent / path
+    return path
 
 
 def _instance_errors(members: list[Member]) -> list[str]:

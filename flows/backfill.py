@@ -10,6 +10,7 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
 from connections.runtime import default_config_path, open_runtime
 from tasks.backfill import BackfillProgress, backfill_member
+from tasks.validate import publish_data_docs
 
 
 def _run_name() -> str:
@@ -52,8 +53,11 @@ def backfill(member: str, entity: str, since: str, until: str | None = None,
             log.info("backfill %s %s: %d/%d windows, %d rows, done until %s", member, entity,
                      p.windows_done, p.windows_total, p.rows, p.done_until)
 
-        result = backfill_member(rt, rt.consortium.member(member), entity, start, end,
-                                 timedelta(hours=window_hours), on_progress=report)
+        try:
+            result = backfill_member(rt, rt.consortium.member(member), entity, start, end,
+                                     timedelta(hours=window_hours), on_progress=report)
+        finally:  # a refused chunk's failing rules are worth seeing too
+            publish_data_docs(rt.consortium, f"backfill-{member}-{entity}", log)
     update_progress_artifact(artifact, 100.0)
     return {"member": result.member, "entity": result.entity, "rows": result.rows,
             "merged": result.merged, "quarantined": result.quarantined,

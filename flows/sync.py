@@ -20,6 +20,7 @@ from flows.naming import tagged
 from tasks.limits import ensure_limits
 from tasks.pipeline import finish_run, start_run
 from tasks.push import targets_with_pending
+from tasks.validate import publish_data_docs
 from tasks.wrappers import extract_task, merge_task, push_task, validate_task
 
 
@@ -174,6 +175,7 @@ def sync_consortium(config: str | None = None, members: list[str] | None = None)
             outcomes[code] = merge_member(config, code, fut)
     push_all(config, outcomes)
     raise_alerts(rt)
+    publish_data_docs(rt.consortium, "sync-consortium", get_run_logger())  # once per run
     publish_summary(outcomes, f"consortium sync of {len(chosen)} members")
     return {code: o.row() for code, o in outcomes.items()}
 
@@ -188,5 +190,6 @@ def sync_library(member: str, config: str | None = None) -> dict:
         outcome = merge_member(config, member, extract_task.submit(config, member))
     outcomes = {member: outcome}
     push_all(config, outcomes)
+    publish_data_docs(rt.consortium, f"sync-{member}", get_run_logger())
     publish_summary(outcomes, f"sync of {member}")
     return outcome.row()

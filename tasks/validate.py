@@ -10,12 +10,17 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from domain.prepare import MemberView, add_checks
 from expectations import suite_spec
+
+if TYPE_CHECKING:
+    from connections.config import Consortium
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")  # no outbound network here
 
@@ -59,29 +64,39 @@ class Validated:
                 for e, df in self.good.items()}
 
 
+def _context():
+    """The process's GX context: ephemeral, keeping the latest result per run name and entity
+    for the Data Docs (`tasks.data_docs`)."""
+    if "context" not in _validators:
+        import great_expectations as gx
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+
+        from tasks.data_docs import context_config
+
+        ctx = gx.get_context(project_config=context_config(), mode="ephemeral")
+        # GX's tqdm bars would flood the Prefect logs with one line per metric batch.
+        ctx.variables.progress_bars = ProgressBarsConfig(globally=False,
+                                                         metric_calculations=False)
+        _validators["context"] = ctx
+        _validators["source"] = _validators["context"].data_sources.add_pandas(name="circhub")
+    return _validators["context"]
+
+
 def _validator(entity: str):
     """A GX validation definition per entity, built once per process."""
     if entity in _validators:
         return _validators[entity]
     import great_expectations as gx
 
-    if "context" not in _validators:
-        from great_expectations.data_context.types.base import ProgressBarsConfig
-
-        ctx = gx.get_context(mode="ephemeral")
-        # GX's tqdm bars would flood the Prefect logs with one line per metric batch.
-        ctx.variables.progress_bars = ProgressBarsConfig(globally=False,
-                                                         metric_calculations=False)
-        _validators["context"] = ctx
-        _validators["source"] = _validators["context"].data_sources.add_pandas(name="circhub")
-    ctx, source = _validators["context"], _validators["source"]
+    ctx, source = _context(), _validators["source"]
     spec = suite_spec(entity)
     batch = source.add_dataframe_asset(name=entity).add_batch_definition_whole_dataframe("all")
     suite = ctx.suites.add(gx.ExpectationSuite(name=entity))
     for rule in spec.rules:
         cls = _expectation_class(gx, rule.type)
         suite.add_expectation(cls(**rule.kwargs, meta={"rule": rule.rule,
-                                                       "detail": rule.detail}))
+                                                       "detail": rule.detail},
+                                  notes=f"circhub rule `{rule.rule}`"))  # shown in Data Docs
     vd = ctx.validation_definitions.add(gx.ValidationDefinition(name=entity, data=batch,
                                                                 suite=suite))
     _validators[entity] = vd
@@ -93,14 +108,24 @@ def _expectation_class(gx, snake: str):
     return getattr(gx.expectations, name)
 
 
-def failing_rows(entity: str, frame: pd.DataFrame) -> tuple[dict[int, list[str]], list[dict]]:
-    """Row position -> rules broken, and a per-rule summary, from one GX run."""
+def failing_rows(entity: str, frame: pd.DataFrame,
+                 member: str = "-") -> tuple[dict[int, list[str]], list[dict]]:
+    """Row position -> rules broken, and a per-rule summary, from one GX run.
+
+    The result stays in the context for the Data Docs under run name `member`, the latest per
+    run name and entity, until `write_data_docs`. No unexpected values are kept in it (row
+    positions only), so neither it nor the docs can show a value of a failing row.
+    """
+    from great_expectations.core.run_identifier import RunIdentifier
+
     with _lock:
         result = _validator(entity).run(
             batch_parameters={"dataframe": frame},
             result_format={"result_format": "COMPLETE", "unexpected_index_column_names": [ROW],
                            "exclude_unexpected_values": True,
                            "return_unexpected_index_query": False},
+            # run_time given: without it GX tries to read a date out of the run name
+            run_id=RunIdentifier(run_name=member, run_time=datetime.now(UTC)),
         )
     broken: dict[int, list[str]] = {}
     summary = []
@@ -136,7 +161,7 @@ def validate_extract(member: str, frames: dict[str, pd.DataFrame], view: MemberV
             out.good[entity] = checked
             continue
         checked[ROW] = range(len(checked))
-        broken, summary = failing_rows(entity, checked)
+        broken, summary = failing_rows(entity, checked, member)
         out.summary.extend(summary)
         if len(checked) >= 10 and len(broken) > max_bad_share * len(checked):
             raise BatchRejected(
@@ -149,6 +174,42 @@ def validate_extract(member: str, frames: dict[str, pd.DataFrame], view: MemberV
             out.bad.append(_bad_row(entity, checked.iloc[pos], rules))
         out.good[entity] = checked[~bad_mask].drop(columns=[ROW])
     return out
+
+
+def write_data_docs(folder: str | Path) -> Path:
+    """GX Data Docs of this process's suites and of the results validated since the last call
+    (the latest per run name and entity), written to `folder`, replacing what it held. Returns
+    its index.html. Built once at the end of a flow run, never per validation; the results are
+    dropped afterwards, so the next run's docs show that run only."""
+    from tasks.data_docs import build_site
+
+    with _lock:
+        ctx = _context()
+        try:
+            return build_site(ctx, Path(folder))
+        finally:
+            ctx.validation_results_store.clear()
+
+
+def publish_data_docs(consortium: Consortium, site: str, log) -> Path | None:
+    """At the end of a flow run: its Data Docs in `data_docs_dir/<site>/` of the config.
+
+    Never fails the run (the rows were validated and merged already): a folder that cannot be
+    written is logged as a warning.
+    """
+    if consortium.data_docs_dir is None:  # turned off in the config
+        if "context" in _validators:
+            with _lock:
+                _validators["context"].validation_results_store.clear()
+        return None
+    folder = consortium.data_docs_dir / site
+    try:
+        index = write_data_docs(folder)
+    except Exception as exc:  # noqa: BLE001 - the docs are a view; the run's work is done
+        log.warning("Great Expectations Data Docs not written to %s: %s", folder, exc)
+        return None
+    log.info("Great Expectations Data Docs: %s", index.as_uri())
+    return index
 
 
 def _bad_row(entity: str, row: pd.Series, rules: list[str]) -> BadRow:
