@@ -15,13 +15,12 @@ CHANGES_PER_MEMBER = 20
 
 def _plain_cycle(config: Path) -> float:
     from connections.runtime import open_runtime
-    from tasks.pipeline import sync_member
+    from tasks.pipeline import sync_members
     from tasks.push import push_member, targets_with_pending
 
     rt = open_runtime(str(config))
     t0 = time.perf_counter()
-    for member in rt.consortium.members:
-        sync_member(rt, member)
+    sync_members(rt, list(rt.consortium.members))
     for target in targets_with_pending(rt.store):
         push_member(rt.store, rt.consortium, rt.consortium.member(target))
     return time.perf_counter() - t0

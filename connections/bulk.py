@@ -2,9 +2,10 @@
 
 PostgreSQL: COPY the batch into a temporary staging table, then one
 `INSERT ... SELECT ... ON CONFLICT DO UPDATE ... WHERE changed RETURNING key` (~180 k rows/s
-here, against ~75 k for a batched executemany). SQLite (the demo): executemany with RETURNING.
-Both return the keys of the rows that were inserted or actually changed, so the caller knows
-what is new without reading anything back.
+here, against ~75 k for a batched executemany); below COPY_FROM_ROWS rows (a sync's usual
+batch) one multi-row INSERT instead, as on SQLite (the demo). Both return the keys of the rows
+that were inserted or actually changed, so the caller knows what is new without reading
+anything back.
 
 Rows come as dicts (small batches) or as a DataFrame (a backfill's chunk): a frame is turned
 into plain Python values column by column and written as tuples, with no dict per row.
@@ -18,6 +19,8 @@ import pandas as pd
 from sqlalchemy import Connection, Table
 
 from connections.store import upsert_insert
+
+COPY_FROM_ROWS = 1000  # below this, the staging table's DDL costs more than COPY saves
 
 
 def bulk_upsert(conn: Connection, table: Table, rows: list[dict], keys: Sequence[str],
@@ -57,7 +60,9 @@ def python_columns(frame: pd.DataFrame) -> dict[str, list]:
 
 
 def _write(conn, table, cols, tuples, keys, update, changed) -> list[tuple]:
-    writer = _WRITERS.get(conn.dialect.name, _executemany)
+    # A sync's few rows per member: one multi-row INSERT beats creating a staging table.
+    small = len(tuples) < COPY_FROM_ROWS
+    writer = _executemany if small else _WRITERS.get(conn.dialect.name, _executemany)
     return writer(conn, table, cols, tuples, tuple(keys), tuple(update), changed)
 
 
@@ -70,7 +75,7 @@ def _last_per_key(rows: list[dict], keys: Sequence[str]) -> list[dict]:
 def _executemany(conn, table, cols, tuples, keys, update, changed) -> list[tuple]:
     stmt = upsert_insert(conn, table)
     if update:
-        where = (table.c[changed] != stmt.excluded[changed]) if changed else None
+        where = table.c[changed].is_distinct_from(stmt.excluded[changed]) if changed else None
         stmt = stmt.on_conflict_do_update(index_elements=list(keys), where=where,
                                           set_={c: stmt.excluded[c] for c in update})
     else:

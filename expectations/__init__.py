@@ -35,6 +35,12 @@ class SuiteSpec:
     def columns(self) -> set[str]:
         return {r.kwargs["column"] for r in self.rules}
 
+    @property
+    def unique_columns(self) -> set[str]:
+        """Columns whose values must be unique (within one member's rows)."""
+        return {r.kwargs["column"] for r in self.rules
+                if r.type == "expect_column_values_to_be_unique"}
+
 
 @cache
 def suite_spec(entity: str) -> SuiteSpec:

@@ -1,7 +1,8 @@
 """Sync flows: one member, or the whole consortium in parallel.
 
-Extraction runs in parallel (bounded source connections); validation and merge run one member
-at a time on the central store; then every member owed write-backs gets them pushed. One member
+Extraction runs in parallel (bounded source connections); validation runs once for every
+extracted member (one Great Expectations run per entity); merges run one member at a time on the
+central store; then every member owed write-backs gets them pushed. One member
 failing is recorded, reported and raised at the end, after the others have synced.
 """
 
@@ -78,32 +79,59 @@ def _error_text(state) -> str:
     return "failed"
 
 
-def merge_member(config: str, code: str, ext_future) -> MemberOutcome:
-    out = MemberOutcome(code)
+def merge_members(config: str, futures: dict) -> dict[str, MemberOutcome]:
+    """Wait for the members' extracts, validate them all in one task, then merge each member
+    in its own task. A member failing at any stage fails alone, by name."""
     rt = open_runtime(config)
-    run_id = start_run(rt, code)
-    ext_state = ext_future.wait() or ext_future.state
-    steps = [("extract", ext_state)]
-    if ext_state.is_completed():
-        ext = ext_state.result()
-        out.extracted = ext.counts()
-        val_state = validate_task(config, code, ext, return_state=True)
-        steps.append(("validate", val_state))
-        if val_state.is_completed():
-            val = val_state.result()
-            out.quarantined = len(val.bad)
-            out.validated = val.counts()
-            out.rules = val.summary
-            merge_state = merge_task(config, code, ext, val, return_state=True)
-            steps.append(("merge", merge_state))
-            if merge_state.is_completed():
-                rep = merge_state.result()
-                out.merged, out.events, out.commands = rep.merged, rep.events, rep.commands
-    failed = [(name, st) for name, st in steps if not st.is_completed()]
-    if failed:
-        out.status, out.error = "failed", _error_text(failed[0][1])
-    finish_run(rt, run_id, out.status, out.row(), out.error)
-    return out
+    outcomes = {code: MemberOutcome(code) for code in futures}
+    run_ids = {code: start_run(rt, code) for code in futures}
+    extracts = {}
+    for code, fut in futures.items():
+        state = fut.wait() or fut.state
+        if state.is_completed():
+            extracts[code] = state.result()
+            outcomes[code].extracted = extracts[code].counts()
+        else:
+            _failed(outcomes[code], state)
+    for code, val in _validate_all(config, extracts, outcomes).items():
+        with tagged(rt, code):
+            _merge_one(config, extracts[code], val, outcomes[code])
+    for code, out in outcomes.items():
+        finish_run(rt, run_ids[code], out.status, out.row(), out.error)
+    return outcomes
+
+
+def _validate_all(config: str, extracts: dict, outcomes: dict[str, MemberOutcome]) -> dict:
+    """The members whose rows passed validation, with their Validated."""
+    if not extracts:
+        return {}
+    state = validate_task(config, extracts, return_state=True)
+    if not state.is_completed():
+        for code in extracts:
+            _failed(outcomes[code], state)
+        return {}
+    passed = {}
+    for code, val in state.result().items():
+        out = outcomes[code]
+        if isinstance(val, str):  # the member's batch was refused whole
+            out.status, out.error = "failed", val
+            continue
+        out.quarantined, out.validated, out.rules = len(val.bad), val.counts(), val.summary
+        passed[code] = val
+    return passed
+
+
+def _merge_one(config: str, ext, val, out: MemberOutcome) -> None:
+    state = merge_task(config, out.member, ext, val, return_state=True)
+    if state.is_completed():
+        rep = state.result()
+        out.merged, out.events, out.commands = rep.merged, rep.events, rep.commands
+    else:
+        _failed(out, state)
+
+
+def _failed(out: MemberOutcome, state) -> None:
+    out.status, out.error = "failed", _error_text(state)
 
 
 def push_all(config: str, outcomes: dict[str, MemberOutcome]) -> None:
@@ -166,13 +194,11 @@ def sync_consortium(config: str | None = None, members: list[str] | None = None)
               if m.sync and (members is None or m.code in members)]
     get_run_logger().info("syncing %d members of %s", len(chosen), rt.consortium.name)
     ensure_limits(rt.consortium)  # strict limits: they must exist before any extract
-    futures, outcomes = {}, {}
+    futures = {}
     for code in chosen:
         with tagged(rt, code):
             futures[code] = extract_task.submit(config, code)
-    for code, fut in futures.items():
-        with tagged(rt, code):
-            outcomes[code] = merge_member(config, code, fut)
+    outcomes = merge_members(config, futures)
     push_all(config, outcomes)
     raise_alerts(rt)
     publish_data_docs(rt.consortium, "sync-consortium", get_run_logger())  # once per run
@@ -187,8 +213,9 @@ def sync_library(member: str, config: str | None = None) -> dict:
     rt = open_runtime(config)
     ensure_limits(rt.consortium)
     with tagged(rt, member):
-        outcome = merge_member(config, member, extract_task.submit(config, member))
-    outcomes = {member: outcome}
+        future = extract_task.submit(config, member)
+    outcomes = merge_members(config, {member: future})
+    outcome = outcomes[member]
     push_all(config, outcomes)
     publish_data_docs(rt.consortium, f"sync-{member}", get_run_logger())
     publish_summary(outcomes, f"sync of {member}")

@@ -13,7 +13,7 @@ from connections.runtime import Runtime
 from domain.schema import sync_runs
 from tasks.extract import Extract, extract_member
 from tasks.merge import MergeReport, merge_batch
-from tasks.validate import Validated, validate_extract
+from tasks.validate import Validated, validate_extract, validate_members
 
 
 @dataclass
@@ -35,6 +35,35 @@ def sync_member(rt: Runtime, member: Member) -> MemberSync:
     result = MemberSync(ext, val, merged)
     finish_run(rt, run_id, "ok", counts(result), None)
     return result
+
+
+def sync_members(rt: Runtime, members: list[Member]) -> dict[str, MemberSync | Exception]:
+    """What a consortium cycle does, as plain calls: extract every member, validate them all
+    at once, merge each. A member's failure is its result; the others go on."""
+    runs = {m.code: start_run(rt, m.code) for m in members}
+    results: dict[str, MemberSync | Exception] = {}
+    extracts = {}
+    for m in members:
+        try:
+            extracts[m.code] = extract_member(rt.consortium, m, rt.store, rt.id_key)
+        except Exception as exc:  # noqa: BLE001 - recorded as that member's result
+            results[m.code] = exc
+    views = {code: rt.member_view(rt.consortium.member(code)) for code in extracts}
+    checked = validate_members({c: e.frames for c, e in extracts.items()}, views)
+    for code, val in checked.items():
+        try:
+            if isinstance(val, Exception):
+                raise val
+            merged = merge_batch(rt.store, rt.consortium, rt.consortium.member(code),
+                                 extracts[code], val)
+            results[code] = MemberSync(extracts[code], val, merged)
+        except Exception as exc:  # noqa: BLE001 - recorded as that member's result
+            results[code] = exc
+    for code, res in results.items():
+        ok = isinstance(res, MemberSync)
+        finish_run(rt, runs[code], "ok" if ok else "failed", counts(res) if ok else None,
+                   None if ok else str(res))
+    return results
 
 
 def counts(s: MemberSync) -> dict:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from domain.prepare import MemberView, add_checks
+from domain.records import ENTITIES
 from expectations import suite_spec
 
 if TYPE_CHECKING:
@@ -153,27 +154,79 @@ def _row_positions(index_list) -> list[int]:
 
 def validate_extract(member: str, frames: dict[str, pd.DataFrame], view: MemberView,
                      max_bad_share: float = 0.5, now: datetime | None = None) -> Validated:
+    """One member's extract; raises BatchRejected when a batch fails wholesale."""
+    result = validate_members({member: frames}, {member: view}, max_bad_share, now)[member]
+    if isinstance(result, BatchRejected):
+        raise result
+    return result
+
+
+def validate_members(frames: dict[str, dict[str, pd.DataFrame]], views: dict[str, MemberView],
+                     max_bad_share: float = 0.5,
+                     now: datetime | None = None) -> dict[str, Validated | BatchRejected]:
+    """Several members' extracts, with one GX run per entity for all of them.
+
+    A GX run costs ~160 ms whatever its size (measured: 20 rows or 20,000), so a cycle of 251
+    members validated one by one would pay it 753 times. Keys are checked for uniqueness within
+    each member. A member whose batch fails wholesale gets its BatchRejected; the others go on.
+    """
     now = now or datetime.now()
-    out = Validated(member=member, good={})
-    for entity, frame in frames.items():
-        checked = add_checks(entity, frame, view, now).reset_index(drop=True)
-        if checked.empty:
-            out.good[entity] = checked
+    out = {m: Validated(member=m, good={}) for m in frames}
+    rejected: dict[str, BatchRejected] = {}
+    run_name = next(iter(frames)) if len(frames) == 1 else f"{len(frames)} members"
+    for entity in ENTITIES:
+        parts = []
+        for m, member_frames in frames.items():
+            if entity not in member_frames:
+                continue
+            checked = add_checks(entity, member_frames[entity], views[m], now)
+            out[m].good[entity] = checked = checked.reset_index(drop=True)
+            if not checked.empty:
+                parts.append((m, checked))
+        if not parts:
             continue
-        checked[ROW] = range(len(checked))
-        broken, summary = failing_rows(entity, checked, member)
-        out.summary.extend(summary)
-        if len(checked) >= 10 and len(broken) > max_bad_share * len(checked):
-            raise BatchRejected(
-                f"member {member}: {len(broken)} of {len(checked)} {entity} rows fail "
-                f"validation (more than {max_bad_share:.0%}); merge stopped. Rules: "
-                + ", ".join(f"{s['rule']}={s['failed']}" for s in summary if s["failed"])
-            )
-        bad_mask = checked[ROW].isin(broken)
-        for pos, rules in broken.items():
-            out.bad.append(_bad_row(entity, checked.iloc[pos], rules))
-        out.good[entity] = checked[~bad_mask].drop(columns=[ROW])
-    return out
+        broken, _ = failing_rows(entity, _batch(entity, parts), run_name)
+        start = 0
+        for m, checked in parts:
+            mine = {p - start: rules for p, rules in broken.items()
+                    if start <= p < start + len(checked)}
+            start += len(checked)
+            try:
+                _split(out[m], entity, checked, mine, max_bad_share)
+            except BatchRejected as exc:
+                rejected.setdefault(m, exc)
+    return {m: rejected.get(m, v) for m, v in out.items()}
+
+
+def _batch(entity: str, parts: list[tuple[str, pd.DataFrame]]) -> pd.DataFrame:
+    """The members' checked rows as one frame, numbered. With several members, every column
+    that must be unique is qualified by member: uniqueness holds within a member's rows (two
+    members may both have item 17, and one reader may hold cards at both)."""
+    batch = pd.concat([checked for _, checked in parts], ignore_index=True)
+    batch[ROW] = range(len(batch))
+    if len(parts) > 1:
+        member = pd.Series([m for m, c in parts for _ in range(len(c))], index=batch.index)
+        for col in suite_spec(entity).unique_columns:
+            batch[col] = (member + "/" + batch[col].astype(str)).where(batch[col].notna(), None)
+    return batch
+
+
+def _split(out: Validated, entity: str, checked: pd.DataFrame, broken: dict[int, list[str]],
+           max_bad_share: float) -> None:
+    """One member's share of a GX run: its summary, its bad rows and its good frame."""
+    summary = [{"entity": entity, "rule": rule.rule, "checked": len(checked),
+                "failed": sum(rule.rule in rules for rules in broken.values())}
+               for rule in suite_spec(entity).rules]
+    out.summary.extend(summary)
+    if len(checked) >= 10 and len(broken) > max_bad_share * len(checked):
+        raise BatchRejected(
+            f"member {out.member}: {len(broken)} of {len(checked)} {entity} rows fail "
+            f"validation (more than {max_bad_share:.0%}); merge stopped. Rules: "
+            + ", ".join(f"{s['rule']}={s['failed']}" for s in summary if s["failed"]))
+    numbered = checked.assign(**{ROW: range(len(checked))})
+    for pos, rules in sorted(broken.items()):
+        out.bad.append(_bad_row(entity, numbered.iloc[pos], rules))
+    out.good[entity] = checked[~numbered[ROW].isin(broken)]
 
 
 def write_data_docs(folder: str | Path) -> Path:

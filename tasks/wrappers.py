@@ -17,7 +17,7 @@ from tasks.extract import Extract, SourceUnavailable, extract_member
 from tasks.limits import source_slots
 from tasks.merge import MergeReport, merge_batch
 from tasks.push import PushReport, push_member
-from tasks.validate import Validated, validate_extract
+from tasks.validate import BatchRejected, Validated, validate_members
 
 _merge_lock = threading.Lock()  # merges serialise on the central store anyway; no deadlocks
 # How long a task waits for its member's slot (held by another run: a manual sync, a push, a
@@ -55,18 +55,32 @@ def extract_task(config: str, member_code: str) -> Extract:
     return ext
 
 
-@task(name="validate", task_run_name="validate-{member_code}", cache_policy=NO_CACHE)
-def validate_task(config: str, member_code: str, ext: Extract) -> Validated:
+def _validate_run_name() -> str:
+    from prefect.runtime import task_run
+
+    codes = list(task_run.parameters.get("extracts") or {})
+    return f"validate-{codes[0]}" if len(codes) == 1 else f"validate-{len(codes)}-members"
+
+
+@task(name="validate", task_run_name=_validate_run_name, cache_policy=NO_CACHE)
+def validate_task(config: str,
+                  extracts: dict[str, Extract]) -> dict[str, Validated | str]:
+    """Every extracted member of a run in one task: one GX run per entity for all of them.
+    A member whose batch is refused gets the reason (a string) instead of its rows."""
     rt = open_runtime(config)
-    member = rt.consortium.member(member_code)
-    val = validate_extract(member_code, ext.frames, rt.member_view(member))
+    views = {code: rt.member_view(rt.consortium.member(code)) for code in extracts}
+    results = validate_members({code: ext.frames for code, ext in extracts.items()}, views)
     log = get_run_logger()
-    for bad in val.bad[:20]:  # masked values only; the quarantine table keeps every row
-        log.warning("member %s: %s row %s quarantined: %s", member_code, bad.entity,
-                    bad.row_key, ", ".join(bad.rules))
-    if len(val.bad) > 20:
-        log.warning("member %s: %d more rows quarantined", member_code, len(val.bad) - 20)
-    return val
+    bad = [(code, b) for code, v in results.items() if isinstance(v, Validated) for b in v.bad]
+    for code, b in bad[:20]:  # masked values only; the quarantine table keeps every row
+        log.warning("member %s: %s row %s quarantined: %s", code, b.entity, b.row_key,
+                    ", ".join(b.rules))
+    if len(bad) > 20:
+        log.warning("%d more rows quarantined", len(bad) - 20)
+    for v in results.values():
+        if isinstance(v, BatchRejected):
+            log.error(str(v))
+    return {code: str(v) if isinstance(v, BatchRejected) else v for code, v in results.items()}
 
 
 @task(name="merge", task_run_name="merge-{member_code}", cache_policy=NO_CACHE,
