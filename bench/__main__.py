@@ -7,7 +7,7 @@
    the Prefect flow, and the same work through the plain stage functions.
 3. Peak memory of a 5-million-item backfill (a subprocess, ru_maxrss).
 Prints a table and writes bench/results.json. Sizes: BENCH_ITEMS, BENCH_MEMORY_ITEMS,
-BENCH_MEMBERS.
+BENCH_MEMBERS; BENCH_PARTS (default "throughput,cycle,memory") picks the parts to run.
 """
 
 from __future__ import annotations
@@ -54,9 +54,18 @@ def memory(n: int) -> dict:
 
 
 def cycle(members: int) -> dict:
-    from bench.cycle import steady_state_cycle
+    """In a child process, against a PostgreSQL-backed Prefect server (bench.prefect_server)."""
+    from bench.prefect_server import postgres_backed_server
 
-    return steady_state_cycle(members, fresh_postgres("cyclecentral"))
+    central = fresh_postgres("cyclecentral")
+    with postgres_backed_server() as env:
+        out = subprocess.run([sys.executable, "-m", "bench.cycle", central, str(members)],
+                             capture_output=True, text=True, env=env)
+    if out.returncode != 0:
+        raise RuntimeError(f"the cycle benchmark failed:\n{out.stderr[-3000:]}")
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result["prefect_server"] = "prefect server start, on PostgreSQL"
+    return result
 
 
 def main() -> None:
@@ -66,33 +75,42 @@ def main() -> None:
     machine = {"cpus": os.cpu_count(), "python": platform.python_version(),
                "platform": platform.platform(), "when": time.strftime("%Y-%m-%d %H:%M")}
     console.print(f"[bold]circhub bench[/] on {machine['cpus']} cores, {machine['platform']}")
-    results = {"machine": machine,
-               "throughput": [throughput("mariadb", n), throughput("postgres", n)]}
-    results["cycle"] = cycle(n_members)
-    results["memory"] = memory(n_mem)
+    parts = os.environ.get("BENCH_PARTS", "throughput,cycle,memory").split(",")
+    results: dict = {"machine": machine}
+    if "throughput" in parts:
+        results["throughput"] = [throughput("mariadb", n), throughput("postgres", n)]
+    if "cycle" in parts:
+        results["cycle"] = cycle(n_members)
+    if "memory" in parts:
+        results["memory"] = memory(n_mem)
     OUT.write_text(json.dumps(results, indent=2, default=str))
     show(results)
 
 
 def show(r: dict) -> None:
     t = Table("measure", "circhub", "limit on this machine", "ratio", "target")
-    for tp in r["throughput"]:
+    for tp in r.get("throughput", []):
         t.add_row(f"backfill items from {tp['source']} ({tp['rows']:,})",
                   f"{tp['circhub_rows_s']:,.0f} rows/s",
                   f"{tp['raw']['chain_rows_s']:,.0f} rows/s (read "
                   f"{tp['raw']['read_rows_s']:,.0f}, COPY in {tp['raw']['copy_in_rows_s']:,.0f}"
                   f", upsert {tp['raw']['upsert_rows_s']:,.0f})",
                   f"{tp['ratio']:.0%}", ">= 50%")
-    c = r["cycle"]
+    if "cycle" in r:
+        _cycle_row(t, r["cycle"])
+    if "memory" in r:
+        m = r["memory"]
+        t.add_row(f"backfill {m['rows']:,} items, peak memory", f"{m['peak_mb']:,.0f} MB",
+                  f"{m['rows_s']:,.0f} rows/s", "", "<= 1024 MB")
+    console.print(t)
+    console.print(f"written to {OUT}")
+
+
+def _cycle_row(t: Table, c: dict) -> None:
     t.add_row(f"cycle, {c['members']} members x ~{c['changes_per_member']} changes",
               f"{c['flow_seconds']:.1f} s (Prefect flow)",
               f"{c['plain_seconds']:.1f} s (same stages, no Prefect)",
               f"overhead {c['flow_seconds'] - c['plain_seconds']:.1f} s", "<= 60 s")
-    m = r["memory"]
-    t.add_row(f"backfill {m['rows']:,} items, peak memory", f"{m['peak_mb']:,.0f} MB",
-              f"{m['rows_s']:,.0f} rows/s", "", "<= 1024 MB")
-    console.print(t)
-    console.print(f"written to {OUT}")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,14 @@
 """One steady-state cycle over many simulated members: through the Prefect flow, and the same
-amount of work through the plain stage functions, so Prefect's share can be read off."""
+amount of work through the plain stage functions, so Prefect's share can be read off.
+
+Run as a module (`python -m bench.cycle CENTRAL_URL MEMBERS`) it prints its result as JSON:
+the benchmark runs it in a child process whose environment points at the Prefect server to
+measure against (`bench.prefect_server`)."""
 
 from __future__ import annotations
 
+import json
+import sys
 import tempfile
 import time
 from datetime import datetime, timedelta
@@ -65,3 +71,7 @@ def steady_state_cycle(n_members: int, central_url: str) -> dict:
     plain_seconds = _plain_cycle(config)
     return {"members": n_members, "changes_per_member": CHANGES_PER_MEMBER,
             "flow_seconds": flow_seconds, "plain_seconds": plain_seconds}
+
+
+if __name__ == "__main__":
+    print(json.dumps(steady_state_cycle(int(sys.argv[2]), sys.argv[1])))

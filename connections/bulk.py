@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import pandas as pd
 from sqlalchemy import Connection, Table
 
@@ -48,14 +49,21 @@ def bulk_upsert_frame(conn: Connection, table: Table, frame: pd.DataFrame,
 
 
 def python_columns(frame: pd.DataFrame) -> dict[str, list]:
-    """Each column as a list of plain Python values: datetimes, ints, None for missing."""
+    """Each column as a list of plain Python values: datetimes, ints, None for missing.
+
+    Few pandas calls per column: a sync merges ~20 small frames per member, where each pandas
+    call's fixed cost (~0.1 ms) outweighs the rows."""
     columns = {}
     for name in frame.columns:
         col = frame[name]
         if pd.api.types.is_datetime64_any_dtype(col):
             columns[name] = [None if v is pd.NaT else v for v in col.dt.to_pydatetime()]
+        elif isinstance(col.dtype, np.dtype) and col.dtype.kind in "biu":
+            columns[name] = col.tolist()  # numpy bools and ints hold no missing value
         else:
-            columns[name] = col.astype(object).where(col.notna(), None).tolist()
+            values, missing = col.tolist(), col.isna().to_numpy()
+            columns[name] = ([None if m else v for v, m in zip(values, missing, strict=True)]
+                             if missing.any() else values)
     return columns
 
 

@@ -93,9 +93,12 @@ def merge_members(config: str, futures: dict) -> dict[str, MemberOutcome]:
             outcomes[code].extracted = extracts[code].counts()
         else:
             _failed(outcomes[code], state)
+    merges = {}
     for code, val in _validate_all(config, extracts, outcomes).items():
-        with tagged(rt, code):
-            _merge_one(config, extracts[code], val, outcomes[code])
+        with tagged(rt, code):  # submitted together: merges queue on the store, while each
+            merges[code] = merge_task.submit(config, code, extracts[code], val)  # task's
+    for code, fut in merges.items():  # Prefect round trips overlap the merges before it
+        _merged(outcomes[code], fut.wait() or fut.state)
     for code, out in outcomes.items():
         finish_run(rt, run_ids[code], out.status, out.row(), out.error)
     return outcomes
@@ -121,8 +124,7 @@ def _validate_all(config: str, extracts: dict, outcomes: dict[str, MemberOutcome
     return passed
 
 
-def _merge_one(config: str, ext, val, out: MemberOutcome) -> None:
-    state = merge_task(config, out.member, ext, val, return_state=True)
+def _merged(out: MemberOutcome, state) -> None:
     if state.is_completed():
         rep = state.result()
         out.merged, out.events, out.commands = rep.merged, rep.events, rep.commands

@@ -1,8 +1,8 @@
 """Prefect global concurrency limits on what circhub does to member ILS databases.
 
 Like `wrappers.py` this is Prefect glue; the stages know nothing of it. Two kinds of limit,
-both created by circhub itself (`ensure_limits`) and both taken with `strict=True`, so a
-missing limit stops the work instead of letting it through unbounded:
+both created by circhub itself (`ensure_limits`), and a missing one stops the work instead of
+letting it through unbounded:
 
 - `circhub-source-connections` (the config's `max_source_connections`): open connections to
   member databases across every flow run, process and worker host, not just one process;
@@ -12,22 +12,26 @@ missing limit stops the work instead of letting it through unbounded:
 Both are taken in one acquisition, all or nothing, so nothing waits while holding one of
 them (no deadlock), and it costs one API round trip instead of two (each acquisition with its
 release is ~0.1 s on an idle local server, and far more on a busy one: at 251 members every
-round trip shows in the cycle). With several names Prefect's `strict` only fails when *none*
-of the limits exists, so each name is first checked against the limits this process knows
-exist (filled by `ensure_limits`, which every flow calls at start, or by one read).
+round trip shows in the cycle). The server grants the names that exist, so each name is
+first checked against the limits this process knows exist (filled by `ensure_limits`, which
+every flow calls at start, or by one read).
 """
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from uuid import UUID
 
+import httpx
 from prefect import get_client
 from prefect.client.schemas.actions import (
     GlobalConcurrencyLimitCreate,
     GlobalConcurrencyLimitUpdate,
 )
-from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectAlreadyExists
 
 from connections.config import Consortium
@@ -35,6 +39,9 @@ from connections.config import Consortium
 SOURCE_LIMIT = "circhub-source-connections"
 MEMBER_PREFIX = "circhub-member-"
 PAGE = 200  # the API's largest page of concurrency limits
+LEASE_SECONDS = 300  # a crashed holder's slots return after this; renewed every third of it
+_clients: dict[str, object] = {}
+_client_lock = threading.Lock()
 _known: set[str] = set()  # limits seen to exist on the server by this process
 
 
@@ -101,11 +108,81 @@ def source_slots(member_code: str, wait_seconds: float | None) -> Iterator[None]
 
     `wait_seconds` bounds the whole wait: a member held by a hung run fails this cycle by name
     (TimeoutError) instead of queueing every later run of the schedule behind it.
+
+    Taken through one long-lived API client of this process rather than Prefect's
+    `concurrency()`, which builds a new client (and TLS context: ~40 ms of CPU) to release
+    every lease; at two acquisitions per member that was a third of a 251-member cycle.
+    The lease is renewed while held, as `concurrency()` does, so a long hold keeps its slots
+    and a crashed holder's slots come back after LEASE_SECONDS.
     """
     names = [member_limit(member_code), SOURCE_LIMIT]
     _require(names)
-    with concurrency(names, occupy=1, strict=True, timeout_seconds=wait_seconds):
+    client = _client()
+    lease_id = _acquire(client, names, member_code, wait_seconds)
+    stop = threading.Event()
+    renewer = threading.Thread(target=_renew, args=(client, lease_id, stop), daemon=True,
+                               name=f"circhub-lease-{member_code}")
+    renewer.start()
+    try:
         yield
+    finally:
+        stop.set()
+        renewer.join()
+        _release(client, lease_id, member_code)
+
+
+def _release(client, lease_id: UUID, member_code: str) -> None:
+    try:
+        client.release_concurrency_slots_with_lease(lease_id=lease_id)
+    except httpx.HTTPError as exc:  # the work is done; its slots come back with the lease
+        logging.getLogger(__name__).warning(
+            "member %s: could not release its concurrency slots (%s); they return when the "
+            "lease ends, within %d s", member_code, type(exc).__name__, LEASE_SECONDS)
+
+
+def _acquire(client, names: list[str], member_code: str, wait_seconds: float | None) -> UUID:
+    deadline = None if wait_seconds is None else time.monotonic() + wait_seconds
+    while True:
+        try:
+            response = client.increment_concurrency_slots_with_lease(
+                names=names, slots=1, mode="concurrency", lease_duration=LEASE_SECONDS,
+                holder=_holder())
+            return UUID(response.json()["lease_id"])
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code not in (423, 503):  # 423: taken; 503: server busy
+                raise
+            pause = float(exc.response.headers.get("Retry-After", 1))
+        if deadline is not None and time.monotonic() + pause > deadline:
+            raise TimeoutError(f"member {member_code}: its slot or a source connection stayed "
+                               f"taken for {wait_seconds:.0f} s (another run holds it)")
+        time.sleep(pause)
+
+
+def _renew(client, lease_id: UUID, stop: threading.Event) -> None:
+    while not stop.wait(LEASE_SECONDS / 3):
+        client.renew_concurrency_lease(lease_id=lease_id, lease_duration=LEASE_SECONDS)
+
+
+def _holder():
+    """The task run holding the slots, shown by the Prefect UI beside the limit."""
+    from prefect.client.schemas.objects import ConcurrencyLeaseHolder
+    from prefect.context import TaskRunContext
+
+    ctx = TaskRunContext.get()
+    return ConcurrencyLeaseHolder(type="task_run", id=ctx.task_run.id) if ctx else None
+
+
+def _client():
+    """One sync API client per process and API address (httpx clients are thread-safe)."""
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    with _client_lock:
+        client = _clients.get(url)
+        if client is None:
+            client = _clients[url] = get_client(sync_client=True)
+            client.__enter__()  # open for the life of the process
+        return client
 
 
 def _require(names: list[str]) -> None:
