@@ -55,7 +55,7 @@ def coerce_types(entity: str, df: pd.DataFrame) -> pd.DataFrame:
             out[f.name], bad = _human_text(col)
             problems[bad] = [_join(p, f"{f.name}_encoding") for p in problems[bad]]
         else:
-            out[f.name] = col.map(_text, na_action="ignore").astype(object)
+            out[f.name] = _texts(col)
     if any(f.kind == "human_text" for f in CANONICAL_FIELDS[entity]):
         out[TEXT_PROBLEM] = problems
     return out
@@ -85,6 +85,16 @@ def _missing(value) -> bool:
 
 def _join(existing: str | None, name: str) -> str:
     return f"{existing},{name}" if existing else name
+
+
+def _texts(col: pd.Series) -> pd.Series:
+    """`_text` over a column; once per distinct value where values repeat (branch codes, item
+    types), which a backfill's chunk of 50,000 items has a handful of."""
+    values = col.dropna().unique()
+    if len(values) * 2 > len(col):
+        return col.map(_text, na_action="ignore").astype(object)
+    texts = {v: _text(v) for v in values}
+    return col.map(texts).astype(object).where(col.notna(), None)
 
 
 def _text(value) -> str | None:
@@ -122,7 +132,10 @@ def _present(col: pd.Series) -> list[str | None]:
 
 
 def _known(series: pd.Series, view: MemberView) -> pd.Series:
-    return series.map(lambda b: view.branch_to_member(b) in view.known_members)
+    """Per row, whether its branch maps to a known member: looked up once per branch."""
+    known = {b: view.branch_to_member(b) in view.known_members for b in series.dropna().unique()}
+    missing_known = view.branch_to_member(None) in view.known_members
+    return series.map(known).fillna(missing_known).astype(bool)
 
 
 def _not_future(df: pd.DataFrame, now: datetime) -> pd.Series:
@@ -138,10 +151,9 @@ def add_checks(entity: str, df: pd.DataFrame, view: MemberView, now: datetime) -
     if entity == "readers":
         out["chk_member_known"] = _known(out["branch"], view)
     elif entity == "items":
-        out["is_copy"] = out["barcode"].map(lambda b: view.owner_of_barcode(b) != view.code)
-        out["chk_barcode_owner"] = [
-            _barcode_ok(view, b, t) for b, t in zip(out["barcode"], out["item_type"], strict=True)
-        ]
+        owners = out["barcode"].map(view.owner_of_barcode, na_action="ignore")
+        out["is_copy"] = (owners != view.code).astype(bool)
+        out["chk_barcode_owner"] = _barcodes_ok(view, owners, out["item_type"])
         out["chk_member_known"] = _known(out["home_branch"], view) & _known(
             out["holding_branch"], view
         )
@@ -155,12 +167,10 @@ def add_checks(entity: str, df: pd.DataFrame, view: MemberView, now: datetime) -
     return out
 
 
-def _barcode_ok(view: MemberView, barcode: str | None, item_type: str | None) -> bool:
+def _barcodes_ok(view: MemberView, owners: pd.Series, item_types: pd.Series) -> pd.Series:
     """A member's own item carries its prefix; a consortium copy carries another member's."""
-    owner = view.owner_of_barcode(barcode)
-    if owner is None:
-        return False
-    is_copy_type = view.copy_item_type is not None and item_type == view.copy_item_type
-    if owner == view.code:
-        return not is_copy_type
-    return is_copy_type or view.copy_item_type is None
+    copy_type = view.copy_item_type
+    is_copy_type = (item_types == copy_type) if copy_type is not None else False
+    own = owners == view.code
+    elsewhere_ok = is_copy_type | (copy_type is None)
+    return (owners.notna() & ((own & ~is_copy_type) | (~own & elsewhere_ok))).astype(bool)

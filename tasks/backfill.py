@@ -1,9 +1,10 @@
 """Backfill: load one entity of one member over a date range, window by window.
 
 Each window streams in chunks (bounded memory) through the same validate and merge stages as a
-sync. The window's progress is committed in the transaction of its last chunk, so a backfill
-killed at any point restarts from the first window not committed; re-merging a window is
-idempotent (rows are upserted by key and skipped when unchanged).
+sync; the next chunk is read while the current one merges (`read_ahead`, one chunk ahead).
+The window's progress is committed in the transaction of its last chunk, so a backfill killed
+at any point restarts from the first window not committed; re-merging a window is idempotent
+(rows are upserted by key and skipped when unchanged).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import pandas as pd
 from sqlalchemy import Connection, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -30,11 +32,12 @@ from tasks.extract import (
     read_marks,
 )
 from tasks.merge import merge_batch
+from tasks.prefetch import read_ahead
 from tasks.validate import validate_extract
 
 # Rows per chunk of a backfill window: each chunk is validated and merged on its own, so peak
 # memory follows this, not the window (measured in `make bench`, docs/benchmarks.md).
-BACKFILL_CHUNK_ROWS = 20_000
+BACKFILL_CHUNK_ROWS = 50_000
 
 
 @dataclass
@@ -130,14 +133,26 @@ def backfill_member(rt: Runtime, member: Member, entity: str, since: datetime, u
     return report
 
 
+def _prepared(engine, query, entity: str, chunk_rows: int,
+              id_key: bytes) -> Iterator[pd.DataFrame]:
+    """The window's chunks, read and typed (ID numbers hashed) on the read-ahead thread."""
+    chunks = iter_chunks(engine, query, entity, chunk_rows)
+    try:
+        for raw in chunks:
+            yield prepare_frame(entity, raw, id_key)
+    finally:
+        chunks.close()  # the member connection goes back to its pool now, not at GC
+
+
 def _one_window(rt: Runtime, member: Member, entity: str, window, engine, view,
                 backfill_id: int, report: BackfillReport, last_window: bool,
                 chunk_rows: int) -> None:
     start, end = window
     query = entity_query(member, entity, start, end)
     merged_any = False
-    for raw, last_chunk in _with_last(iter_chunks(engine, query, entity, chunk_rows)):
-        frame = prepare_frame(entity, raw, rt.id_key)
+    chunks = read_ahead(_prepared(engine, query, entity, chunk_rows, rt.id_key),
+                        name=f"circhub-backfill-{member.code}")
+    for frame, last_chunk in _with_last(chunks):
         val = validate_extract(member.code, {entity: frame}, view)
         marks = read_marks(rt.store, member.code)
         report.rows += len(frame)
