@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import pandas as pd
-from sqlalchemy import Connection, Engine, false, or_, select, update
+from sqlalchemy import Connection, Engine, false, or_, select, text, update
 
 from connections.bulk import bulk_upsert, bulk_upsert_frame, python_columns
 from connections.config import Consortium, Member
@@ -277,11 +277,28 @@ def _sightings(conn: Connection, member: Member, item_rows: pd.DataFrame, now: d
                  & item_rows["on_loan_due"].isna()
                  & (_members_of(member, item_rows["holding_branch"]) == member.code))
     candidates = item_rows[seen_here]
-    there = _on_shelf_at(conn, member.code, sorted(set(candidates["barcode"])))
-    candidates = candidates[~candidates["barcode"].isin(there)]
+    away = _not_on_shelf_at(conn, member.code, sorted(set(candidates["barcode"])))
+    candidates = candidates[candidates["barcode"].isin(away)]
     events = sighting_events(records(candidates), member.code, member.member_for_branch,
                              lambda barcode: False)
     report.events += _insert_events(conn, events, now, report)
+
+
+def _not_on_shelf_at(conn: Connection, member: str, barcodes: list[str]) -> set[str]:
+    """The barcodes the central state does not have on this member's shelf (held elsewhere,
+    on loan, or not catalogued yet). On PostgreSQL only those come back: on an initial load
+    every item is on its own shelf, and sending all of them back cost ~8 µs a row."""
+    if conn.dialect.name != "postgresql":
+        return set(barcodes) - _on_shelf_at(conn, member, barcodes)
+    found: set[str] = set()
+    for part in _chunks(barcodes):
+        found.update(conn.execute(_NOT_ON_SHELF, {"part": part, "member": member}).scalars())
+    return found
+
+
+_NOT_ON_SHELF = text(
+    "SELECT b FROM unnest(CAST(:part AS text[])) AS b WHERE NOT EXISTS (SELECT 1 FROM items "
+    "WHERE items.barcode = b AND items.holder = :member AND NOT coalesce(items.on_loan, false))")
 
 
 def _on_shelf_at(conn: Connection, member: str, barcodes: list[str]) -> set[str]:
