@@ -93,12 +93,12 @@ def merge_members(config: str, futures: dict) -> dict[str, MemberOutcome]:
             outcomes[code].extracted = extracts[code].counts()
         else:
             _failed(outcomes[code], state)
-    merges = {}
+    # One after the other, in member order: the outcome of a cycle does not depend on which
+    # thread got the store first (a conflict seen mid-cycle is recorded the same way each run).
     for code, val in _validate_all(config, extracts, outcomes).items():
-        with tagged(rt, code):  # submitted together: merges queue on the store, while each
-            merges[code] = merge_task.submit(config, code, extracts[code], val)  # task's
-    for code, fut in merges.items():  # Prefect round trips overlap the merges before it
-        _merged(outcomes[code], fut.wait() or fut.state)
+        with tagged(rt, code):
+            _merged(outcomes[code], merge_task(config, code, extracts[code], val,
+                                               return_state=True))
     for code, out in outcomes.items():
         finish_run(rt, run_ids[code], out.status, out.row(), out.error)
     return outcomes
