@@ -5,7 +5,7 @@
    INSERT ... ON CONFLICT), as a ratio.
 2. One steady-state cycle over 251 simulated members with ~20 changes each: wall time through
    the Prefect flow, and the same work through the plain stage functions.
-3. Peak memory of a 5-million-item backfill (a subprocess, ru_maxrss).
+3. Peak memory of a 5-million-item backfill (a subprocess, its own VmHWM).
 Prints a table and writes bench/results.json. Sizes: BENCH_ITEMS, BENCH_MEMORY_ITEMS,
 BENCH_MEMBERS; BENCH_PARTS (default "throughput,cycle,memory") picks the parts to run.
 """

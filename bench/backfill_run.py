@@ -15,6 +15,26 @@ from bench.sources import ROWS_PER_SECOND_OF_CURSOR, START
 from simulator.world import config_toml, member_specs
 
 
+def peak_rss_mb() -> float:
+    """This process's own peak resident memory (VmHWM), in MB.
+
+    Not ru_maxrss: on Linux it survives exec and starts at the peak of the process that
+    spawned this one, so under `python -m bench` (which has already held a million raw rows
+    and run the cycle) it reported the parent's ~1.3 GB, not the backfill's. VmHWM belongs to
+    this process's own address space, which exec replaced.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    # No /proc (macOS): fall back to ru_maxrss, in bytes there and kilobytes on Linux.
+    scale = 1024 * 1024 if sys.platform == "darwin" else 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale
+
+
 def run_backfill(member_url: str, central_url: str, n: int) -> dict:
     from connections.runtime import open_runtime
     from tasks.backfill import backfill_member
@@ -36,5 +56,5 @@ def run_backfill(member_url: str, central_url: str, n: int) -> dict:
 
 if __name__ == "__main__":
     result = run_backfill(sys.argv[1], sys.argv[2], int(sys.argv[3]))
-    result["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["peak_mb"] = peak_rss_mb()
     print(json.dumps(result))
