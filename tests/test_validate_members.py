@@ -1,0 +1,66 @@
+"""One GX run per entity for several members: each member's rows are judged as if alone."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pandas as pd
+
+from domain.prepare import MemberView, coerce_types
+from tasks.validate import BatchRejected, validate_extract, validate_members
+
+NOW = datetime(2026, 11, 25, 12, 0)
+MEMBERS = ("SC001", "SC002")
+
+
+def _view(code: str) -> MemberView:
+    return MemberView(code=code, known_members=frozenset(MEMBERS),
+                      branch_to_member=lambda b: b,
+                      owner_of_barcode=lambda b: b[:5] if b and b[:5] in MEMBERS else None,
+                      copy_item_type=None)
+
+
+def _items(code: str, local_ids: list[str], barcodes: list[str] | None = None) -> pd.DataFrame:
+    barcodes = barcodes or [f"{code}{int(i):07d}" for i in local_ids]
+    return coerce_types("items", pd.DataFrame({
+        "local_id": local_ids, "barcode": barcodes, "home_branch": code, "holding_branch": code,
+        "item_type": "BK", "last_seen": NOW, "updated_at": NOW}))
+
+
+def test_the_same_key_at_two_members_is_no_duplicate_but_twice_at_one_member_is():
+    results = validate_members(
+        {"SC001": {"items": _items("SC001", ["1", "2", "3"])},
+         "SC002": {"items": _items("SC002", ["1", "2", "2"])}},
+        {m: _view(m) for m in MEMBERS}, now=NOW)
+
+    assert len(results["SC001"].good["items"]) == 3 and not results["SC001"].bad
+    bad = results["SC002"].bad
+    assert [b.row_key for b in bad] == ["2", "2"]
+    assert all("item_key_unique" in b.rules for b in bad)
+    assert results["SC002"].good["items"]["local_id"].tolist() == ["1"]
+    # Each member's summary counts its own rows only.
+    failed = {s["rule"]: s["failed"] for s in results["SC002"].summary}
+    assert failed["item_key_unique"] == 2
+    assert {s["checked"] for s in results["SC001"].summary} == {3}
+
+
+def test_a_member_whose_batch_fails_wholesale_fails_alone():
+    wrong = [f"SC009{i:07d}" for i in range(12)]  # nobody's prefix: every row breaks a rule
+    results = validate_members(
+        {"SC001": {"items": _items("SC001", [str(i) for i in range(12)], wrong)},
+         "SC002": {"items": _items("SC002", ["1", "2"])}},
+        {m: _view(m) for m in MEMBERS}, now=NOW)
+
+    assert isinstance(results["SC001"], BatchRejected)
+    assert "SC001" in str(results["SC001"]) and "barcode_matches_owner=12" in str(results["SC001"])
+    assert len(results["SC002"].good["items"]) == 2
+
+
+def test_one_member_alone_gives_the_same_verdict_as_in_a_batch():
+    frames = {"items": _items("SC002", ["1", "2", "2"])}
+    alone = validate_extract("SC002", frames, _view("SC002"), now=NOW)
+    together = validate_members({"SC001": {"items": _items("SC001", ["2"])}, "SC002": frames},
+                                {m: _view(m) for m in MEMBERS}, now=NOW)["SC002"]
+    assert [(b.row_key, b.rules) for b in alone.bad] == \
+        [(b.row_key, b.rules) for b in together.bad]
+    assert alone.summary == together.summary
