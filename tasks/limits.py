@@ -160,7 +160,12 @@ def _acquire(client, names: list[str], member_code: str, wait_seconds: float | N
 
 def _renew(client, lease_id: UUID, stop: threading.Event) -> None:
     while not stop.wait(LEASE_SECONDS / 3):
-        client.renew_concurrency_lease(lease_id=lease_id, lease_duration=LEASE_SECONDS)
+        try:
+            client.renew_concurrency_lease(lease_id=lease_id, lease_duration=LEASE_SECONDS)
+        except httpx.HTTPError as exc:  # tried again at the next third; the work goes on
+            logging.getLogger(__name__).warning(
+                "could not renew a concurrency lease (%s); retrying in %d s",
+                type(exc).__name__, LEASE_SECONDS // 3)
 
 
 def _holder():
