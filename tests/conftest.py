@@ -84,6 +84,16 @@ def mariadb_db() -> Iterator[DatabaseFactory]:
     factory.drop_all()
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def central_engine(request, tmp_path):
+    """A fresh central-store engine, once on SQLite (the demo's) and once on PostgreSQL."""
+    url = (f"sqlite:///{tmp_path}/c.db" if request.param == "sqlite"
+           else request.getfixturevalue("pg_db")())
+    eng = create_engine(url)
+    yield eng
+    eng.dispose()
+
+
 @pytest.fixture(scope="session")
 def prefect_server():
     """A real Prefect API server (SQLite-backed, in a subprocess) for the whole session."""

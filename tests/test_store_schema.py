@@ -3,33 +3,23 @@ schema step is applied without dropping data."""
 
 from __future__ import annotations
 
-import pytest
-from sqlalchemy import create_engine, inspect, select, text
+from sqlalchemy import inspect, select, text
 
 from connections import store
 from domain.schema import members, metadata
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request, tmp_path):
-    url = (f"sqlite:///{tmp_path}/c.db" if request.param == "sqlite"
-           else request.getfixturevalue("pg_db")())
-    eng = create_engine(url)
-    yield eng
-    eng.dispose()
-
-
-def test_upgrade_creates_every_table_and_is_a_no_op_the_second_time(engine):
+def test_upgrade_creates_every_table_and_is_a_no_op_the_second_time(central_engine):
     steps = [f"{version:03d} {name}" for version, name, _ in store.MIGRATIONS]
-    assert store.upgrade(engine) == steps
-    assert set(metadata.tables) <= set(inspect(engine).get_table_names())
-    assert store.upgrade(engine) == []
-    assert store.current_version(engine) == store.MIGRATIONS[-1][0]
+    assert store.upgrade(central_engine) == steps
+    assert set(metadata.tables) <= set(inspect(central_engine).get_table_names())
+    assert store.upgrade(central_engine) == []
+    assert store.current_version(central_engine) == store.MIGRATIONS[-1][0]
 
 
-def test_a_later_schema_step_keeps_the_rows_already_there(engine, monkeypatch):
-    store.upgrade(engine)
-    with engine.begin() as conn:
+def test_a_later_schema_step_keeps_the_rows_already_there(central_engine, monkeypatch):
+    store.upgrade(central_engine)
+    with central_engine.begin() as conn:
         conn.execute(members.insert().values(code="CD001", name="Chengdu", region="Chengdu",
                                              profile="koha", sync_enabled=True,
                                              writeback_enabled=True))
@@ -40,9 +30,9 @@ def test_a_later_schema_step_keeps_the_rows_already_there(engine, monkeypatch):
     later = store.MIGRATIONS[-1][0] + 1
     steps = [*store.MIGRATIONS, (later, "members website", add_column)]
     monkeypatch.setattr(store, "MIGRATIONS", steps)
-    assert store.upgrade(engine) == [f"{later:03d} members website"]
+    assert store.upgrade(central_engine) == [f"{later:03d} members website"]
 
-    with engine.connect() as conn:
+    with central_engine.connect() as conn:
         assert conn.execute(select(members.c.name)).scalars().all() == ["Chengdu"]
         assert conn.execute(text("SELECT website FROM members")).scalar() is None
-    assert store.current_version(engine) == later
+    assert store.current_version(central_engine) == later

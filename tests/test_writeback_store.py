@@ -5,25 +5,15 @@ from __future__ import annotations
 
 from datetime import datetime
 
-import pytest
-from sqlalchemy import create_engine, delete, insert, inspect, select, text
+from sqlalchemy import delete, insert, inspect, select, text
 
 from connections import store
 from domain.schema import outbox, schema_migrations
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request, tmp_path):
-    url = (f"sqlite:///{tmp_path}/c.db" if request.param == "sqlite"
-           else request.getfixturevalue("pg_db")())
-    eng = create_engine(url)
-    yield eng
-    eng.dispose()
-
-
-def test_a_store_from_before_the_retry_columns_gets_them_and_keeps_its_commands(engine):
-    store.upgrade(engine)
-    with engine.begin() as conn:  # as the store was before step 3
+def test_a_store_from_before_the_retry_columns_gets_them_and_keeps_its_commands(central_engine):
+    store.upgrade(central_engine)
+    with central_engine.begin() as conn:  # as the store was before step 3
         conn.execute(text("ALTER TABLE outbox DROP COLUMN next_attempt_at"))
         conn.execute(text("ALTER TABLE outbox DROP COLUMN outcome"))
         conn.execute(delete(schema_migrations).where(schema_migrations.c.version == 3))
@@ -32,11 +22,11 @@ def test_a_store_from_before_the_retry_columns_gets_them_and_keeps_its_commands(
             "created_at) VALUES ('SC001', 'k1', 'set_item', 'SC0010000001', '{}', 'dead', 5, "
             ":now)"), {"now": datetime(2026, 11, 1)})
 
-    assert store.upgrade(engine) == ["003 outbox.next_attempt_at, outbox.outcome"]
+    assert store.upgrade(central_engine) == ["003 outbox.next_attempt_at, outbox.outcome"]
 
-    columns = {c["name"] for c in inspect(engine).get_columns("outbox")}
+    columns = {c["name"] for c in inspect(central_engine).get_columns("outbox")}
     assert {"next_attempt_at", "outcome"} <= columns
-    with engine.begin() as conn:
+    with central_engine.begin() as conn:
         row = conn.execute(select(outbox)).one()
         assert (row.status, row.attempts, row.next_attempt_at, row.outcome) == ("dead", 5, None,
                                                                                 None)
