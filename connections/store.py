@@ -6,10 +6,12 @@ a later schema change is a new step (add a column, an index), never a rebuild.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import datetime
 
 from sqlalchemy import (
+    JSON,
     Boolean,
     Column,
     Connection,
@@ -18,6 +20,8 @@ from sqlalchemy import (
     Text,
     any_,
     bindparam,
+    cast,
+    func,
     inspect,
     select,
     text,
@@ -105,9 +109,12 @@ def upsert_insert(conn: Connection, table):
 
 
 class one_of(ColumnElement):  # noqa: N801 - reads like the SQL it stands for
-    """`column IN (values)`, compiled per dialect: on PostgreSQL one array parameter
-    (`= ANY(:values)`) instead of one placeholder per value, which psycopg parses slowly for
-    thousands of keys; elsewhere a plain expanding IN."""
+    """`column IN (values)`, compiled per dialect: on PostgreSQL one parameter instead of one
+    placeholder per value, which psycopg parses slowly for thousands of keys: an array
+    (`= ANY(:values)`), or for long lists one JSON text (`IN (SELECT
+    json_array_elements_text(:values))`), since psycopg dumps a list element by element in
+    Python (~0.6 µs a value) and `json.dumps` does it in C (~0.05 µs); elsewhere a plain
+    expanding IN."""
 
     type = Boolean()
     inherit_cache = False
@@ -118,6 +125,9 @@ class one_of(ColumnElement):  # noqa: N801 - reads like the SQL it stands for
         self.values = list(values)
 
 
+JSON_LIST_FROM = 1000  # values; below this an array parameter is as fast and plans better
+
+
 @compiles(one_of)
 def _one_of_default(element, compiler, **kw):
     return compiler.process(element.column.in_(element.values), **kw)
@@ -125,5 +135,9 @@ def _one_of_default(element, compiler, **kw):
 
 @compiles(one_of, "postgresql")
 def _one_of_postgres(element, compiler, **kw):
+    if len(element.values) >= JSON_LIST_FROM and all(type(v) is str for v in element.values):
+        values = bindparam(None, json.dumps(element.values), type_=Text())
+        listed = select(func.json_array_elements_text(cast(values, JSON))).scalar_subquery()
+        return compiler.process(element.column.in_(listed), **kw)
     values = bindparam(None, element.values, type_=ARRAY(element.column.type))
     return compiler.process(element.column == any_(values), **kw)

@@ -31,9 +31,9 @@ from tasks.extract import (
     prepare_frame,
     read_marks,
 )
-from tasks.merge import merge_batch
+from tasks.merge import merge_batch, with_row_hash
 from tasks.prefetch import read_ahead
-from tasks.validate import validate_extract
+from tasks.validate import Validated, validate_extract
 
 # Rows per chunk of a backfill window: each chunk is validated and merged on its own, so peak
 # memory follows this, not the window (measured in `make bench`, docs/benchmarks.md).
@@ -133,13 +133,18 @@ def backfill_member(rt: Runtime, member: Member, entity: str, since: datetime, u
     return report
 
 
-def _prepared(engine, query, entity: str, chunk_rows: int,
-              id_key: bytes) -> Iterator[pd.DataFrame]:
-    """The window's chunks, read and typed (ID numbers hashed) on the read-ahead thread."""
+def _prepared(engine, query, entity: str, chunk_rows: int, id_key: bytes,
+              member: str, view) -> Iterator[tuple[pd.DataFrame, Validated]]:
+    """The window's chunks read, typed (ID numbers hashed), validated and content-hashed, all
+    on the read-ahead thread: the merge thread only writes, so the central store's work on
+    one chunk overlaps the Python work on the next."""
     chunks = iter_chunks(engine, query, entity, chunk_rows)
     try:
         for raw in chunks:
-            yield prepare_frame(entity, raw, id_key)
+            frame = prepare_frame(entity, raw, id_key)
+            val = validate_extract(member, {entity: frame}, view)
+            val.good[entity] = with_row_hash(entity, val.good[entity])
+            yield frame, val
     finally:
         chunks.close()  # the member connection goes back to its pool now, not at GC
 
@@ -150,10 +155,9 @@ def _one_window(rt: Runtime, member: Member, entity: str, window, engine, view,
     start, end = window
     query = entity_query(member, entity, start, end)
     merged_any = False
-    chunks = read_ahead(_prepared(engine, query, entity, chunk_rows, rt.id_key),
-                        name=f"circhub-backfill-{member.code}")
-    for frame, last_chunk in _with_last(chunks):
-        val = validate_extract(member.code, {entity: frame}, view)
+    chunks = read_ahead(_prepared(engine, query, entity, chunk_rows, rt.id_key, member.code,
+                                  view), name=f"circhub-backfill-{member.code}")
+    for (frame, val), last_chunk in _with_last(chunks):
         marks = read_marks(rt.store, member.code)
         report.rows += len(frame)
         step = (_progress_step(backfill_id, end, report.rows, last_window)

@@ -120,8 +120,8 @@ def _claims_fixed(conn: Connection, member: Member, validated: Validated,
                   now: datetime) -> set[str]:
     """The member's row arrived valid (a consortium copy after all, or a new barcode)."""
     frame = validated.good.get("items")
-    if frame is None or frame.empty:
-        return set()
+    if frame is None or frame.empty or not _claims_open(conn, member.code):
+        return set()  # nothing held against this member: no key list to send
     subjects = [f"{member.code}:{k}" for k in frame["local_id"].astype(str)]
     touched: set[str] = set()
     for i in range(0, len(subjects), IN_CHUNK):
@@ -134,6 +134,13 @@ def _claims_fixed(conn: Connection, member: Member, validated: Validated,
                 status=CLEARED, resolved_at=now, note=f"{member.code}'s row arrived valid"))
             touched.update(r.barcode for r in rows)
     return touched
+
+
+def _claims_open(conn: Connection, member: str) -> bool:
+    """Whether any two-owner claim against one of this member's rows is still active."""
+    q = select(exc.c.id).where(exc.c.source == QUARANTINE, exc.c.status.in_(ACTIVE),
+                               exc.c.subject.startswith(f"{member}:", autoescape=True)).limit(1)
+    return conn.execute(q).first() is not None
 
 
 # -- operators --------------------------------------------------------------------------------

@@ -12,21 +12,21 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import numpy as np
 import pandas as pd
 from sqlalchemy import Connection, Engine, false, or_, select, text, update
 
-from connections.bulk import bulk_upsert, bulk_upsert_frame, python_columns
+from connections.bulk import bulk_upsert, python_columns
 from connections.config import Consortium, Member
 from connections.key_epochs import claim_key
 from connections.store import one_of, upsert_insert
-from domain.circulation import HOME, Event
+from domain.circulation import Event
 from domain.events import loan_events, sighting_events
 from domain.readers import account_flags
 from domain.schema import (
     circulation_events,
     items,
     loans,
-    member_items,
     quarantine,
     reader_accounts,
     readers,
@@ -34,6 +34,7 @@ from domain.schema import (
 )
 from tasks.exceptions import record_claims
 from tasks.extract import Extract
+from tasks.merge_items import members_of, merge_items
 from tasks.reader_homes import refresh_homes
 from tasks.refresh import refresh_items
 from tasks.validate import Validated
@@ -72,13 +73,19 @@ def with_row_hash(entity: str, frame: pd.DataFrame) -> pd.DataFrame:
     """Add `_hash`, a content hash of the business columns, computed for the whole frame at
     once. The cursor is left out: a row re-read with a new timestamp but the same facts is no
     change."""
-    out = frame.copy()
-    if out.empty:
-        out["_hash"] = pd.Series(dtype=object)
-        return out
-    hashes = pd.util.hash_pandas_object(out[HASHED[entity]].astype(str), index=False)
-    out["_hash"] = [format(h, "016x") for h in hashes]
-    return out
+    if "_hash" in frame:  # hashed already (a backfill hashes on its read-ahead thread)
+        return frame
+    if frame.empty:
+        return frame.assign(_hash=pd.Series(dtype=object))
+    hashes = pd.util.hash_pandas_object(frame[HASHED[entity]].astype(str), index=False)
+    return frame.assign(_hash=_hex16(hashes.to_numpy()))
+
+
+def _hex16(values: np.ndarray) -> list[str]:
+    """Each uint64 as 16 lower-case hex digits (what format(v, "016x") gives), converted in
+    one call: the big-endian bytes of the whole array as hex, cut every 16 digits."""
+    digits = values.astype(">u8").tobytes().hex()
+    return [digits[i:i + 16] for i in range(0, len(digits), 16)]
 
 
 def _chunks(values: list, size: int = IN_CHUNK) -> Iterable[list]:
@@ -110,9 +117,9 @@ def merge_batch(store: Engine, consortium: Consortium, member: Member, extract: 
         frames = {e: with_row_hash(e, validated.good.get(e, pd.DataFrame()))
                   for e in ("readers", "items", "loans")}
         _merge_readers(conn, member, records(frames["readers"]), now, report)
-        _merge_items(conn, consortium, member, frames["items"], report)
+        shelved = _merge_items(conn, consortium, member, frames["items"], report)
         _merge_loans(conn, member, records(frames["loans"]), now, report)
-        _sightings(conn, member, frames["items"], now, report)
+        _sightings(conn, member, frames["items"], shelved, now, report)
         report.touched |= record_claims(conn, consortium, member, validated, now)
         report.commands += refresh_items(conn, consortium, report.touched, now, member.code)
         _advance_marks(conn, member.code, extract, now)
@@ -174,36 +181,12 @@ def _as_datetime(value) -> datetime | None:
 
 
 def _merge_items(conn: Connection, consortium: Consortium, member: Member,
-                 frame: pd.DataFrame, report: MergeReport) -> None:
-    """Column-wise: a backfill chunk of tens of thousands of items costs no dict per row."""
-    report.merged["items"] = 0
-    if frame.empty:
-        return
-    holding = _members_of(member, frame["holding_branch"])
-    mirror = pd.DataFrame({
-        "member": member.code, "local_id": frame["local_id"].astype(str),
-        "barcode": frame["barcode"], "is_copy": frame["is_copy"].astype(bool),
-        "holding_member": holding, "on_loan_due": frame["on_loan_due"],
-        "last_seen": frame["last_seen"], "source_updated_at": frame["updated_at"],
-        "row_hash": frame["_hash"]})
-    update = [c for c in mirror.columns if c not in ("member", "local_id")]
-    written = {k for _, k in bulk_upsert_frame(conn, member_items, mirror,
-                                               ("member", "local_id"), update, "row_hash")}
-    changed = mirror[mirror["local_id"].isin(written)]
-    owner = consortium.owners_of_barcodes(changed["barcode"])
-    holder = owner.where(changed["is_copy"], changed["holding_member"])
-    catalog = pd.DataFrame({"barcode": changed["barcode"], "owner": owner, "holder": holder,
-                            "status": (holder == owner).map({True: HOME, False: "away"}),
-                            "on_loan": False})
-    bulk_upsert_frame(conn, items, catalog, ("barcode",))
-    report.touched.update(changed["barcode"])
-    report.merged["items"] = len(changed)
-
-
-def _members_of(member: Member, branches: pd.Series) -> pd.Series:
-    """member_for_branch over a column: looked up once per distinct branch."""
-    codes = {b: member.member_for_branch(b) for b in branches.dropna().unique()}
-    return branches.map(codes).astype(object).where(branches.notna(), None)
+                 frame: pd.DataFrame, report: MergeReport) -> set[str]:
+    """Returns the barcodes this merge catalogued on this member's shelf."""
+    written = merge_items(conn, consortium, member, frame)
+    report.touched.update(written.changed["barcode"])
+    report.merged["items"] = len(written.changed)
+    return written.shelved_here
 
 
 def _merge_loans(conn: Connection, member: Member, rows: list[dict], now: datetime,
@@ -267,16 +250,19 @@ def _insert_events(conn: Connection, events: list[Event], now: datetime,
     return len(added)
 
 
-def _sightings(conn: Connection, member: Member, item_rows: pd.DataFrame, now: datetime,
-               report: MergeReport) -> None:
+def _sightings(conn: Connection, member: Member, item_rows: pd.DataFrame, shelved: set[str],
+               now: datetime, report: MergeReport) -> None:
     """Sighting events, looked for only where one can be: an item touched by this batch,
-    shelved here, not on loan, and not already on this member's shelf centrally."""
+    shelved here, not on loan, and not already on this member's shelf centrally (`shelved`:
+    catalogued there by this very merge, which an initial load does for every item)."""
     if item_rows.empty:
         return
     seen_here = (item_rows["barcode"].isin(report.touched) & item_rows["last_seen"].notna()
-                 & item_rows["on_loan_due"].isna()
-                 & (_members_of(member, item_rows["holding_branch"]) == member.code))
+                 & item_rows["on_loan_due"].isna() & ~item_rows["barcode"].isin(shelved)
+                 & (members_of(member, item_rows["holding_branch"]) == member.code))
     candidates = item_rows[seen_here]
+    if candidates.empty:
+        return
     away = _not_on_shelf_at(conn, member.code, sorted(set(candidates["barcode"])))
     candidates = candidates[candidates["barcode"].isin(away)]
     events = sighting_events(records(candidates), member.code, member.member_for_branch,
