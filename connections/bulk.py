@@ -14,7 +14,7 @@ into plain Python values column by column and written as rows, with no dict per 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import numpy as np
 import pandas as pd
@@ -137,11 +137,33 @@ def copy_frame(conn: Connection, table: Table, frame: pd.DataFrame) -> None:
 
     if frame.empty:
         return
+    micros = {c for c in frame.columns if _binary_type(table.c[c].type) == "timestamp"
+              and isinstance(frame[c].dtype, np.dtype) and frame[c].dtype.kind == "M"}
+    columns = python_columns(frame.drop(columns=list(micros)))
+    columns = {c: _pg_micros(frame[c]) if c in micros else columns[c] for c in frame.columns}
     cur = driver_cursor(conn)
     try:
-        _copy_in(cur, sql.Identifier(table.name), python_columns(frame), table)
+        _copy_in(cur, sql.Identifier(table.name), columns, table, micros)
     finally:
         cur.close()
+
+
+# PostgreSQL's binary `timestamp` is an int64 of microseconds since 2000-01-01 (the same bytes
+# as an `int8`): a datetime64 column converts to it in numpy, ~6x faster than to datetimes.
+_PG_EPOCH = np.datetime64("2000-01-01T00:00:00", "us")
+_PG_EPOCH_PY = datetime(2000, 1, 1)
+
+
+def _pg_micros(col: pd.Series) -> list:
+    values = (col.to_numpy("datetime64[us]") - _PG_EPOCH).astype("int64").tolist()
+    missing = col.isna().to_numpy()
+    if not missing.any():
+        return values
+    return [None if m else v for v, m in zip(values, missing, strict=True)]
+
+
+def _from_pg_micros(values: list) -> list:
+    return [None if v is None else _PG_EPOCH_PY + timedelta(microseconds=v) for v in values]
 
 
 def _stage(conn: Connection, table: Table, columns: dict[str, list]) -> str:
@@ -161,16 +183,20 @@ def _stage(conn: Connection, table: Table, columns: dict[str, list]) -> str:
     return name
 
 
-def _copy_in(cur, target, columns: dict[str, list], table: Table) -> None:
+def _copy_in(cur, target, columns: dict[str, list], table: Table,
+             micros: set[str] | frozenset[str] = frozenset()) -> None:
     """COPY the columns' rows into `target` (a staging table, or `table` itself): binary when
     every value has the Python type its column's binary form needs (~4x faster to write and
     to parse: 2.3 against 10.2 µs a row of member_items, measured), text otherwise (text lets
-    PostgreSQL cast, e.g. an int into a varchar)."""
+    PostgreSQL cast, e.g. an int into a varchar). Columns named in `micros` hold timestamps as
+    `_pg_micros` gives them."""
     from psycopg import sql
 
-    types = [_binary_type(table.c[c].type) for c in columns]
+    types = ["int8" if c in micros else _binary_type(table.c[c].type) for c in columns]
     binary = all(t is not None and _all_of(values, _PY_TYPES[t])
                  for t, values in zip(types, columns.values(), strict=True))
+    if not binary and micros:  # text: timestamps as datetimes again
+        columns = {c: _from_pg_micros(v) if c in micros else v for c, v in columns.items()}
     fmt = sql.SQL(" (FORMAT BINARY)" if binary else "")
     col_list = sql.SQL(", ").join(map(sql.Identifier, columns))
     with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN{}").format(target, col_list, fmt)) as copy:

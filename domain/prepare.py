@@ -99,8 +99,14 @@ def _texts(col: pd.Series) -> pd.Series:
     if col.dtype.kind in "iu":  # an integer key: never missing, never padded
         return col.astype(str).astype(object)
     if pd.api.types.is_string_dtype(col) and col.dtype != object:
-        stripped = col.str.strip()
-        return stripped.astype(object).where(col.notna() & (stripped != ""), None)
+        # str.strip through map(): ~60 ns a value, against ~90 for pandas' .str.strip()
+        present = col.notna().to_numpy()
+        values = col.tolist()
+        stripped = pd.Series(list(map(str.strip, values)) if present.all() else
+                             [v.strip() if p else None for v, p in zip(values, present,
+                                                                        strict=True)],
+                             index=col.index, dtype=object)
+        return stripped.where(stripped.notna() & (stripped != ""), None)
     values = col.dropna().unique()
     if len(values) * 2 > len(col):
         return col.map(_text, na_action="ignore").astype(object)
@@ -144,9 +150,10 @@ def _present(col: pd.Series) -> list[str | None]:
 
 def _known(series: pd.Series, view: MemberView) -> pd.Series:
     """Per row, whether its branch maps to a known member: looked up once per branch."""
-    known = {b: view.branch_to_member(b) in view.known_members for b in series.dropna().unique()}
+    known = [b for b in series.dropna().unique()
+             if view.branch_to_member(b) in view.known_members]
     missing_known = view.branch_to_member(None) in view.known_members
-    return series.map(known).fillna(missing_known).astype(bool)
+    return (series.isin(known) | (series.isna() & missing_known)).astype(bool)
 
 
 def _not_future(df: pd.DataFrame, now: datetime) -> pd.Series:

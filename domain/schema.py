@@ -84,7 +84,7 @@ items = Table(
     "items",
     metadata,
     Column("barcode", String(40), primary_key=True),
-    Column("owner", String(32), nullable=False, index=True),
+    Column("owner", String(32), nullable=False),
     Column("holder", String(32), nullable=False),
     Column("status", String(20), nullable=False),  # home | on_loan | away | in_transit
     Column("on_loan", Boolean, nullable=False),

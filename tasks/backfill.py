@@ -1,10 +1,11 @@
 """Backfill: load one entity of one member over a date range, window by window.
 
 Each window streams in chunks (bounded memory) through the same validate and merge stages as a
-sync; the next chunk is read while the current one merges (`read_ahead`, one chunk ahead).
-The window's progress is committed in the transaction of its last chunk, so a backfill killed
-at any point restarts from the first window not committed; re-merging a window is idempotent
-(rows are upserted by key and skipped when unchanged).
+sync; the next chunk is read, typed, validated and hashed while the current one merges
+(`read_ahead`, one chunk ahead, across windows). A window's progress is committed once its
+last chunk has committed, so a backfill killed at any point restarts from the first window
+not recorded; re-merging a window is idempotent (rows are upserted by key and skipped when
+unchanged).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from tasks.validate import Validated, validate_extract
 
 # Rows per chunk of a backfill window: each chunk is validated and merged on its own, so peak
 # memory follows this, not the window (measured in `make bench`, docs/benchmarks.md).
-BACKFILL_CHUNK_ROWS = 50_000
+BACKFILL_CHUNK_ROWS = 100_000
 
 
 @dataclass
@@ -95,15 +96,11 @@ def _progress_step(backfill_id: int, done_until: datetime, rows: int,
     return record
 
 
-def _with_last(chunks: Iterator) -> Iterator[tuple[object, bool]]:
-    """Each chunk with a flag telling whether it is the window's last one."""
-    previous = None
-    for chunk in chunks:
-        if previous is not None:
-            yield previous, False
-        previous = chunk
-    if previous is not None:
-        yield previous, True
+@dataclass(frozen=True)
+class _WindowRead:
+    """The read-ahead's marker: every chunk of the window ending here has been handed over."""
+
+    end: datetime
 
 
 def backfill_member(rt: Runtime, member: Member, entity: str, since: datetime, until: datetime,
@@ -118,55 +115,57 @@ def backfill_member(rt: Runtime, member: Member, entity: str, since: datetime, u
     todo = [w for w in all_windows if w[1] > done_until]
     report = BackfillReport(member.code, entity, rows, 0, 0, len(todo), done_until)
     view = rt.member_view(member)
+    done = len(all_windows) - len(todo)
     try:
         engine = member_engine(member)
-        for start, end in todo:
-            last_window = end == all_windows[-1][1]
-            _one_window(rt, member, entity, (start, end), engine, view, backfill_id,
-                        report, last_window, chunk_rows)
-            if on_progress:
-                done = len(all_windows) - len(todo) + todo.index((start, end)) + 1
-                on_progress(BackfillProgress(done, len(all_windows), report.rows, end))
+        chunks = read_ahead(_prepared(rt, member, entity, todo, engine, view, chunk_rows),
+                            name=f"circhub-backfill-{member.code}")
+        for chunk in chunks:
+            if isinstance(chunk, _WindowRead):
+                last_window = chunk.end == all_windows[-1][1]
+                with rt.store.begin() as conn:
+                    _progress_step(backfill_id, chunk.end, report.rows, last_window)(conn)
+                done += 1
+                if on_progress:
+                    on_progress(BackfillProgress(done, len(all_windows), report.rows, chunk.end))
+                continue
+            _merge_chunk(rt, member, entity, *chunk, report)
     except SQLAlchemyError as exc:
         raise SourceUnavailable(f"member {member.code}: backfill of {entity} stopped: "
                                 f"{type(getattr(exc, 'orig', exc)).__name__}") from None
     return report
 
 
-def _prepared(engine, query, entity: str, chunk_rows: int, id_key: bytes,
-              member: str, view) -> Iterator[tuple[pd.DataFrame, Validated]]:
-    """The window's chunks read, typed (ID numbers hashed), validated and content-hashed, all
-    on the read-ahead thread: the merge thread only writes, so the central store's work on
-    one chunk overlaps the Python work on the next."""
-    chunks = iter_chunks(engine, query, entity, chunk_rows)
-    try:
-        for raw in chunks:
-            frame = prepare_frame(entity, raw, id_key)
-            val = validate_extract(member, {entity: frame}, view)
-            val.good[entity] = with_row_hash(entity, val.good[entity])
-            yield frame, val
-    finally:
-        chunks.close()  # the member connection goes back to its pool now, not at GC
+Chunk = tuple[pd.DataFrame, Validated]
 
 
-def _one_window(rt: Runtime, member: Member, entity: str, window, engine, view,
-                backfill_id: int, report: BackfillReport, last_window: bool,
-                chunk_rows: int) -> None:
-    start, end = window
-    query = entity_query(member, entity, start, end)
-    merged_any = False
-    chunks = read_ahead(_prepared(engine, query, entity, chunk_rows, rt.id_key, member.code,
-                                  view), name=f"circhub-backfill-{member.code}")
-    for (frame, val), last_chunk in _with_last(chunks):
-        marks = read_marks(rt.store, member.code)
-        report.rows += len(frame)
-        step = (_progress_step(backfill_id, end, report.rows, last_window)
-                if last_chunk else None)
-        merged = merge_batch(rt.store, rt.consortium, member,
-                             Extract(member.code, {entity: frame}, marks), val, also=step)
-        report.merged += merged.merged.get(entity, 0)
-        report.quarantined += merged.quarantined
-        merged_any = True
-    if not merged_any:  # an empty window still counts as done
-        with rt.store.begin() as conn:
-            _progress_step(backfill_id, end, report.rows, last_window)(conn)
+def _prepared(rt: Runtime, member: Member, entity: str, todo: list[tuple[datetime, datetime]],
+              engine, view, chunk_rows: int) -> Iterator[Chunk | _WindowRead]:
+    """Every window's chunks read, typed (ID numbers hashed), validated and content-hashed,
+    each window followed by its `_WindowRead`; all of it on the read-ahead thread, which runs
+    on across windows. The merge thread only writes, so the central store's work on one chunk
+    overlaps the Python work on the next."""
+    for start, end in todo:
+        chunks = iter_chunks(engine, entity_query(member, entity, start, end), entity,
+                             chunk_rows)
+        try:
+            for raw in chunks:
+                frame = prepare_frame(entity, raw, rt.id_key)
+                val = validate_extract(member.code, {entity: frame}, view)
+                val.good[entity] = with_row_hash(entity, val.good[entity])
+                yield frame, val
+        finally:
+            chunks.close()  # the member connection goes back to its pool now, not at GC
+        yield _WindowRead(end)
+
+
+def _merge_chunk(rt: Runtime, member: Member, entity: str, frame: pd.DataFrame,
+                 val: Validated, report: BackfillReport) -> None:
+    """One chunk in its own central transaction. The window's progress is recorded after its
+    last chunk committed: killed in between, the window is read again, which changes nothing."""
+    marks = read_marks(rt.store, member.code)
+    merged = merge_batch(rt.store, rt.consortium, member,
+                         Extract(member.code, {entity: frame}, marks), val)
+    report.rows += len(frame)
+    report.merged += merged.merged.get(entity, 0)
+    report.quarantined += merged.quarantined

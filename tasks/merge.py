@@ -255,12 +255,12 @@ def _sightings(conn: Connection, member: Member, item_rows: pd.DataFrame, shelve
     """Sighting events, looked for only where one can be: an item touched by this batch,
     shelved here, not on loan, and not already on this member's shelf centrally (`shelved`:
     catalogued there by this very merge, which an initial load does for every item)."""
-    if item_rows.empty:
+    pending = report.touched - shelved  # an initial load leaves nothing here
+    if item_rows.empty or not pending:
         return
-    seen_here = (item_rows["barcode"].isin(report.touched) & item_rows["last_seen"].notna()
-                 & item_rows["on_loan_due"].isna() & ~item_rows["barcode"].isin(shelved)
-                 & (members_of(member, item_rows["holding_branch"]) == member.code))
-    candidates = item_rows[seen_here]
+    rows = item_rows[item_rows["barcode"].isin(pending) & item_rows["last_seen"].notna()
+                     & item_rows["on_loan_due"].isna()]
+    candidates = rows[members_of(member, rows["holding_branch"]) == member.code]
     if candidates.empty:
         return
     away = _not_on_shelf_at(conn, member.code, sorted(set(candidates["barcode"])))

@@ -24,13 +24,20 @@ from tasks import exceptions
 from tasks.outbox import queue_commands
 
 IN_CHUNK = 20_000  # keys per query; one array parameter on PostgreSQL
+# Above this many items (a backfill chunk), the ones without any circulation are dropped with
+# one query first: most of a load never circulated, and sorting and chunking 50,000 barcodes
+# to find that out cost ~0.5 µs each.
+PREFILTER_FROM = 1000
 
 
 def refresh_items(conn: Connection, consortium: Consortium, barcodes: Iterable[str],
                   now: datetime, merging: str | None = None) -> int:
     """Replay the items; returns how many commands were queued. `merging` is the member whose
     data this transaction brings (conflicts waiting on it are looked at again)."""
-    todo = sorted(set(barcodes) | exceptions.waiting_barcodes(conn, merging))
+    todo = set(barcodes) | exceptions.waiting_barcodes(conn, merging)
+    if len(todo) > PREFILTER_FROM:
+        todo = _with_history(conn, todo)
+    todo = sorted(todo)
     synced = set(conn.execute(select(watermarks.c.member).where(
         watermarks.c.entity == "items")).scalars())
     ctx = _Context(synced, _siblings(consortium), now, merging)
@@ -38,6 +45,12 @@ def refresh_items(conn: Connection, consortium: Consortium, barcodes: Iterable[s
     for i in range(0, len(todo), IN_CHUNK):
         added += _refresh_part(conn, consortium, todo[i:i + IN_CHUNK], ctx)
     return added
+
+
+def _with_history(conn: Connection, barcodes: set[str]) -> set[str]:
+    q = select(circulation_events.c.barcode).distinct().where(
+        one_of(circulation_events.c.barcode, list(barcodes)))
+    return set(conn.execute(q).scalars())
 
 
 @dataclass(frozen=True)

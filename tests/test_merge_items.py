@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from sqlalchemy import create_engine, select, text
 
+from connections.bulk import copy_frame
 from connections.config import load_config
 from connections.store import upgrade
 from domain.schema import items, member_items
@@ -92,18 +93,38 @@ def test_a_large_batch_writes_new_and_changed_rows_and_leaves_unchanged_ones(tmp
     assert holders["1"] == "CQ001" and holders["101"] == "SC001"
 
 
-def test_a_book_already_catalogued_keeps_the_state_its_circulation_gave_it(tmp_path, pg_db):
+@pytest.mark.parametrize("number", [7, 1400])  # among the keys looked up first, or past them
+def test_a_book_already_catalogued_keeps_the_state_its_circulation_gave_it(tmp_path, pg_db,
+                                                                           number):
     consortium, engine = _consortium(tmp_path), create_engine(pg_db())
     upgrade(engine)
+    barcode = f"SC001{number:07d}"
     with engine.begin() as conn:  # a loan synced before the backfill catalogued one book
-        conn.execute(items.insert().values(barcode="SC0010000007", owner="SC001",
+        conn.execute(items.insert().values(barcode=barcode, owner="SC001",
                                            holder="CQ001", status="on_loan", on_loan=True))
     written = _merge(engine, consortium, "SC001", _items("SC001", range(1, LARGE + 1)))
 
     _, catalog = _store(engine)
-    book = next(r for r in catalog if r.barcode == "SC0010000007")
+    book = next(r for r in catalog if r.barcode == barcode)
     assert (book.holder, book.status, book.on_loan) == ("CQ001", "on_loan", True)
-    assert "SC0010000007" not in written.shelved_here and len(catalog) == LARGE
+    assert barcode not in written.shelved_here and len(catalog) == LARGE
+    assert len(written.shelved_here) == LARGE - 1
+
+
+def test_mirror_rows_stored_past_the_looked_up_keys_are_found_not_doubled(tmp_path, pg_db):
+    consortium, engine = _consortium(tmp_path), create_engine(pg_db())
+    upgrade(engine)
+    _merge(engine, consortium, "SC001", _items("SC001", range(1201, 1301)))  # a sync, earlier
+    batch = pd.concat([_items("SC001", range(1, 1201)),
+                       _items("SC001", range(1201, 1251), holding="CQ001"),  # moved since
+                       _items("SC001", range(1251, 1301))])  # as stored
+
+    written = _merge(engine, consortium, "SC001", batch)
+
+    assert len(written.changed) == 1250
+    mirror, catalog = _store(engine)
+    assert len(mirror) == len(catalog) == 1300
+    assert {r.holding_member for r in mirror if 1201 <= int(r.local_id) <= 1250} == {"CQ001"}
 
 
 def test_a_consortium_copy_catalogues_its_book_with_its_owner(tmp_path, pg_db):
@@ -151,3 +172,24 @@ def test_the_copy_path_and_the_row_path_leave_the_same_store(tmp_path, pg_db, si
                    for f in (first, second)]
         results[name] = (changed, _store(engine))
     assert results["postgresql"] == results["sqlite"]
+
+
+def test_timestamps_copied_in_binary_arrive_exactly_missing_ones_as_null(pg_db):
+    engine = create_engine(pg_db())
+    upgrade(engine)
+    seen = [datetime(1999, 12, 31, 23, 59, 59, 999999), datetime(2000, 1, 1),
+            datetime(2026, 11, 30, 8, 15, 42, 123456), None]
+    frame = pd.DataFrame({"member": "SC001", "local_id": ["1", "2", "3", "4"],
+                          "barcode": [f"SC00100000{i}" for i in range(1, 5)], "is_copy": False,
+                          "holding_member": "SC001",
+                          "on_loan_due": pd.Series(seen, dtype="datetime64[us]"),
+                          "last_seen": pd.Series(seen[::-1], dtype="datetime64[us]"),
+                          "row_hash": "h", "source_updated_at": None})
+    with engine.begin() as conn:
+        copy_frame(conn, member_items, frame)
+    with engine.connect() as conn:
+        got = conn.execute(select(member_items.c.on_loan_due, member_items.c.last_seen,
+                                  member_items.c.source_updated_at)
+                           .order_by(member_items.c.local_id)).all()
+    assert [tuple(r) for r in got] == [(a, b, None) for a, b in zip(seen, seen[::-1],
+                                                                   strict=True)]
