@@ -41,7 +41,7 @@ def coerce_types(entity: str, df: pd.DataFrame) -> pd.DataFrame:
     instead of failing the whole batch. Names and titles are decoded by `domain.encoding`;
     the ones that cannot be trusted are blanked and named in `text_problem`.
     """
-    out = df.copy()
+    out = df.copy(deep=False)  # pandas copy-on-write: columns are replaced, never changed
     problems = pd.Series([None] * len(out), index=out.index, dtype=object)
     for f in CANONICAL_FIELDS[entity]:
         if f.name not in out:
@@ -161,7 +161,7 @@ def _not_future(df: pd.DataFrame, now: datetime) -> pd.Series:
 
 
 def add_checks(entity: str, df: pd.DataFrame, view: MemberView, now: datetime) -> pd.DataFrame:
-    out = df.copy()
+    out = df.copy(deep=False)
     out["chk_not_future"] = _not_future(out, now)
     if any(f.kind == "human_text" for f in CANONICAL_FIELDS[entity]):
         problems = out[TEXT_PROBLEM] if TEXT_PROBLEM in out else pd.Series(None, index=out.index)

@@ -1,8 +1,9 @@
 """Backfill: load one entity of one member over a date range, window by window.
 
 Each window streams in chunks (bounded memory) through the same validate and merge stages as a
-sync; the next chunk is read, typed, validated and hashed while the current one merges
-(`read_ahead`, one chunk ahead, across windows). A window's progress is committed once its
+sync, in three steps that overlap: a reader process reads, types and hashes the next chunks
+(`tasks.read_process`), a read-ahead thread validates the next one (`read_ahead`, one chunk
+ahead, across windows), and the current one merges. A window's progress is committed once its
 last chunk has committed, so a backfill killed at any point restarts from the first window
 not recorded; re-merging a window is idempotent (rows are upserted by key and skipped when
 unchanged).
@@ -11,33 +12,28 @@ unchanged).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import pandas as pd
 from sqlalchemy import Connection, select, update
-from sqlalchemy.exc import SQLAlchemyError
 
 from connections.config import Member
-from connections.engines import member_engine
+from connections.engines import member_url
 from connections.runtime import Runtime
 from connections.store import upsert_insert
 from domain.records import ENTITIES
 from domain.schema import backfills
-from tasks.extract import (
-    Extract,
-    SourceUnavailable,
-    entity_query,
-    iter_chunks,
-    prepare_frame,
-    read_marks,
-)
-from tasks.merge import merge_batch, with_row_hash
+from tasks.extract import Extract, read_marks
+from tasks.merge import merge_batch
 from tasks.prefetch import read_ahead
+from tasks.read_process import ReaderDone, ReadJob, WindowRead, read_in_child
 from tasks.validate import Validated, validate_extract
 
 # Rows per chunk of a backfill window: each chunk is validated and merged on its own, so peak
-# memory follows this, not the window (measured in `make bench`, docs/benchmarks.md).
+# memory follows this, not the window; 100,000 rows spread Great Expectations' fixed ~35 ms a
+# run thinly (measured in `make bench`, docs/benchmarks.md).
 BACKFILL_CHUNK_ROWS = 100_000
 
 
@@ -58,6 +54,7 @@ class BackfillReport:
     quarantined: int
     windows: int
     resumed_from: datetime
+    reader_peak_mb: float = 0.0  # the reader process's own peak memory
 
 
 def windows(since: datetime, until: datetime, size: timedelta) -> list[tuple[datetime, datetime]]:
@@ -96,13 +93,6 @@ def _progress_step(backfill_id: int, done_until: datetime, rows: int,
     return record
 
 
-@dataclass(frozen=True)
-class _WindowRead:
-    """The read-ahead's marker: every chunk of the window ending here has been handed over."""
-
-    end: datetime
-
-
 def backfill_member(rt: Runtime, member: Member, entity: str, since: datetime, until: datetime,
                     size: timedelta, on_progress: Callable[[BackfillProgress], None] | None = None,
                     chunk_rows: int = BACKFILL_CHUNK_ROWS) -> BackfillReport:
@@ -116,23 +106,20 @@ def backfill_member(rt: Runtime, member: Member, entity: str, since: datetime, u
     report = BackfillReport(member.code, entity, rows, 0, 0, len(todo), done_until)
     view = rt.member_view(member)
     done = len(all_windows) - len(todo)
-    try:
-        engine = member_engine(member)
-        chunks = read_ahead(_prepared(rt, member, entity, todo, engine, view, chunk_rows),
-                            name=f"circhub-backfill-{member.code}")
-        for chunk in chunks:
-            if isinstance(chunk, _WindowRead):
-                last_window = chunk.end == all_windows[-1][1]
-                with rt.store.begin() as conn:
-                    _progress_step(backfill_id, chunk.end, report.rows, last_window)(conn)
-                done += 1
-                if on_progress:
-                    on_progress(BackfillProgress(done, len(all_windows), report.rows, chunk.end))
-                continue
+    chunks = read_ahead(_prepared(rt, member, entity, todo, view, chunk_rows),
+                        name=f"circhub-backfill-{member.code}")
+    for chunk in chunks:
+        if isinstance(chunk, ReaderDone):
+            report.reader_peak_mb = chunk.peak_mb
+        elif isinstance(chunk, WindowRead):
+            last_window = chunk.end == all_windows[-1][1]
+            with rt.store.begin() as conn:
+                _progress_step(backfill_id, chunk.end, report.rows, last_window)(conn)
+            done += 1
+            if on_progress:
+                on_progress(BackfillProgress(done, len(all_windows), report.rows, chunk.end))
+        else:
             _merge_chunk(rt, member, entity, *chunk, report)
-    except SQLAlchemyError as exc:
-        raise SourceUnavailable(f"member {member.code}: backfill of {entity} stopped: "
-                                f"{type(getattr(exc, 'orig', exc)).__name__}") from None
     return report
 
 
@@ -140,23 +127,17 @@ Chunk = tuple[pd.DataFrame, Validated]
 
 
 def _prepared(rt: Runtime, member: Member, entity: str, todo: list[tuple[datetime, datetime]],
-              engine, view, chunk_rows: int) -> Iterator[Chunk | _WindowRead]:
-    """Every window's chunks read, typed (ID numbers hashed), validated and content-hashed,
-    each window followed by its `_WindowRead`; all of it on the read-ahead thread, which runs
-    on across windows. The merge thread only writes, so the central store's work on one chunk
-    overlaps the Python work on the next."""
-    for start, end in todo:
-        chunks = iter_chunks(engine, entity_query(member, entity, start, end), entity,
-                             chunk_rows)
-        try:
-            for raw in chunks:
-                frame = prepare_frame(entity, raw, rt.id_key)
-                val = validate_extract(member.code, {entity: frame}, view)
-                val.good[entity] = with_row_hash(entity, val.good[entity])
-                yield frame, val
-        finally:
-            chunks.close()  # the member connection goes back to its pool now, not at GC
-        yield _WindowRead(end)
+              view, chunk_rows: int) -> Iterator[Chunk | WindowRead | ReaderDone]:
+    """Every window's chunks, read, typed and hashed in the reader process
+    (`tasks.read_process`), then validated here on the read-ahead thread; the merge thread
+    only writes, so the three overlap on the machine's two cores."""
+    job = ReadJob(member, member_url(member), entity, todo, chunk_rows, rt.id_key)
+    with closing(read_in_child(job)) as items:  # a validation error ends the reader now
+        for item in items:
+            if isinstance(item, pd.DataFrame):
+                yield item, validate_extract(member.code, {entity: item}, view)
+            else:
+                yield item
 
 
 def _merge_chunk(rt: Runtime, member: Member, entity: str, frame: pd.DataFrame,

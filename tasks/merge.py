@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-import numpy as np
 import pandas as pd
 from sqlalchemy import Connection, Engine, false, or_, select, text, update
 
@@ -23,6 +22,7 @@ from connections.store import one_of, upsert_insert
 from domain.circulation import Event
 from domain.events import loan_events, sighting_events
 from domain.readers import account_flags
+from domain.rowhash import with_row_hash
 from domain.schema import (
     circulation_events,
     items,
@@ -40,13 +40,6 @@ from tasks.refresh import refresh_items
 from tasks.validate import Validated
 
 IN_CHUNK = 20_000  # keys per query; one array parameter on PostgreSQL
-HASHED = {
-    "readers": ["reader_key", "card_masked", "branch", "birth_date", "sex", "registered_on",
-                "id_status"],
-    "items": ["barcode", "home_branch", "holding_branch", "on_loan_due", "last_seen", "item_type"],
-    "loans": ["reader_local_id", "barcode", "branch", "issued_at", "due_at", "returned_at",
-              "return_branch", "renewals"],
-}
 
 
 @dataclass
@@ -67,25 +60,6 @@ def records(frame: pd.DataFrame) -> list[dict]:
     columns = python_columns(frame)
     names = list(columns)
     return [dict(zip(names, row, strict=True)) for row in zip(*columns.values(), strict=True)]
-
-
-def with_row_hash(entity: str, frame: pd.DataFrame) -> pd.DataFrame:
-    """Add `_hash`, a content hash of the business columns, computed for the whole frame at
-    once. The cursor is left out: a row re-read with a new timestamp but the same facts is no
-    change."""
-    if "_hash" in frame:  # hashed already (a backfill hashes on its read-ahead thread)
-        return frame
-    if frame.empty:
-        return frame.assign(_hash=pd.Series(dtype=object))
-    hashes = pd.util.hash_pandas_object(frame[HASHED[entity]].astype(str), index=False)
-    return frame.assign(_hash=_hex16(hashes.to_numpy()))
-
-
-def _hex16(values: np.ndarray) -> list[str]:
-    """Each uint64 as 16 lower-case hex digits (what format(v, "016x") gives), converted in
-    one call: the big-endian bytes of the whole array as hex, cut every 16 digits."""
-    digits = values.astype(">u8").tobytes().hex()
-    return [digits[i:i + 16] for i in range(0, len(digits), 16)]
 
 
 def _chunks(values: list, size: int = IN_CHUNK) -> Iterable[list]:

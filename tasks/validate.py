@@ -239,6 +239,9 @@ def _split(out: Validated, entity: str, checked: pd.DataFrame, broken: dict[int,
             f"member {out.member}: {len(broken)} of {len(checked)} {entity} rows fail "
             f"validation (more than {max_bad_share:.0%}); merge stopped. Rules: "
             + ", ".join(f"{s['rule']}={s['failed']}" for s in summary if s["failed"]))
+    if not broken:  # the usual batch: every row good, no copy of it made
+        out.good[entity] = checked
+        return
     numbered = checked.assign(**{ROW: range(len(checked))})
     for pos, rules in sorted(broken.items()):
         out.bad.append(_bad_row(entity, numbered.iloc[pos], rules))

@@ -1,8 +1,11 @@
 """Small builders the tests share: a simulated consortium written to a config file, and one
-sync cycle run through the plain stage functions (no Prefect), as a benchmark would."""
+sync cycle run through the plain stage functions (no Prefect), as a benchmark would; and
+which backfill reader processes are running."""
 
 from __future__ import annotations
 
+import os
+import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -33,3 +36,23 @@ def sync_cycle(config: Path) -> Runtime:
     for target in targets_with_pending(rt.store):
         push_member(rt.store, rt.consortium, rt.consortium.member(target))
     return rt
+
+
+def reader_processes() -> list[int]:
+    """Pids of backfill reader processes (`tasks.read_process`) running now."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"tasks.read_process" in cmdline:
+            found.append(int(pid))
+    return found
+
+
+def readers_gone_within(seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while reader_processes() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not reader_processes()

@@ -18,6 +18,7 @@ from domain.schema import backfills, items, member_items
 from simulator.koha import KohaDesk
 from simulator.world import config_toml, member_specs
 from tasks.backfill import backfill_member, windows
+from tests.helpers import readers_gone_within
 
 N_ITEMS = 6000
 SINCE = "2026-01-01T00:00:00"
@@ -99,6 +100,7 @@ def test_a_backfill_killed_midway_and_restarted_ends_with_the_rows_of_an_undistu
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert _status(killed) == "running"  # it really was stopped half-way
+    assert readers_gone_within(10)  # its reader process did not outlive it
 
     for config in (killed, calm):
         done = subprocess.run([*args, "-c", str(config)], env=env, capture_output=True,

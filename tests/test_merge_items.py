@@ -14,9 +14,9 @@ from sqlalchemy import create_engine, select, text
 from connections.bulk import copy_frame
 from connections.config import load_config
 from connections.store import upgrade
+from domain.rowhash import with_row_hash
 from domain.schema import items, member_items
 from simulator.world import config_toml, member_specs
-from tasks.merge import with_row_hash
 from tasks.merge_items import _insert_new, merge_items
 
 LARGE = 1500  # above connections.bulk.COPY_FROM_ROWS: the COPY path on PostgreSQL
