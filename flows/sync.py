@@ -1,8 +1,8 @@
 """Sync flows: one member, or the whole consortium in parallel.
 
 Extraction runs in parallel (bounded source connections); validation runs once for every
-extracted member (one Great Expectations run per entity); merges run one member at a time on the
-central store; then every member owed write-backs gets them pushed. One member
+extracted member (one Great Expectations run per entity); merges run in one task, one member at
+a time on the central store; then every member owed write-backs gets them pushed. One member
 failing is recorded, reported and raised at the end, after the others have synced.
 """
 
@@ -22,7 +22,7 @@ from tasks.limits import ensure_limits
 from tasks.pipeline import finish_run, start_run
 from tasks.push import targets_with_pending
 from tasks.validate import publish_data_docs
-from tasks.wrappers import extract_task, merge_task, push_task, validate_task
+from tasks.wrappers import error_line, extract_task, merge_task, push_task, validate_task
 
 
 class MembersFailed(RuntimeError):
@@ -75,7 +75,7 @@ def _error_text(state) -> str:
     try:
         state.result()
     except Exception as exc:  # noqa: BLE001 - we want the message of whatever failed
-        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return error_line(exc)
     return "failed"
 
 
@@ -93,12 +93,12 @@ def merge_members(config: str, futures: dict) -> dict[str, MemberOutcome]:
             outcomes[code].extracted = extracts[code].counts()
         else:
             _failed(outcomes[code], state)
-    # One after the other, in member order: the outcome of a cycle does not depend on which
+    # One task, merging in member order: the outcome of a cycle does not depend on which
     # thread got the store first (a conflict seen mid-cycle is recorded the same way each run).
-    for code, val in _validate_all(config, extracts, outcomes).items():
-        with tagged(rt, code):
-            _merged(outcomes[code], merge_task(config, code, extracts[code], val,
-                                               return_state=True))
+    passed = _validate_all(config, extracts, outcomes)
+    if passed:
+        batches = {code: (extracts[code], val) for code, val in passed.items()}
+        _merged(outcomes, list(passed), merge_task(config, batches, return_state=True))
     for code, out in outcomes.items():
         finish_run(rt, run_ids[code], out.status, out.row(), out.error)
     return outcomes
@@ -124,12 +124,17 @@ def _validate_all(config: str, extracts: dict, outcomes: dict[str, MemberOutcome
     return passed
 
 
-def _merged(out: MemberOutcome, state) -> None:
-    if state.is_completed():
-        rep = state.result()
-        out.merged, out.events, out.commands = rep.merged, rep.events, rep.commands
-    else:
-        _failed(out, state)
+def _merged(outcomes: dict[str, MemberOutcome], codes: list[str], state) -> None:
+    if not state.is_completed():
+        for code in codes:
+            _failed(outcomes[code], state)
+        return
+    for code, rep in state.result().items():
+        out = outcomes[code]
+        if isinstance(rep, str):  # that member's merge failed; the reason
+            out.status, out.error = "failed", rep
+        else:
+            out.merged, out.events, out.commands = rep.merged, rep.events, rep.commands
 
 
 def _failed(out: MemberOutcome, state) -> None:

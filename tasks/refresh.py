@@ -80,7 +80,7 @@ def _refresh_part(conn: Connection, consortium: Consortium, part: list[str],
     open_loans = _open_at_source(conn, part)
     known = exceptions.known(conn, part)
     states: dict[str, ItemState] = {}
-    added = 0
+    commands: dict[str, list] = {}
     for barcode in part:
         if barcode not in history:
             continue  # catalogued, never circulated: its item row says all there is
@@ -93,7 +93,8 @@ def _refresh_part(conn: Connection, consortium: Consortium, part: list[str],
         if found.state is None:
             continue  # no owner: no state to keep, nothing to write anywhere
         states[barcode] = found.state
-        added += queue_commands(conn, barcode, found.commands, ctx.now)
+        commands[barcode] = found.commands
+    added = queue_commands(conn, commands, ctx.now)
     _store_states(conn, states)
     return added
 

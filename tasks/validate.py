@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from connections.runtime import settle_heap
 from domain.prepare import MemberView, add_checks
 from domain.records import ENTITIES
 from expectations import suite_spec
@@ -85,6 +86,7 @@ def _context():
                                                          metric_calculations=False)
         _validators["context"] = ctx
         _validators["source"] = _validators["context"].data_sources.add_pandas(name="circhub")
+        settle_heap("great-expectations")  # kept for the life of the process
     return _validators["context"]
 
 

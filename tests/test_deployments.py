@@ -101,7 +101,7 @@ def test_deployments_are_applied_and_a_process_worker_runs_the_sync_by_deploymen
     assert {r["member"]: r["status"] for r in rows} == dict.fromkeys(served["world"].desks, "ok")
     extract_tags = {t for tr in task_runs if tr.name.startswith("extract-") for t in tr.tags}
     assert {"ils:koha", "region:Chengdu", "level:province"} <= extract_tags
-    assert {f"member:{code}" for code in served["world"].desks} <= extract_tags
+    assert {f"extract-{code}" for code in served["world"].desks} <= {tr.name for tr in task_runs}
 
 
 def _chromium(*args: str, profile: Path, wait_ms: int = 10_000) -> str:
