@@ -8,7 +8,7 @@ leaves the watermark where the data is.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -79,9 +79,7 @@ def _upsert_mirror(conn: Connection, table, member_of, rows: list[dict],
 
 
 def merge_batch(store: Engine, consortium: Consortium, member: Member, extract: Extract,
-                validated: Validated,
-                also: Callable[[Connection], None] | None = None) -> MergeReport:
-    """`also` runs inside the same transaction (a backfill records its progress there)."""
+                validated: Validated) -> MergeReport:
     report = MergeReport(member.code)
     now = datetime.now()
     with store.begin() as conn:
@@ -97,8 +95,6 @@ def merge_batch(store: Engine, consortium: Consortium, member: Member, extract: 
         report.touched |= record_claims(conn, consortium, member, validated, now)
         report.commands += refresh_items(conn, consortium, report.touched, now, member.code)
         _advance_marks(conn, member.code, extract, now)
-        if also is not None:
-            also(conn)
     return report
 
 

@@ -2,11 +2,10 @@
 (`items`) of the books it shows for the first time.
 
 A sync brings a few rows: two upserts of plain rows (`connections.bulk`). A backfill chunk
-brings tens of thousands: on PostgreSQL the store is asked which of the chunk's keys it has and
-with which content hash, the new rows are COPYed straight into the tables and only the changed
-ones are upserted (`_merge_copied`). Both paths answer the same two questions for the rest of
-the merge: which rows changed, and which of them the catalog has on this member's shelf because
-this merge just put them there (no sighting to look for).
+brings tens of thousands: on PostgreSQL new rows are COPYed straight into the tables and only
+changed ones are upserted (`_merge_copied`). Both paths answer the same two questions for the
+rest of the merge: which rows changed, and which of them the catalog has on this member's
+shelf because this merge just put them there (no sighting to look for).
 """
 
 from __future__ import annotations
@@ -40,8 +39,8 @@ def merge_items(conn: Connection, consortium: Consortium, member: Member,
     mirror = _mirror_rows(member, frame)
     if mirror.empty:
         return ItemsWritten(mirror, set())
-    if len(mirror) >= COPY_FROM_ROWS and conn.dialect.name in _STAGED:
-        written = _STAGED[conn.dialect.name](conn, member, mirror)
+    if len(mirror) >= COPY_FROM_ROWS and conn.dialect.name in _COPY_PATHS:
+        written = _COPY_PATHS[conn.dialect.name](conn, member, mirror)
     else:
         written = _merge_rows(conn, member, mirror)
     _catalog_copies(conn, consortium, written.changed)
@@ -123,7 +122,7 @@ def _merge_copied(conn: Connection, member: Member, mirror: pd.DataFrame) -> Ite
         SAMPLE_KEYS)))
     if added is None:
         catalog = catalog[~catalog["barcode"].isin(_catalogued(conn, catalog["barcode"]))]
-        added = _insert_new(conn, items, catalog, ("barcode",), "barcode")
+        added = _insert_new(conn, items, catalog, ("barcode",))
     return ItemsWritten(rows, set(added.loc[added["holder"] == member.code, "barcode"]))
 
 
@@ -147,9 +146,9 @@ def _merge_looked_up(conn: Connection, member: Member, mirror: pd.DataFrame) -> 
     known = mirror["local_id"].isin(stored.keys())
     differs = mirror["row_hash"] != mirror["local_id"].map(stored)
     new, changed = mirror[~known], mirror[known & differs]
-    written = [_insert_new(conn, member_items, new, MIRROR_KEY, "local_id")]
+    update = [c for c in mirror.columns if c not in MIRROR_KEY]
+    written = [_insert_new(conn, member_items, new, MIRROR_KEY, update, "row_hash")]
     if not changed.empty:
-        update = [c for c in mirror.columns if c not in MIRROR_KEY]
         keys = {k for _, k in bulk_upsert_frame(conn, member_items, changed, MIRROR_KEY, update,
                                                 "row_hash")}
         written.append(changed[changed["local_id"].isin(keys)])
@@ -170,9 +169,10 @@ def _catalogued(conn: Connection, barcodes: pd.Series) -> set[str]:
 
 
 def _insert_new(conn: Connection, table, rows: pd.DataFrame, keys: tuple[str, ...],
-                key: str) -> pd.DataFrame:
-    """Insert rows believed new by COPY; the ones written come back (all of them, unless
-    another transaction got some of the keys first: then those are left as they are)."""
+                update: list[str] | tuple = (), changed: str | None = None) -> pd.DataFrame:
+    """Insert rows believed new by COPY; the ones written come back. Should another
+    transaction have written some of the keys since they were looked up, the batch is upserted
+    instead (`update`/`changed` as in `bulk_upsert`) and the rows it wrote come back."""
     if rows.empty:
         return rows
     try:
@@ -180,9 +180,9 @@ def _insert_new(conn: Connection, table, rows: pd.DataFrame, keys: tuple[str, ..
             copy_frame(conn, table, rows)
         return rows
     except UniqueViolation:
-        inserted = {k[-1] for k in bulk_upsert_frame(conn, table, rows, keys)}
-        return rows[rows[key].isin(inserted)]
+        written = {k for k in bulk_upsert_frame(conn, table, rows, keys, update, changed)}
+        return rows[[tuple(k) in written for k in rows[list(keys)].itertuples(index=False)]]
 
 
 # Dialects with a COPY path for large batches; any other uses `_merge_rows`.
-_STAGED = {"postgresql": _merge_copied}
+_COPY_PATHS = {"postgresql": _merge_copied}

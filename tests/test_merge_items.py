@@ -148,12 +148,34 @@ def test_rows_another_transaction_inserted_first_are_left_alone_not_an_error(tmp
         conn.execute(text("INSERT INTO items (barcode, owner, holder, status, on_loan) VALUES "
                           "('SC0010000500', 'SC001', 'CQ001', 'away', false)"))
     with engine.begin() as conn:
-        inserted = _insert_new(conn, items, catalog, ("barcode",), "barcode")
+        inserted = _insert_new(conn, items, catalog, ("barcode",))
 
     assert len(inserted) == LARGE - 1 and "SC0010000500" not in set(inserted["barcode"])
     _, stored = _store(engine)
     assert len(stored) == LARGE
     assert next(r for r in stored if r.barcode == "SC0010000500").holder == "CQ001"
+
+
+def test_a_mirror_row_another_transaction_wrote_first_is_updated_by_the_newer_read(pg_db):
+    engine = create_engine(pg_db())
+    upgrade(engine)
+    with engine.begin() as conn:  # a sync of the same member, between look-up and COPY
+        conn.execute(member_items.insert().values(
+            member="SC001", local_id="500", barcode="SC0010000500", is_copy=False,
+            holding_member="SC001", row_hash="as-the-sync-read-it"))
+    rows = _items("SC001", range(1, LARGE + 1)).rename(columns={"_hash": "row_hash"})
+    rows = pd.DataFrame({"member": "SC001", "local_id": rows["local_id"],
+                         "barcode": rows["barcode"], "is_copy": False,
+                         "holding_member": "CQ001", "row_hash": rows["row_hash"]})
+    update = ["barcode", "is_copy", "holding_member", "row_hash"]
+    with engine.begin() as conn:
+        written = _insert_new(conn, member_items, rows, ("member", "local_id"), update,
+                              "row_hash")
+
+    assert len(written) == LARGE
+    mirror, _ = _store(engine)
+    assert len(mirror) == LARGE
+    assert next(r for r in mirror if r.local_id == "500").holding_member == "CQ001"
 
 
 @pytest.mark.parametrize("size", [20, LARGE])
