@@ -5,7 +5,7 @@ backfill validates and merges the current one.
 Why a process and not the read-ahead thread alone: every step of it is Python holding the
 GIL (the driver building rows, pandas on columns of Python strings), so a thread only fills
 the merge's waits on the central store; with the reading in its own process a PostgreSQL
-member's backfill went from ~100,000 to ~135,000 rows a second here (docs/benchmarks.md).
+member's backfill went from ~100,000 to ~140,000 rows a second here (docs/benchmarks.md).
 
 The child is `python -m tasks.read_process`. What it needs (the member, its database URL,
 the reader-ID key, the windows) arrives pickled on its stdin, never on its command line or in
