@@ -158,12 +158,6 @@ def driver_cursor(conn: Connection):
     return conn.connection.driver_connection.cursor()
 
 
-def stage_frame(conn: Connection, table: Table, frame: pd.DataFrame) -> str:
-    """PostgreSQL: the frame COPYed into a temporary table shaped like `table` (the frame's
-    columns, in its order), dropped at commit. Returns the staging table's name."""
-    return _stage(conn, table, python_columns(frame))
-
-
 def copy_frame(conn: Connection, table: Table, frame: pd.DataFrame) -> None:
     """PostgreSQL: COPY the frame straight into `table`, for rows known to be new. A key that
     is there after all fails the COPY with UniqueViolation: run it in a savepoint."""

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 WAITING, OPEN, RELEASED, CLEARED = "waiting", "open", "released", "cleared"
 REPLAY, QUARANTINE = "replay", "quarantine"
 ACTIVE = (WAITING, OPEN)
-IN_CHUNK = 20_000  # keys per query; one array parameter on PostgreSQL
+IN_CHUNK = 20_000  # keys per query (`one_of`: one JSON parameter on PostgreSQL)
 
 
 def known(conn: Connection, barcodes: list[str]) -> dict[str, list]:

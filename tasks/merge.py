@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import pandas as pd
-from sqlalchemy import Connection, Engine, false, or_, select, text, update
+from sqlalchemy import Connection, Engine, false, or_, select, update
 
 from connections.bulk import bulk_upsert, python_columns
 from connections.config import Consortium, Member
@@ -39,7 +39,7 @@ from tasks.reader_homes import refresh_homes
 from tasks.refresh import refresh_items
 from tasks.validate import Validated
 
-IN_CHUNK = 20_000  # keys per query; one array parameter on PostgreSQL
+IN_CHUNK = 20_000  # keys per query (`one_of`: one JSON parameter on PostgreSQL)
 
 
 @dataclass
@@ -242,19 +242,8 @@ def _sightings(conn: Connection, member: Member, item_rows: pd.DataFrame, shelve
 
 def _not_on_shelf_at(conn: Connection, member: str, barcodes: list[str]) -> set[str]:
     """The barcodes the central state does not have on this member's shelf (held elsewhere,
-    on loan, or not catalogued yet). On PostgreSQL only those come back: on an initial load
-    every item is on its own shelf, and sending all of them back cost ~8 µs a row."""
-    if conn.dialect.name != "postgresql":
-        return set(barcodes) - _on_shelf_at(conn, member, barcodes)
-    found: set[str] = set()
-    for part in _chunks(barcodes):
-        found.update(conn.execute(_NOT_ON_SHELF, {"part": part, "member": member}).scalars())
-    return found
-
-
-_NOT_ON_SHELF = text(
-    "SELECT b FROM unnest(CAST(:part AS text[])) AS b WHERE NOT EXISTS (SELECT 1 FROM items "
-    "WHERE items.barcode = b AND items.holder = :member AND NOT coalesce(items.on_loan, false))")
+    on loan, or not catalogued yet)."""
+    return set(barcodes) - _on_shelf_at(conn, member, barcodes)
 
 
 def _on_shelf_at(conn: Connection, member: str, barcodes: list[str]) -> set[str]:

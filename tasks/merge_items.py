@@ -130,14 +130,19 @@ def _copied_if_new(conn: Connection, table, rows: pd.DataFrame, sample_found) ->
         pd.DataFrame | None:
     """The rows, COPYed whole, when the sample found none of them stored and the COPY met
     no stored key; None otherwise (nothing written)."""
-    if sample_found or rows.empty:
+    if sample_found or rows.empty or not _copied(conn, table, rows):
         return None
+    return rows
+
+
+def _copied(conn: Connection, table, rows: pd.DataFrame) -> bool:
+    """COPY the rows in a savepoint; False (and nothing written) if a key was there."""
     try:
         with conn.begin_nested():
             copy_frame(conn, table, rows)
     except UniqueViolation:
-        return None
-    return rows
+        return False
+    return True
 
 
 def _merge_looked_up(conn: Connection, member: Member, mirror: pd.DataFrame) -> pd.DataFrame:
@@ -173,15 +178,10 @@ def _insert_new(conn: Connection, table, rows: pd.DataFrame, keys: tuple[str, ..
     """Insert rows believed new by COPY; the ones written come back. Should another
     transaction have written some of the keys since they were looked up, the batch is upserted
     instead (`update`/`changed` as in `bulk_upsert`) and the rows it wrote come back."""
-    if rows.empty:
+    if rows.empty or _copied(conn, table, rows):
         return rows
-    try:
-        with conn.begin_nested():
-            copy_frame(conn, table, rows)
-        return rows
-    except UniqueViolation:
-        written = {k for k in bulk_upsert_frame(conn, table, rows, keys, update, changed)}
-        return rows[[tuple(k) in written for k in rows[list(keys)].itertuples(index=False)]]
+    written = set(bulk_upsert_frame(conn, table, rows, keys, update, changed))
+    return rows[[tuple(k) in written for k in rows[list(keys)].itertuples(index=False)]]
 
 
 # Dialects with a COPY path for large batches; any other uses `_merge_rows`.

@@ -23,7 +23,7 @@ from domain.schema import circulation_events, items, loans, member_items, waterm
 from tasks import exceptions
 from tasks.outbox import queue_commands
 
-IN_CHUNK = 20_000  # keys per query; one array parameter on PostgreSQL
+IN_CHUNK = 20_000  # keys per query (`one_of`: one JSON parameter on PostgreSQL)
 # Above this many items (a backfill chunk), the ones without any circulation are dropped with
 # one query first: most of a load never circulated, and sorting and chunking 50,000 barcodes
 # to find that out cost ~0.5 µs each.

@@ -115,21 +115,18 @@ MERGE_RETRY_SECONDS = 2
 
 def _merge_one(rt, code: str, ext: Extract, val: Validated, log) -> MergeReport | str:
     member = rt.consortium.member(code)
-    for attempt in (1, 2):
+    try:
         try:
             report = merge_batch(rt.store, rt.consortium, member, ext, val)
         except OperationalError as exc:
-            if attempt == 2:
-                return _failed_merge(code, exc, log)
             log.warning("member %s: merge hit %s; trying once more", code, type(exc).__name__)
             time.sleep(MERGE_RETRY_SECONDS)
-        except Exception as exc:  # noqa: BLE001 - that member's result; the others go on
-            return _failed_merge(code, exc, log)
-        else:
-            log.info("member %s: merged %s, %d events, %d commands", code, report.merged,
-                     report.events, report.commands)
-            return report
-    raise AssertionError("unreachable")
+            report = merge_batch(rt.store, rt.consortium, member, ext, val)
+    except Exception as exc:  # noqa: BLE001 - that member's result; the others go on
+        return _failed_merge(code, exc, log)
+    log.info("member %s: merged %s, %d events, %d commands", code, report.merged,
+             report.events, report.commands)
+    return report
 
 
 def _failed_merge(code: str, exc: Exception, log) -> str:
