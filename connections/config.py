@@ -68,6 +68,9 @@ class Consortium:
     central_store_env: str | None = None
     max_source_connections: int = 8
     lookback_seconds: int = 300
+    # Rows of one entity a sync reads at most; a larger delta is taken a slice per sync
+    # (tasks.extract.read_delta), which bounds a sync's memory by this, not by the delta.
+    max_delta_rows: int = 50_000
     # Great Expectations Data Docs, one site per flow under it (sync-consortium/index.html, ...);
     # `data_docs_dir` in the file, relative to the file's folder. None: not written.
     data_docs_dir: Path | None = Path("data-docs")
@@ -151,6 +154,7 @@ def parse_config(data: dict[str, Any], source_path: Path | None = None) -> Conso
     if not head.get("central_store") and not head.get("central_store_env"):
         head = {**head, "central_store": "sqlite:///circhub.db"}
     data_docs_dir = _data_docs_dir(head.get("data_docs_dir", "data-docs"), source_path, errors)
+    max_delta_rows = _positive_int(head, "max_delta_rows", 50_000, errors)
     if errors:
         where = f" {source_path}" if source_path else ""
         raise ConfigError(f"consortium config{where} is invalid:\n  - " + "\n  - ".join(errors))
@@ -161,6 +165,7 @@ def parse_config(data: dict[str, Any], source_path: Path | None = None) -> Conso
         central_store_env=head.get("central_store_env"),
         max_source_connections=int(head.get("max_source_connections", 8)),
         lookback_seconds=int(head.get("lookback_seconds", 300)),
+        max_delta_rows=max_delta_rows,
         data_docs_dir=data_docs_dir,
         demo=bool(head.get("demo", False)),
         source_path=source_path,
@@ -168,6 +173,15 @@ def parse_config(data: dict[str, Any], source_path: Path | None = None) -> Conso
         writeback_backoff_seconds=float(head.get("writeback_backoff_seconds", 30)),
         writeback_backoff_cap_seconds=float(head.get("writeback_backoff_cap_seconds", 3600)),
     )
+
+
+def _positive_int(head: dict, name: str, default: int, errors: list[str]) -> int:
+    value = head.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        errors.append(f"[consortium] field {name!r}: must be a whole number of at least 1, "
+                      f"not {value!r}")
+        return default
+    return value
 
 
 def _data_docs_dir(value: Any, source_path: Path | None, errors: list[str]) -> Path | None:

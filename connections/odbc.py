@@ -45,6 +45,11 @@ class PGDialectPyODBC(PGDialect):
         timeout = cparams.pop("connect_timeout", None)
         if timeout is not None:
             cparams["timeout"] = int(timeout)
+        # ...and libpq's `options` (statement_timeout, jit), which psqlODBC takes inside its
+        # `pqopt` attribute (it has no ODBC query timeout: SQL_ATTR_QUERY_TIMEOUT is refused).
+        options = cparams.pop("options", None)
+        if options:
+            cargs = (f"{cargs[0]};pqopt={_braced(f'options={options!r}')}", *cargs[1:])
         return super().connect(*cargs, **cparams)
 
     def get_isolation_level_values(self, dbapi_connection) -> list[str]:

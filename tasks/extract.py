@@ -1,7 +1,10 @@
 """Extract: read each entity's delta from one member's ILS, since its watermark.
 
-Rows stream from the source in chunks (`yield_per`), so memory follows the chunk size rather
-than the delta. Reader ID numbers are hashed and masked before the frame leaves this module.
+Rows stream from the source in chunks (`yield_per`). A sync reads at most `max_delta_rows` rows
+of an entity (whole cursor values): a larger delta (a member back after days offline, a bulk
+update at the source) is taken in slices, one per sync, each moving the watermark to where it
+ended, so a sync's memory follows that limit rather than the delta. Reader ID numbers are
+hashed and masked before the frame leaves this module.
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ class Extract:
     marks: dict[str, Mark]  # the watermark each entity was read from
     extracted_at: datetime = field(default_factory=datetime.now)
     key_check: str | None = None  # fingerprint of the ID key the reader keys were made with
+    # Entities read as a slice of a larger delta: the next sync goes on where this one ended.
+    partial: tuple[str, ...] = ()
 
     def counts(self) -> dict[str, int]:
         return {e: len(df) for e, df in self.frames.items()}
@@ -114,22 +119,52 @@ def entity_query(member: Member, entity: str, since: datetime | None,
 
 def extract_member(consortium: Consortium, member: Member, store: Engine, id_key: bytes,
                    *, until: datetime | None = None) -> Extract:
-    """Every entity's delta since (watermark - lookback); raises SourceUnavailable on failure."""
+    """Every entity's delta since (watermark - lookback), each at most `max_delta_rows` rows
+    (see read_delta); raises SourceUnavailable on failure."""
     marks = read_marks(store, member.code)
     lookback = timedelta(seconds=consortium.lookback_seconds)
-    frames = {}
+    frames, partial = {}, []
     try:
         engine = member_engine(member)
         for entity in ENTITIES:
             mark = marks[entity].cursor
             since = mark - lookback if mark else None
             query = entity_query(member, entity, since, until)
-            frames[entity] = prepare_frame(entity, read_entity(engine, query, entity), id_key)
+            frames[entity], sliced = read_delta(engine, query, entity, id_key, mark,
+                                                consortium.max_delta_rows)
+            if sliced:
+                partial.append(entity)
     except SQLAlchemyError as exc:
         raise SourceUnavailable(
             f"member {member.code}: cannot read its {member.profile} database: {_cause(exc)}"
         ) from None
-    return Extract(member.code, frames, marks, key_check=key_fingerprint(id_key))
+    return Extract(member.code, frames, marks, key_check=key_fingerprint(id_key),
+                   partial=tuple(partial))
+
+
+def read_delta(engine: Engine, query, entity: str, id_key: bytes, mark: datetime | None,
+               limit: int) -> tuple[pd.DataFrame, bool]:
+    """An entity's delta, prepared; True when it is a slice of a larger one.
+
+    At most `limit` rows are read. Past that, the slice drops its last cursor value (it may be
+    cut) so the watermark, which moves to the slice's newest cursor, never splits one; the next
+    sync reads on from there, lookback included. A slice that would not get past the watermark
+    (more than `limit` rows changed within one lookback of it, or share one cursor value) is
+    read again at twice the size until it does: memory stays within twice what progress needs.
+    """
+    while True:
+        frame = prepare_frame(entity, read_entity(engine, query.limit(limit), entity), id_key)
+        if len(frame) < limit:
+            return frame, False
+        cursor = frame["updated_at"]
+        cut = cursor.iloc[-1]
+        # Rows without a cursor come first (MariaDB, SQLite) or last (PostgreSQL): kept either
+        # way (later reads never see them; reconcile finds any a slice left behind).
+        head = frame if pd.isna(cut) else frame[(cursor < cut) | cursor.isna()]
+        newest = head["updated_at"].max()
+        if pd.notna(newest) and (mark is None or newest > mark):
+            return head.reset_index(drop=True), True
+        limit *= 2
 
 
 def _cause(exc: SQLAlchemyError) -> str:

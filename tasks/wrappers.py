@@ -52,7 +52,11 @@ def extract_task(config: str, member_code: str) -> Extract:
     member = rt.consortium.member(member_code)
     with source_slots(member_code, SLOT_WAIT_SECONDS):
         ext = extract_member(rt.consortium, member, rt.store, rt.id_key)
-    get_run_logger().info("member %s: extracted %s", member_code, ext.counts())
+    log = get_run_logger()
+    log.info("member %s: extracted %s", member_code, ext.counts())
+    for entity in ext.partial:
+        log.info("member %s: %s is a slice of a larger delta (max_delta_rows); the next sync "
+                 "reads on from where it ended", member_code, entity)
     return ext
 
 

@@ -55,3 +55,10 @@ def test_a_good_config_loads_with_the_sqlite_default_store():
     assert consortium.central_store == "sqlite:///circhub.db"
     assert consortium.member("CD001").barcode_prefix == "CD001"
     assert consortium.owner_of_barcode("CD0010000042") == "CD001"
+
+
+@pytest.mark.parametrize("value", [0, -5, "many", 2.5])
+def test_a_bad_max_delta_rows_names_the_field(value):
+    with pytest.raises(ConfigError) as exc:
+        parse_config({"consortium": {"max_delta_rows": value}, "members": [GOOD]})
+    assert "[consortium] field 'max_delta_rows'" in str(exc.value)

@@ -49,6 +49,7 @@ def extraction_statements():
         yield f"{name}-delta", extract_query(entity, SINCE, UNTIL)
         yield f"{name}-own-branches", extract_query(entity, SINCE, branches=["AA001"])
         yield f"{name}-sample", extract_query(entity).limit(1000)
+        yield f"{name}-slice", extract_query(entity, SINCE).limit(50_000)  # max_delta_rows
         yield f"{name}-count", key_count_query(entity)
 
 
