@@ -42,6 +42,7 @@ class MemberOutcome:
     pushed: int = 0
     error: str | None = None
     rules: list[dict] = field(default_factory=list)  # GX results: entity, rule, checked, failed
+    catching_up: tuple[str, ...] = ()  # entities read as a slice of a larger delta
 
     def row(self) -> dict:
         return {
@@ -52,6 +53,7 @@ class MemberOutcome:
             "events": self.events,
             "commands": self.commands,
             "pushed": self.pushed,
+            "catching_up": ", ".join(self.catching_up),
             "error": self.error or "",
         }
 
@@ -91,6 +93,7 @@ def merge_members(config: str, futures: dict) -> dict[str, MemberOutcome]:
         if state.is_completed():
             extracts[code] = state.result()
             outcomes[code].extracted = extracts[code].counts()
+            outcomes[code].catching_up = extracts[code].partial
         else:
             _failed(outcomes[code], state)
     # One task, merging in member order: the outcome of a cycle does not depend on which
@@ -163,7 +166,9 @@ def publish_summary(outcomes: dict[str, MemberOutcome], title: str) -> None:
     rows = [o.row() for o in sorted(outcomes.values(), key=lambda o: o.member)]
     create_table_artifact(table=rows, key="sync-summary",
                           description=f"{title}. Per member; readers, items and loans read "
-                                      "extracted/valid/quarantined/merged")
+                                      "extracted/valid/quarantined/merged; catching_up names "
+                                      "the entities read as a slice of a larger delta "
+                                      "(max_delta_rows), which the next runs go on with")
     publish_validation(outcomes)
     failed = [o for o in outcomes.values() if o.status == "failed"]
     if failed:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 
 from domain.schema import loans, sync_runs, watermarks
 from flows.sync import sync_consortium, sync_library
+from simulator import koha
 from tests.helpers import koha_consortium
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -43,6 +46,27 @@ def test_consortium_sync_ends_with_a_table_artifact_of_every_member(tmp_path):
     checks = _artifact_rows("validation-summary")
     assert {r["entity"] for r in checks} == {"readers", "items", "loans"}
     assert all(r["checked"] > 0 for r in checks)
+
+
+def test_a_member_with_more_changes_than_a_sync_reads_shows_as_catching_up(tmp_path):
+    world, config, _ = _played(tmp_path)
+    config.write_text(config.read_text().replace(
+        "[consortium]", "[consortium]\nmax_delta_rows = 10\nlookback_seconds = 0", 1))
+    for code, desk in world.desks.items():  # 30 changes, a second apart
+        with desk.engine.begin() as conn:
+            conn.execute(insert(koha.items), [
+                dict(barcode=f"{code}{900 + i:07d}", homebranch=code, holdingbranch=code,
+                     itype="BK", timestamp=world.clock + timedelta(seconds=i))
+                for i in range(30)])
+
+    sync_consortium(config=str(config))
+
+    rows = _artifact_rows()
+    assert all(r["status"] == "ok" and "items" in r["catching_up"] for r in rows)
+    for _ in range(10):  # the next runs go on with the rest
+        if not any(r["catching_up"] for r in sync_consortium(config=str(config)).values()):
+            break
+    assert not any(r["catching_up"] for r in _artifact_rows())
 
 
 def test_an_unreachable_member_fails_by_name_while_the_others_sync_and_it_catches_up_later(
