@@ -1,5 +1,6 @@
-"""A delta larger than `max_delta_rows` is read a slice per sync: never more rows than that
-(plus the lookback), never a cursor value split, and every row there once the syncs catch up."""
+"""A delta larger than `max_delta_rows` is read a slice per sync: no more rows than that while
+the lookback holds fewer, never a cursor value split, and every row there once the syncs
+catch up."""
 
 from __future__ import annotations
 
