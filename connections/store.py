@@ -7,7 +7,7 @@ a later schema change is a new step (add a column, an index), never a rebuild.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 
 from sqlalchemy import (
@@ -124,6 +124,15 @@ class _JSONList(TypeDecorator):
 
     def process_bind_param(self, value, dialect):
         return json.dumps(list(value))
+
+
+IN_CHUNK = 20_000  # keys per `one_of` query (one JSON parameter on PostgreSQL)
+
+
+def in_chunks(values: list, size: int = IN_CHUNK) -> Iterator[list]:
+    """The values in runs of at most `size`, one `one_of` query each."""
+    for i in range(0, len(values), size):
+        yield values[i : i + size]
 
 
 class one_of(ColumnElement):  # noqa: N801 - reads like the SQL it stands for

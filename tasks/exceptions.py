@@ -23,7 +23,7 @@ from sqlalchemy import Connection, Engine, insert, select, update
 
 from connections.config import Consortium, Member
 from connections.profile import load_profile
-from connections.store import one_of
+from connections.store import in_chunks, one_of
 from domain.circulation import Conflict
 from domain.conflicts import TWO_OWNERS, Decisions
 from domain.schema import circulation_exceptions as exc
@@ -34,7 +34,6 @@ if TYPE_CHECKING:
 WAITING, OPEN, RELEASED, CLEARED = "waiting", "open", "released", "cleared"
 REPLAY, QUARANTINE = "replay", "quarantine"
 ACTIVE = (WAITING, OPEN)
-IN_CHUNK = 20_000  # keys per query (`one_of`: one JSON parameter on PostgreSQL)
 
 
 def known(conn: Connection, barcodes: list[str]) -> dict[str, list]:
@@ -124,10 +123,9 @@ def _claims_fixed(conn: Connection, member: Member, validated: Validated,
         return set()  # nothing held against this member: no key list to send
     subjects = [f"{member.code}:{k}" for k in frame["local_id"].astype(str)]
     touched: set[str] = set()
-    for i in range(0, len(subjects), IN_CHUNK):
+    for part in in_chunks(subjects):
         q = select(exc.c.id, exc.c.barcode).where(
-            exc.c.source == QUARANTINE, exc.c.status.in_(ACTIVE),
-            one_of(exc.c.subject, subjects[i:i + IN_CHUNK]))
+            exc.c.source == QUARANTINE, exc.c.status.in_(ACTIVE), one_of(exc.c.subject, part))
         rows = conn.execute(q).all()
         if rows:
             conn.execute(update(exc).where(exc.c.id.in_([r.id for r in rows])).values(

@@ -8,7 +8,6 @@ leaves the watermark where the data is.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -18,7 +17,7 @@ from sqlalchemy import Connection, Engine, false, or_, select, update
 from connections.bulk import bulk_upsert, python_columns
 from connections.config import Consortium, Member
 from connections.key_epochs import claim_key
-from connections.store import one_of, upsert_insert
+from connections.store import in_chunks, one_of, upsert_insert
 from domain.circulation import Event
 from domain.events import loan_events, sighting_events
 from domain.readers import account_flags
@@ -39,8 +38,6 @@ from tasks.reader_homes import refresh_homes
 from tasks.refresh import refresh_items
 from tasks.validate import Validated
 
-IN_CHUNK = 20_000  # keys per query (`one_of`: one JSON parameter on PostgreSQL)
-
 
 @dataclass
 class MergeReport:
@@ -60,11 +57,6 @@ def records(frame: pd.DataFrame) -> list[dict]:
     columns = python_columns(frame)
     names = list(columns)
     return [dict(zip(names, row, strict=True)) for row in zip(*columns.values(), strict=True)]
-
-
-def _chunks(values: list, size: int = IN_CHUNK) -> Iterable[list]:
-    for i in range(0, len(values), size):
-        yield values[i : i + size]
 
 
 def _upsert_mirror(conn: Connection, table, member_of, rows: list[dict],
@@ -115,7 +107,7 @@ def _quarantine(conn: Connection, member: str, validated: Validated, now: dateti
         if entity not in held:
             continue  # nothing of this entity in quarantine: no key list to send
         keys = [str(k) for k in frame.get("local_id", [])]
-        for part in _chunks(keys):
+        for part in in_chunks(keys):
             res = conn.execute(update(quarantine).where(
                 quarantine.c.member == member, quarantine.c.entity == entity,
                 one_of(quarantine.c.row_key, part), quarantine.c.released_at.is_(None),
@@ -183,7 +175,7 @@ def _closed_by_hub(conn: Connection, member: Member, rows: list[dict]) -> set[tu
     returned = {(member.member_for_branch(r["branch"]), str(r["local_id"])): r["returned_at"]
                 for r in rows if r["returned_at"] is not None}
     echoes = set()
-    for part in _chunks(sorted(returned)):
+    for part in in_chunks(sorted(returned)):
         q = select(loans.c.member, loans.c.local_id, loans.c.pushed_returned_at).where(
             loans.c.member.in_({k[0] for k in part}),
             one_of(loans.c.local_id, [k[1] for k in part]),
@@ -201,7 +193,7 @@ def _same_second(a: datetime, b: datetime) -> bool:
 
 def _reader_keys(conn: Connection, member: str, local_ids: set[str]) -> dict[str, str]:
     found: dict[str, str] = {}
-    for part in _chunks(sorted(local_ids)):
+    for part in in_chunks(sorted(local_ids)):
         q = select(reader_accounts.c.local_id, reader_accounts.c.reader_key).where(
             reader_accounts.c.member == member, one_of(reader_accounts.c.local_id, part))
         found.update(dict(conn.execute(q).all()))
@@ -249,7 +241,7 @@ def _not_on_shelf_at(conn: Connection, member: str, barcodes: list[str]) -> set[
 def _on_shelf_at(conn: Connection, member: str, barcodes: list[str]) -> set[str]:
     """The barcodes the central state has on this member's shelf, not on loan."""
     found: set[str] = set()
-    for part in _chunks(barcodes):
+    for part in in_chunks(barcodes):
         found.update(conn.execute(select(items.c.barcode).where(
             one_of(items.c.barcode, part), items.c.holder == member,
             or_(items.c.on_loan.is_(None), items.c.on_loan == false()))).scalars())

@@ -15,7 +15,7 @@ from sqlalchemy import Connection, bindparam, select, update
 
 from connections.bulk import bulk_upsert
 from connections.config import Consortium
-from connections.store import one_of
+from connections.store import in_chunks, one_of
 from domain.circulation import Event, ItemState, MirrorRow, OpenLoanAtSource, Siblings
 from domain.conflicts import assess_item
 from domain.events import _py
@@ -23,7 +23,6 @@ from domain.schema import circulation_events, items, loans, member_items, waterm
 from tasks import exceptions
 from tasks.outbox import queue_commands
 
-IN_CHUNK = 20_000  # keys per query (`one_of`: one JSON parameter on PostgreSQL)
 # Above this many items (a backfill chunk), the ones without any circulation are dropped with
 # one query first: most of a load never circulated, and sorting and chunking 50,000 barcodes
 # to find that out cost ~0.5 µs each.
@@ -42,8 +41,8 @@ def refresh_items(conn: Connection, consortium: Consortium, barcodes: Iterable[s
         watermarks.c.entity == "items")).scalars())
     ctx = _Context(synced, _siblings(consortium), now, merging)
     added = 0
-    for i in range(0, len(todo), IN_CHUNK):
-        added += _refresh_part(conn, consortium, todo[i:i + IN_CHUNK], ctx)
+    for part in in_chunks(todo):
+        added += _refresh_part(conn, consortium, part, ctx)
     return added
 
 

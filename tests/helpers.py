@@ -1,6 +1,6 @@
-"""Small builders the tests share: a simulated consortium written to a config file, and one
-sync cycle run through the plain stage functions (no Prefect), as a benchmark would; and
-which backfill reader processes are running."""
+"""Small builders the tests share: a simulated consortium written to a config file, Koha items
+with the timestamps a test chooses, and one sync cycle run through the plain stage functions
+(no Prefect), as a benchmark would; and which backfill reader processes are running."""
 
 from __future__ import annotations
 
@@ -9,7 +9,10 @@ import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from sqlalchemy import insert
+
 from connections.runtime import Runtime, open_runtime
+from simulator import koha
 from simulator.world import World, config_toml, koha_world, member_specs
 from tasks.pipeline import sync_member
 from tasks.push import push_member, targets_with_pending
@@ -26,6 +29,15 @@ def koha_consortium(tmp_path: Path, member_urls: list[str], central_url: str, *,
     config.write_text(config_toml(member_specs(len(member_urls)), urls, central_url,
                                   "test consortium", demo=demo))
     return world, config
+
+
+def add_koha_items(desk, code: str, stamps: list[datetime], first: int = 1,
+                   itype: str = "BK") -> None:
+    """One item of `code`, on its own shelf, per timestamp; barcodes numbered from `first`."""
+    with desk.engine.begin() as conn:
+        conn.execute(insert(koha.items), [
+            dict(barcode=f"{code}{first + i:07d}", homebranch=code, holdingbranch=code,
+                 itype=itype, timestamp=at) for i, at in enumerate(stamps)])
 
 
 def sync_cycle(config: Path) -> Runtime:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, select, update
 
 from connections.engines import member_engine
 from connections.runtime import open_runtime
@@ -14,7 +14,7 @@ from domain.schema import member_items, watermarks
 from simulator import koha
 from tasks.extract import entity_query, read_entity
 from tasks.pipeline import sync_member
-from tests.helpers import koha_consortium
+from tests.helpers import add_koha_items, koha_consortium
 
 LIMIT = 40
 
@@ -38,10 +38,7 @@ def _member(tmp_path, mariadb_db, pg_db, lookback: int = 5):
 
 def _add_items(desk, code: str, start: datetime, n: int) -> None:
     """n items, two to a second: slices must keep both rows of a second together."""
-    with desk.engine.begin() as conn:
-        conn.execute(insert(koha.items), [
-            dict(barcode=f"{code}{i + 1:07d}", homebranch=code, holdingbranch=code, itype="BK",
-                 timestamp=start + timedelta(seconds=i // 2)) for i in range(n)])
+    add_koha_items(desk, code, [start + timedelta(seconds=i // 2) for i in range(n)])
 
 
 def _central_items(rt, code) -> dict[str, datetime]:
@@ -102,11 +99,7 @@ def test_more_rows_in_one_second_than_the_limit_are_read_whole(tmp_path, mariadb
     with desk.engine.begin() as conn:
         conn.execute(update(koha.items).values(itype="REF", timestamp=bulk_at))
     more = LIMIT + 20  # new rows in the same second: 30 + 60 rows share one cursor value
-    with desk.engine.begin() as conn:
-        conn.execute(insert(koha.items), [
-            dict(barcode=f"{member.code}9{i:06d}", homebranch=member.code,
-                 holdingbranch=member.code, itype="REF", timestamp=bulk_at)
-            for i in range(more)])
+    add_koha_items(desk, member.code, [bulk_at] * more, first=9_000_000, itype="REF")
 
     result = sync_member(rt, member)
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, select
 
 from domain.schema import loans, sync_runs, watermarks
 from flows.sync import sync_consortium, sync_library
-from simulator import koha
-from tests.helpers import koha_consortium
+from tests.helpers import add_koha_items, koha_consortium
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 DOWN = "mysql+pymysql://root@127.0.0.1:1/not_there"  # nothing listens on port 1
@@ -53,11 +52,8 @@ def test_a_member_with_more_changes_than_a_sync_reads_shows_as_catching_up(tmp_p
     config.write_text(config.read_text().replace(
         "[consortium]", "[consortium]\nmax_delta_rows = 10\nlookback_seconds = 0", 1))
     for code, desk in world.desks.items():  # 30 changes, a second apart
-        with desk.engine.begin() as conn:
-            conn.execute(insert(koha.items), [
-                dict(barcode=f"{code}{900 + i:07d}", homebranch=code, holdingbranch=code,
-                     itype="BK", timestamp=world.clock + timedelta(seconds=i))
-                for i in range(30)])
+        add_koha_items(desk, code, [world.clock + timedelta(seconds=i) for i in range(30)],
+                       first=900)
 
     sync_consortium(config=str(config))
 
