@@ -62,13 +62,16 @@ def coerce_types(entity: str, df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _datetimes(col: pd.Series) -> pd.Series:
-    """Naive local times, as the rest of the hub keeps them (timestamptz sources arrive aware)."""
+    """Naive local times, as the rest of the hub keeps them (timestamptz sources arrive aware),
+    in microseconds, as the databases keep them: pandas picks the unit from the values (dates
+    come as seconds), and frames of different units joined take the finest, where a date like
+    9999-12-31 no longer fits."""
     first = col.dropna().head(1)
     if not first.empty and getattr(first.iloc[0], "tzinfo", None) is not None:
         local = datetime.now().astimezone().tzinfo
         aware = pd.to_datetime(col, errors="coerce", utc=True, format="mixed")
-        return aware.dt.tz_convert(local).dt.tz_localize(None)
-    return pd.to_datetime(col, errors="coerce", format="mixed")
+        return aware.dt.tz_convert(local).dt.tz_localize(None).dt.as_unit("us")
+    return pd.to_datetime(col, errors="coerce", format="mixed").dt.as_unit("us")
 
 
 def _human_text(col: pd.Series) -> tuple[pd.Series, pd.Series]:

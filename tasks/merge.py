@@ -8,6 +8,7 @@ leaves the watermark where the data is.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -21,7 +22,8 @@ from connections.store import in_chunks, one_of, upsert_insert
 from domain.circulation import Event
 from domain.events import loan_events, sighting_events
 from domain.readers import account_flags
-from domain.rowhash import with_row_hash
+from domain.records import ENTITIES
+from domain.rowhash import with_row_hash, with_row_hashes
 from domain.schema import (
     circulation_events,
     items,
@@ -70,6 +72,17 @@ def _upsert_mirror(conn: Connection, table, member_of, rows: list[dict],
             if (st["member"], st["local_id"]) in written]
 
 
+def hash_good_rows(batches: Iterable[Validated]) -> None:
+    """Give every member's good rows their content hash, in one call per entity for all of
+    them (see domain.rowhash.with_row_hashes), before their merges."""
+    batches = list(batches)
+    for entity in ENTITIES:
+        holders = [v for v in batches if entity in v.good]
+        hashed = with_row_hashes(entity, [v.good[entity] for v in holders])
+        for v, frame in zip(holders, hashed, strict=True):
+            v.good[entity] = frame
+
+
 def merge_batch(store: Engine, consortium: Consortium, member: Member, extract: Extract,
                 validated: Validated) -> MergeReport:
     report = MergeReport(member.code)
@@ -79,7 +92,7 @@ def merge_batch(store: Engine, consortium: Consortium, member: Member, extract: 
             claim_key(conn, extract.key_check)
         _quarantine(conn, member.code, validated, now, report)
         frames = {e: with_row_hash(e, validated.good.get(e, pd.DataFrame()))
-                  for e in ("readers", "items", "loans")}
+                  for e in ENTITIES}
         _merge_readers(conn, member, records(frames["readers"]), now, report)
         shelved = _merge_items(conn, consortium, member, frames["items"], report)
         _merge_loans(conn, member, records(frames["loans"]), now, report)

@@ -12,7 +12,7 @@ from connections.config import Member
 from connections.runtime import Runtime
 from domain.schema import sync_runs
 from tasks.extract import Extract, extract_member
-from tasks.merge import MergeReport, merge_batch
+from tasks.merge import MergeReport, hash_good_rows, merge_batch
 from tasks.validate import Validated, validate_extract, validate_members
 
 
@@ -50,6 +50,7 @@ def sync_members(rt: Runtime, members: list[Member]) -> dict[str, MemberSync | E
             results[m.code] = exc
     views = {code: rt.member_view(rt.consortium.member(code)) for code in extracts}
     checked = validate_members({c: e.frames for c, e in extracts.items()}, views)
+    hash_good_rows(v for v in checked.values() if not isinstance(v, Exception))
     for code, val in checked.items():
         try:
             if isinstance(val, Exception):

@@ -16,7 +16,7 @@ from sqlalchemy.exc import OperationalError
 from connections.runtime import open_runtime
 from tasks.extract import Extract, SourceUnavailable, extract_member
 from tasks.limits import source_slots
-from tasks.merge import MergeReport, merge_batch
+from tasks.merge import MergeReport, hash_good_rows, merge_batch
 from tasks.push import PushReport, push_member
 from tasks.validate import BatchRejected, Validated, validate_members
 
@@ -109,6 +109,7 @@ def merge_task(config: str, batches: dict[str, tuple[Extract, Validated]],
     """
     rt = open_runtime(config)
     log = get_run_logger()
+    hash_good_rows(val for _, val in batches.values())
     with _merge_lock:
         return {code: _merge_one(rt, code, ext, val, log)
                 for code, (ext, val) in batches.items()}

@@ -215,3 +215,19 @@ def test_timestamps_copied_in_binary_arrive_exactly_missing_ones_as_null(pg_db):
                            .order_by(member_items.c.local_id)).all()
     assert [tuple(r) for r in got] == [(a, b, None) for a, b in zip(seen, seen[::-1],
                                                                    strict=True)]
+
+
+def test_an_unchanged_row_read_beside_rows_of_other_times_is_left_alone(tmp_path, pg_db):
+    """Seen at midnight, then re-read (a lookback) with a row seen at 09:30: pandas writes both
+    times with seconds then, and the row must not look changed for it."""
+    consortium, engine = _consortium(tmp_path), create_engine(pg_db())
+    upgrade(engine)
+    at_midnight = _items("SC001", range(1, 2)).drop(columns="_hash").assign(
+        last_seen=pd.Series([datetime(2026, 3, 1)], dtype="datetime64[us]"))
+    _merge(engine, consortium, "SC001", with_row_hash("items", at_midnight))
+    both = pd.concat([at_midnight, _items("SC001", range(2, 3)).drop(columns="_hash")],
+                     ignore_index=True)
+
+    written = _merge(engine, consortium, "SC001", with_row_hash("items", both))
+
+    assert list(written.changed["local_id"]) == ["2"]
