@@ -9,6 +9,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
 from connections.runtime import default_config_path, open_runtime
+from flows.attempts import refuse_endless_attempts
 from tasks.backfill import BackfillProgress, backfill_member
 from tasks.validate import publish_data_docs
 
@@ -38,6 +39,7 @@ def backfill(member: str, entity: str, since: str, until: str | None = None,
     Run it again with the same arguments after a crash: it resumes at the first window that
     was not committed, and re-merging is idempotent.
     """
+    refuse_endless_attempts()
     rt = open_runtime(config or default_config_path())
     start = datetime.fromisoformat(since)
     end = datetime.fromisoformat(until) if until else datetime.now()

@@ -7,6 +7,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from connections.runtime import default_config_path, open_runtime
 from flows.alerts import raise_alerts
+from flows.attempts import refuse_endless_attempts
 from flows.naming import push_run_name
 from flows.outbox import publish_outbox_artifacts
 from flows.sync import MemberOutcome, publish_summary, push_all
@@ -16,6 +17,7 @@ from tasks.limits import ensure_limits
 @flow(name="push-writebacks", flow_run_name=push_run_name,
       task_runner=ThreadPoolTaskRunner(max_workers=8), timeout_seconds=600)
 def push_writebacks(config: str | None = None) -> dict:
+    refuse_endless_attempts()
     config = config or default_config_path()
     rt = open_runtime(config)
     ensure_limits(rt.consortium)

@@ -7,6 +7,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from connections.runtime import default_config_path, open_runtime
+from flows.attempts import refuse_endless_attempts
 from tasks.reconcile import reconcile_member
 
 
@@ -27,6 +28,7 @@ def reconcile_task(config: str, member_code: str, fix: bool) -> list[dict]:
 @flow(name="reconcile")
 def reconcile(config: str | None = None, members: list[str] | None = None,
               fix: bool = True) -> list[dict]:
+    refuse_endless_attempts()
     config = config or default_config_path()
     rt = open_runtime(config)
     chosen = [m.code for m in rt.consortium.members

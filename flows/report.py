@@ -15,6 +15,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from connections.runtime import default_config_path, open_runtime
+from flows.attempts import refuse_endless_attempts
 from flows.naming import report_run_name
 from tasks.report import DailyFigures, daily_figures
 from tasks.report_plots import all_pngs
@@ -54,6 +55,7 @@ def save(folder: Path, f: DailyFigures, pngs: dict[str, bytes]) -> Path:
 @flow(name="daily-report", flow_run_name=report_run_name, timeout_seconds=900)
 def daily_report(config: str | None = None, days: int = 30, out_dir: str | None = None) -> dict:
     """Headline figures, cross loans per day, book flows, backlog, quarantine, freshness."""
+    refuse_endless_attempts()
     config = config or default_config_path()
     rt = open_runtime(config)
     figures = daily_figures(rt.store, rt.consortium, days=days)

@@ -17,6 +17,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from connections.runtime import default_config_path, open_runtime
 from flows.alerts import raise_alerts
+from flows.attempts import refuse_endless_attempts
 from flows.naming import tagged
 from tasks.limits import ensure_limits
 from tasks.pipeline import finish_run, start_run
@@ -200,6 +201,7 @@ def publish_validation(outcomes: dict[str, MemberOutcome]) -> None:
       timeout_seconds=1800)  # a hung central store must end the run, not hold the schedule
 def sync_consortium(config: str | None = None, members: list[str] | None = None) -> dict:
     """Every enabled member (or the ones named), in parallel; then all pending write-backs."""
+    refuse_endless_attempts()
     config = config or default_config_path()
     rt = open_runtime(config)
     chosen = [m.code for m in rt.consortium.members
@@ -221,6 +223,7 @@ def sync_consortium(config: str | None = None, members: list[str] | None = None)
 @flow(name="sync-library", flow_run_name=_library_run_name, timeout_seconds=900)
 def sync_library(member: str, config: str | None = None) -> dict:
     """One member: extract, validate, merge, then push what that caused to the owners."""
+    refuse_endless_attempts()
     config = config or default_config_path()
     rt = open_runtime(config)
     ensure_limits(rt.consortium)

@@ -39,7 +39,10 @@ from connections.config import Consortium
 SOURCE_LIMIT = "circhub-source-connections"
 MEMBER_PREFIX = "circhub-member-"
 PAGE = 200  # the API's largest page of concurrency limits
-LEASE_SECONDS = 300  # a crashed holder's slots return after this; renewed every third of it
+# A killed holder's slots return after this, plus up to 15 s for the server's repossessor:
+# free before its run is found Crashed (~90 s, docs/scaling.md) and rescheduled. Renewed every
+# third of it while held.
+LEASE_SECONDS = 60
 _clients: dict[str, object] = {}
 _client_lock = threading.Lock()
 _known: set[str] = set()  # limits seen to exist on the server by this process

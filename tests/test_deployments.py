@@ -143,3 +143,43 @@ def test_the_prefect_ui_shows_the_sync_run_and_its_artifact(served, tmp_path):
               wait_ms=20_000)
     for shot in ("sync-run.png", "sync-summary.png"):
         assert (tmp_path / shot).stat().st_size > 20_000  # a rendered page, not a blank one
+
+
+HOLD_AND_WAIT = """
+import sys, time
+from tasks.limits import source_slots
+with source_slots(sys.argv[1], wait_seconds=10):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_killed_holders_slots_come_back_when_its_lease_ends(served):
+    """A worker killed while it holds a member (SIGKILL: nothing released) holds it no longer
+    than LEASE_SECONDS: the run rescheduled after the crash (docs/scaling.md) finds it free.
+
+    On this module's real server: ended leases are revoked by its repossessor, a service the
+    test harness' temporary server does not run."""
+    import os
+    import signal
+    import sys
+    import time
+
+    from connections.config import parse_config
+    from tasks.limits import LEASE_SECONDS, ensure_limits, source_slots
+
+    ensure_limits(parse_config({"consortium": {"name": "lease test"}, "members": [
+        {"code": "LE001", "name": "LE001", "profile": "koha", "connection": "sqlite://"}]}))
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_AND_WAIT, "LE001"],
+                              stdout=subprocess.PIPE, text=True, env=served["env"])
+    try:
+        assert holder.stdout.readline().strip() == "held"
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait()
+    killed = time.monotonic()
+
+    # Prefect's repossessor looks for ended leases every 15 s.
+    with source_slots("LE001", wait_seconds=LEASE_SECONDS + 30):
+        freed_after = time.monotonic() - killed
+    assert freed_after >= LEASE_SECONDS - 5  # it was held until then, not released early

@@ -97,3 +97,26 @@ def test_an_unreachable_member_fails_by_name_while_the_others_sync_and_it_catche
                                  .where(loans.c.member == down_code)).scalar()
     assert down_code in marked
     assert its_loans > 0
+
+
+def test_a_run_that_never_finishes_is_not_started_past_its_last_attempt(tmp_path):
+    """Each attempt fails (the central store is down); the run's fourth start, a retry here as
+    it would be a reschedule after a crash in the cluster, is refused by name."""
+    from prefect.client.orchestration import get_client
+
+    from flows.attempts import MAX_ATTEMPTS
+
+    members = [f"sqlite:///{tmp_path}/m0.db"]
+    _, config = koha_consortium(tmp_path, members, f"sqlite:///{tmp_path}/central.db")
+    config.write_text(config.read_text().replace(
+        f"sqlite:///{tmp_path}/central.db", "postgresql+psycopg://postgres@127.0.0.1:1/down"))
+    retried = sync_consortium.with_options(retries=MAX_ATTEMPTS, retry_delay_seconds=0)
+
+    state = retried(config=str(config), return_state=True)
+
+    assert state.is_failed()
+    assert f"attempt {MAX_ATTEMPTS + 1}" in state.message
+    assert "not started again" in state.message
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(state.state_details.flow_run_id)
+    assert run.run_count == MAX_ATTEMPTS + 1
