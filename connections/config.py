@@ -71,6 +71,10 @@ class Consortium:
     # Rows of one entity a sync reads at most; a larger delta is taken a slice per sync
     # (tasks.extract.read_delta), which bounds a sync's memory by this, not by the delta.
     max_delta_rows: int = 50_000
+    # A member's batch of an entity (10 rows or more) with a larger share of rows failing
+    # validation is refused whole: that member's merge stops and its run fails by name,
+    # instead of quarantining everything (tasks.validate).
+    max_bad_share: float = 0.5
     # Great Expectations Data Docs, one site per flow under it (sync-consortium/index.html, ...);
     # `data_docs_dir` in the file, relative to the file's folder. None: not written.
     data_docs_dir: Path | None = Path("data-docs")
@@ -155,6 +159,7 @@ def parse_config(data: dict[str, Any], source_path: Path | None = None) -> Conso
         head = {**head, "central_store": "sqlite:///circhub.db"}
     data_docs_dir = _data_docs_dir(head.get("data_docs_dir", "data-docs"), source_path, errors)
     max_delta_rows = _positive_int(head, "max_delta_rows", 50_000, errors)
+    max_bad_share = _share(head, "max_bad_share", 0.5, errors)
     if errors:
         where = f" {source_path}" if source_path else ""
         raise ConfigError(f"consortium config{where} is invalid:\n  - " + "\n  - ".join(errors))
@@ -166,6 +171,7 @@ def parse_config(data: dict[str, Any], source_path: Path | None = None) -> Conso
         max_source_connections=int(head.get("max_source_connections", 8)),
         lookback_seconds=int(head.get("lookback_seconds", 300)),
         max_delta_rows=max_delta_rows,
+        max_bad_share=max_bad_share,
         data_docs_dir=data_docs_dir,
         demo=bool(head.get("demo", False)),
         source_path=source_path,
@@ -182,6 +188,15 @@ def _positive_int(head: dict, name: str, default: int, errors: list[str]) -> int
                       f"not {value!r}")
         return default
     return value
+
+
+def _share(head: dict, name: str, default: float, errors: list[str]) -> float:
+    value = head.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
+        errors.append(f"[consortium] field {name!r}: must be a share above 0 and at most 1 "
+                      f"(0.5: half the rows), not {value!r}")
+        return default
+    return float(value)
 
 
 def _data_docs_dir(value: Any, source_path: Path | None, errors: list[str]) -> Path | None:

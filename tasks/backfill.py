@@ -135,7 +135,8 @@ def _prepared(rt: Runtime, member: Member, entity: str, todo: list[tuple[datetim
     with closing(read_in_child(job)) as items:  # a validation error ends the reader now
         for item in items:
             if isinstance(item, pd.DataFrame):
-                yield item, validate_extract(member.code, {entity: item}, view)
+                yield item, validate_extract(member.code, {entity: item}, view,
+                                             rt.consortium.max_bad_share)
             else:
                 yield item
 

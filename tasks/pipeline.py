@@ -27,7 +27,8 @@ def sync_member(rt: Runtime, member: Member) -> MemberSync:
     run_id = start_run(rt, member.code)
     try:
         ext = extract_member(rt.consortium, member, rt.store, rt.id_key)
-        val = validate_extract(member.code, ext.frames, rt.member_view(member))
+        val = validate_extract(member.code, ext.frames, rt.member_view(member),
+                               rt.consortium.max_bad_share)
         merged = merge_batch(rt.store, rt.consortium, member, ext, val)
     except Exception as exc:
         finish_run(rt, run_id, "failed", None, str(exc))
@@ -49,7 +50,8 @@ def sync_members(rt: Runtime, members: list[Member]) -> dict[str, MemberSync | E
         except Exception as exc:  # noqa: BLE001 - recorded as that member's result
             results[m.code] = exc
     views = {code: rt.member_view(rt.consortium.member(code)) for code in extracts}
-    checked = validate_members({c: e.frames for c, e in extracts.items()}, views)
+    checked = validate_members({c: e.frames for c, e in extracts.items()}, views,
+                               rt.consortium.max_bad_share)
     hash_good_rows(v for v in checked.values() if not isinstance(v, Exception))
     for code, val in checked.items():
         try:

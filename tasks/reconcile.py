@@ -131,7 +131,8 @@ def _reload(rt: Runtime, member: Member, entity: str, keys: list[str]) -> None:
             rows = conn.execute(select(q).where(cast(q.c.local_id, BigInteger).in_(part)))
             frames.append(pd.DataFrame.from_records(rows.all(), columns=list(q.c.keys())))
     frame = prepare_frame(entity, pd.concat(frames, ignore_index=True), rt.id_key)
-    val = validate_extract(member.code, {entity: frame}, rt.member_view(member))
+    val = validate_extract(member.code, {entity: frame}, rt.member_view(member),
+                           rt.consortium.max_bad_share)
     # No frames on the Extract: these rows say nothing about how far the cursor has read, so
     # the watermark must not move (it could skip deltas not yet polled).
     merge_batch(rt.store, rt.consortium, member, Extract(member.code, {}, {}), val)

@@ -74,7 +74,8 @@ def validate_task(config: str,
     A member whose batch is refused gets the reason (a string) instead of its rows."""
     rt = open_runtime(config)
     views = {code: rt.member_view(rt.consortium.member(code)) for code in extracts}
-    results = validate_members({code: ext.frames for code, ext in extracts.items()}, views)
+    results = validate_members({code: ext.frames for code, ext in extracts.items()}, views,
+                               rt.consortium.max_bad_share)
     log = get_run_logger()
     bad = [(code, b) for code, v in results.items() if isinstance(v, Validated) for b in v.bad]
     for code, b in bad[:20]:  # masked values only; the quarantine table keeps every row

@@ -62,3 +62,16 @@ def test_a_bad_max_delta_rows_names_the_field(value):
     with pytest.raises(ConfigError) as exc:
         parse_config({"consortium": {"max_delta_rows": value}, "members": [GOOD]})
     assert "[consortium] field 'max_delta_rows'" in str(exc.value)
+
+
+@pytest.mark.parametrize("value", [0, 1.5, -0.1, "half", True])
+def test_a_bad_max_bad_share_names_the_field(value):
+    with pytest.raises(ConfigError) as exc:
+        parse_config({"consortium": {"max_bad_share": value}, "members": [GOOD]})
+    assert "[consortium] field 'max_bad_share'" in str(exc.value)
+
+
+def test_max_bad_share_defaults_to_half_and_takes_a_share():
+    assert parse_config({"members": [GOOD]}).max_bad_share == 0.5
+    assert parse_config({"consortium": {"max_bad_share": 1}, "members": [GOOD]}
+                        ).max_bad_share == 1.0

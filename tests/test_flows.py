@@ -99,6 +99,40 @@ def test_an_unreachable_member_fails_by_name_while_the_others_sync_and_it_catche
     assert its_loans > 0
 
 
+def test_a_batch_failing_wholesale_fails_the_run_by_name_up_to_the_configured_share(tmp_path):
+    """12 items of nobody's beside a member's own: at the default share (half) its batch is
+    refused, the run fails naming it, and the other members sync; with `max_bad_share` at 0.8
+    the same rows are quarantined and the run completes."""
+    from connections.runtime import open_runtime
+    from domain.schema import member_items, quarantine
+
+    world, config, _ = _played(tmp_path)
+    bad_code, good_code = list(world.desks)[:2]
+    add_koha_items(world.desks[bad_code], "ZZ999", [world.clock] * 12)
+
+    state = sync_consortium(config=str(config), return_state=True)
+
+    assert state.is_failed()
+    assert f"{bad_code}: member {bad_code}: 12 of" in state.message
+    assert "fail validation" in state.message and "barcode_matches_owner=12" in state.message
+    rt = open_runtime(str(config))
+    with rt.store.connect() as conn:
+        marked = set(conn.execute(select(watermarks.c.member).distinct()).scalars())
+    assert good_code in marked and bad_code not in marked
+
+    config.write_text(config.read_text().replace("[consortium]",
+                                                 "[consortium]\nmax_bad_share = 0.8", 1))
+    open_runtime.cache_clear()
+    assert sync_consortium(config=str(config), return_state=True).is_completed()
+    rt = open_runtime(str(config))
+    with rt.store.connect() as conn:
+        held = conn.execute(select(func.count()).select_from(quarantine).where(
+            quarantine.c.member == bad_code, quarantine.c.entity == "items")).scalar()
+        merged = conn.execute(select(func.count()).select_from(member_items).where(
+            member_items.c.member == bad_code)).scalar()
+    assert held == 12 and merged > 0
+
+
 def test_a_run_that_never_finishes_is_not_started_past_its_last_attempt(tmp_path):
     """Each attempt fails (the central store is down); the run's fourth start, a retry here as
     it would be a reschedule after a crash in the cluster, is refused by name."""
