@@ -46,7 +46,8 @@ def with_row_hashes(entity: str, frames: list[pd.DataFrame]) -> list[pd.DataFram
         return [with_row_hash(entity, f) for f in frames]
     hashes = _hashes(entity, pd.concat([frames[i][HASHED[entity]] for i in todo],
                                        ignore_index=True))
-    out, start = [with_row_hash(entity, f) if f.empty else f for f in frames], 0
+    out = [f if i in todo else with_row_hash(entity, f) for i, f in enumerate(frames)]
+    start = 0
     for i in todo:
         out[i] = frames[i].assign(_hash=hashes[start:start + len(frames[i])])
         start += len(frames[i])

@@ -31,6 +31,14 @@ def koha_consortium(tmp_path: Path, member_urls: list[str], central_url: str, *,
     return world, config
 
 
+def consortium_settings(config: Path, **settings: int | float) -> Path:
+    """`[consortium]` settings added to a config file, read afresh by the next open_runtime."""
+    lines = "".join(f"{name} = {value!r}\n" for name, value in settings.items())
+    config.write_text(config.read_text().replace("[consortium]\n", "[consortium]\n" + lines, 1))
+    open_runtime.cache_clear()
+    return config
+
+
 def add_koha_items(desk, code: str, stamps: list[datetime], first: int = 1,
                    itype: str = "BK") -> None:
     """One item of `code`, on its own shelf, per timestamp; barcodes numbered from `first`."""

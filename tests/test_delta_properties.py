@@ -22,6 +22,7 @@ from tasks.extract import entity_query, extract_member, read_entity
 from tasks.pipeline import sync_member
 from tasks.reconcile import reconcile_member
 from tasks.validate import validate_extract
+from tests.helpers import consortium_settings
 
 LOOKBACK = 300
 MAX_DELTA_ROWS = 4
@@ -53,9 +54,8 @@ class Source:
         self.engine = create_engine(urls[self.code])
         text = config_toml(specs, urls, f"sqlite:///{folder}/central.db", "prop", demo=True)
         self.config = folder / "consortium.toml"
-        self.config.write_text(text.replace("max_source_connections = 8",
-                                            f"lookback_seconds = {LOOKBACK}\n"
-                                            f"max_delta_rows = {MAX_DELTA_ROWS}"))
+        self.config.write_text(text)
+        consortium_settings(self.config, lookback_seconds=LOOKBACK, max_delta_rows=MAX_DELTA_ROWS)
         self.clock = datetime.now().replace(microsecond=0) - timedelta(days=1)
         self.next_barcode = 1
 

@@ -14,21 +14,14 @@ from domain.schema import member_items, watermarks
 from simulator import koha
 from tasks.extract import entity_query, read_entity
 from tasks.pipeline import sync_member
-from tests.helpers import add_koha_items, koha_consortium
+from tests.helpers import add_koha_items, consortium_settings, koha_consortium
 
 LIMIT = 40
 
 
-def _limited(config, lookback: int) -> None:
-    text = config.read_text()
-    config.write_text(text.replace(
-        "[consortium]",
-        f"[consortium]\nmax_delta_rows = {LIMIT}\nlookback_seconds = {lookback}", 1))
-
-
 def _member(tmp_path, mariadb_db, pg_db, lookback: int = 5):
     world, config = koha_consortium(tmp_path, [mariadb_db()], pg_db(), items=0, readers=2)
-    _limited(config, lookback)
+    consortium_settings(config, max_delta_rows=LIMIT, lookback_seconds=lookback)
     with world.desks[list(world.desks)[0]].engine.begin() as conn:
         conn.execute(delete(koha.items))  # the seed's blank item: the test sets every cursor
     open_runtime.cache_clear()

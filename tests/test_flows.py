@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 
 from domain.schema import loans, sync_runs, watermarks
 from flows.sync import sync_consortium, sync_library
-from tests.helpers import add_koha_items, koha_consortium
+from tests.helpers import add_koha_items, consortium_settings, koha_consortium
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 DOWN = "mysql+pymysql://root@127.0.0.1:1/not_there"  # nothing listens on port 1
@@ -49,8 +49,7 @@ def test_consortium_sync_ends_with_a_table_artifact_of_every_member(tmp_path):
 
 def test_a_member_with_more_changes_than_a_sync_reads_shows_as_catching_up(tmp_path):
     world, config, _ = _played(tmp_path)
-    config.write_text(config.read_text().replace(
-        "[consortium]", "[consortium]\nmax_delta_rows = 10\nlookback_seconds = 0", 1))
+    consortium_settings(config, max_delta_rows=10, lookback_seconds=0)
     for code, desk in world.desks.items():  # 30 changes, a second apart
         add_koha_items(desk, code, [world.clock + timedelta(seconds=i) for i in range(30)],
                        first=900)
@@ -120,9 +119,7 @@ def test_a_batch_failing_wholesale_fails_the_run_by_name_up_to_the_configured_sh
         marked = set(conn.execute(select(watermarks.c.member).distinct()).scalars())
     assert good_code in marked and bad_code not in marked
 
-    config.write_text(config.read_text().replace("[consortium]",
-                                                 "[consortium]\nmax_bad_share = 0.8", 1))
-    open_runtime.cache_clear()
+    consortium_settings(config, max_bad_share=0.8)
     assert sync_consortium(config=str(config), return_state=True).is_completed()
     rt = open_runtime(str(config))
     with rt.store.connect() as conn:

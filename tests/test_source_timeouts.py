@@ -15,4 +15,3 @@ def test_a_member_connection_carries_the_statement_limit(request, server):
     with engine_for(member_database(request, server)).connect() as conn:
         assert conn.execute(text("SHOW statement_timeout")).scalar() == "5min"
         assert conn.execute(text("SHOW jit")).scalar() == "off"
-

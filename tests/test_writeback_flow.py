@@ -9,8 +9,8 @@ import json
 import pytest
 from sqlalchemy import text
 
-from connections.runtime import open_runtime
 from flows.push import push_writebacks
+from tests.helpers import consortium_settings
 from tests.writeback import BOOK, A, B, C, reader, sync
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -28,10 +28,9 @@ def _artifact(key: str) -> list[dict]:
 
 def test_the_push_flow_publishes_dead_letters_exceptions_and_dry_runs(koha):
     world, config = koha
-    config.write_text(config.read_text()
-                      .replace("[consortium]\n", "[consortium]\nwriteback_max_attempts = 1\n")
-                      .replace(f'code = "{C}"\n', f'code = "{C}"\nwriteback = false\n'))
-    open_runtime.cache_clear()
+    onboarding = f'code = "{C}"\nwriteback = false\n'
+    config.write_text(config.read_text().replace(f'code = "{C}"\n', onboarding))
+    consortium_settings(config, writeback_max_attempts=1)
     world.checkout(BOOK, A, reader(world, A))
     world.checkin(BOOK, B)  # A is owed a close_loan: A's ILS refuses it below
     world.checkout(OTHER, A, reader(world, A))

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from circhub.cli import app
 from connections.runtime import open_runtime
 from tasks.outbox import RetryPolicy
+from tests.helpers import consortium_settings
 from tests.writeback import (
     BOOK,
     A,
@@ -31,13 +32,6 @@ from tests.writeback import (
 OTHER = "SC0010000002"  # another of A's books
 
 
-
-
-def _settings(config, *lines):
-    config.write_text(config.read_text().replace("[consortium]\n",
-                                                 "[consortium]\n" + "\n".join(lines) + "\n", 1))
-    open_runtime.cache_clear()
-    return config
 
 
 def _lock(world, member: str, barcode: str) -> None:
@@ -79,7 +73,7 @@ def test_backoff_doubles_with_jitter_and_never_exceeds_the_cap():
 
 def test_a_failing_command_backs_off_then_goes_dead_then_is_retried_by_command(koha):
     world, config = koha
-    _settings(config, "writeback_max_attempts = 3")
+    consortium_settings(config, writeback_max_attempts=3)
     issues = _returned_at_b(world, BOOK, OTHER)
     rt = sync(config)
     _lock(world, A, BOOK)
@@ -122,7 +116,7 @@ def test_a_failing_command_backs_off_then_goes_dead_then_is_retried_by_command(k
 
 def test_a_dead_command_resolved_by_hand_is_never_applied(koha):
     world, config = koha
-    _settings(config, "writeback_max_attempts = 1")
+    consortium_settings(config, writeback_max_attempts=1)
     issues = _returned_at_b(world, BOOK)
     rt = sync(config)
     _lock(world, A, BOOK)
@@ -164,7 +158,7 @@ def test_a_member_with_write_back_off_gets_its_commands_computed_and_shown_not_a
 
 def test_a_late_older_command_never_regresses_what_the_owner_shows(koha):
     world, config = koha
-    _settings(config, "writeback_max_attempts = 1")
+    consortium_settings(config, writeback_max_attempts=1)
     _returned_at_b(world, BOOK)
     rt = sync(config)
     _lock(world, A, BOOK)
