@@ -33,6 +33,7 @@ bench: $(STAMP) services odbc
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	scripts/lint-imports
 
 services:
 	@scripts/ensure-services

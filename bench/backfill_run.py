@@ -12,7 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from bench.sources import ROWS_PER_SECOND_OF_CURSOR, START
-from simulator.world import config_toml, member_specs
+from circhub.simulator.world import config_toml, member_specs
 
 
 def peak_rss_mb() -> float:
@@ -36,8 +36,8 @@ def peak_rss_mb() -> float:
 
 
 def run_backfill(member_url: str, central_url: str, n: int) -> dict:
-    from connections.runtime import open_runtime
-    from tasks.backfill import backfill_member
+    from circhub.connections.runtime import open_runtime
+    from circhub.tasks.loads.backfill import backfill_member
 
     specs = member_specs(1)
     folder = Path(tempfile.mkdtemp(prefix="circhub-bench-"))
@@ -61,7 +61,7 @@ def _start_great_expectations() -> float:
     process does: a one-off ~3 s that a long backfill does not pay per row, so it is timed
     on its own and left out of the rows per second."""
     t0 = time.perf_counter()
-    from tasks.validate import prepare_validator
+    from circhub.tasks.sync.validate import prepare_validator
 
     prepare_validator("items")
     return time.perf_counter() - t0

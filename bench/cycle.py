@@ -14,26 +14,23 @@ import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from simulator.world import config_toml, member_specs, sqlite_world
+from circhub.simulator.world import config_toml, member_specs, sqlite_world
 
 CHANGES_PER_MEMBER = 20
 
 
 def _plain_cycle(config: Path) -> float:
-    from connections.runtime import open_runtime
-    from tasks.pipeline import sync_members
-    from tasks.push import push_member, targets_with_pending
+    from circhub.connections.runtime import open_runtime
+    from circhub.tasks.sync.cycle import run_cycle
 
     rt = open_runtime(str(config))
     t0 = time.perf_counter()
-    sync_members(rt, list(rt.consortium.members))
-    for target in targets_with_pending(rt.store):
-        push_member(rt.store, rt.consortium, rt.consortium.member(target))
+    run_cycle(rt, [m.code for m in rt.consortium.members])  # the flow's composition, plainly
     return time.perf_counter() - t0
 
 
 def _flow_cycle(config: Path) -> float:
-    from flows.sync import sync_consortium
+    from circhub.flows.sync import sync_consortium
 
     t0 = time.perf_counter()
     state = sync_consortium(config=str(config), return_state=True)
@@ -49,8 +46,8 @@ def _warm_prefect(config: Path) -> None:
     with one read); creating 252 of them is a first run's cost, not a cycle's."""
     from prefect import flow
 
-    from connections.runtime import open_runtime
-    from tasks.limits import ensure_limits
+    from circhub.connections.runtime import open_runtime
+    from circhub.flows.slots import ensure_limits
 
     @flow(name="bench-warm-up")
     def warm() -> None:

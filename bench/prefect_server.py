@@ -22,7 +22,7 @@ def _free_port() -> int:
 @contextmanager
 def postgres_backed_server() -> Iterator[dict]:
     """Start one; yields the environment a process needs to use it (PREFECT_API_URL...)."""
-    from deployments.serve import prefect_env, start_server, stop
+    from circhub.deployments.serve import prefect_env, start_server, stop
 
     db = fresh_postgres("prefect")
     port = _free_port()

@@ -8,7 +8,7 @@ from datetime import datetime
 
 from sqlalchemy import create_engine, text
 
-from simulator.koha import KohaDesk
+from circhub.simulator.koha import KohaDesk
 
 START = datetime(2026, 1, 1)
 ROWS_PER_SECOND_OF_CURSOR = 100  # items share timestamps, as a busy ILS's do

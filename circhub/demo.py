@@ -15,8 +15,8 @@ from pathlib import Path
 from rich.console import Console
 from sqlalchemy import func, select
 
-from domain.schema import circulation_events, items, outbox, quarantine
-from simulator.world import World, config_toml, member_specs, mixed_world
+from circhub.domain.schema import circulation_events, items, outbox, quarantine
+from circhub.simulator.world import World, config_toml, member_specs, mixed_world
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,7 @@ def build_world(folder: Path, size: DemoSize) -> tuple[World, Path]:
 
 
 def run_sync(config: Path) -> dict:
-    from flows.sync import sync_consortium
+    from circhub.flows.sync import sync_consortium
 
     state = sync_consortium(config=str(config), return_state=True)
     return state.result(raise_on_failure=False) if state.is_completed() else {
@@ -162,7 +162,7 @@ def tell(console: Console, folder: Path, size: DemoSize) -> None:
                       f"{t['pushed']} pushed to owning libraries")
     console.print(f"  sync 3 (nothing new at the desks): {third['events']} events, "
                   f"{third['commands']} write-backs — a re-run changes nothing")
-    from connections.runtime import open_runtime
+    from circhub.connections.runtime import open_runtime
 
     rt = open_runtime(str(config))
     _tell_store(console, rt.store)

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Connection, Table
 
-from connections.store import upsert_insert
+from circhub.connections.store import upsert_insert
 
 COPY_FROM_ROWS = 1000  # below this, the staging table's DDL costs more than COPY saves
 

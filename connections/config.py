@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from connections.profile import ProfileError, load_profile
+from circhub.connections.profile import ProfileError, load_profile
 
 CODE_PATTERN = re.compile(r"^[A-Z0-9][A-Z0-9_-]{1,31}$")
 CONNECTION_FIELDS = ("connection", "connection_env", "connection_secret")
@@ -69,11 +69,12 @@ class Consortium:
     max_source_connections: int = 8
     lookback_seconds: int = 300
     # Rows of one entity a sync reads at most; a larger delta is taken a slice per sync
-    # (tasks.extract.read_delta), which bounds a sync's memory by this, not by the delta.
+    # (circhub.tasks.sync.extract.read_delta), which bounds a sync's memory by this, not by the
+    # delta.
     max_delta_rows: int = 50_000
     # A member's batch of an entity (10 rows or more) with a larger share of rows failing
     # validation is refused whole: that member's merge stops and its run fails by name,
-    # instead of quarantining everything (tasks.validate).
+    # instead of quarantining everything (circhub.tasks.sync.validate).
     max_bad_share: float = 0.5
     # Great Expectations Data Docs, one site per flow under it (sync-consortium/index.html, ...);
     # `data_docs_dir` in the file, relative to the file's folder. None: not written.

@@ -13,8 +13,8 @@ import threading
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
-import connections.odbc  # noqa: F401 - registers postgresql+pyodbc:// (Polaris-style)
-from connections.config import Consortium, Member
+import circhub.connections.odbc  # noqa: F401 - registers postgresql+pyodbc:// (Polaris-style)
+from circhub.connections.config import Consortium, Member
 
 DEMO_ID_KEY = b"circhub-demo-key-not-for-production"
 ID_KEY_ENV = "CIRCHUB_ID_KEY"
@@ -76,7 +76,7 @@ CONNECT_ARGS = {
 # SQL Server's per-statement limit is no connect argument: pyodbc sets it as the connection's
 # `timeout` attribute (SQL_ATTR_QUERY_TIMEOUT). Not exercised here (no SQL Server); psqlODBC,
 # which the tests reach Polaris-style members through, refuses the attribute and takes
-# statement_timeout as the PostgreSQL connections do (connections.odbc).
+# statement_timeout as the PostgreSQL connections do (circhub.connections.odbc).
 QUERY_TIMEOUT_SECONDS = {"mssql": 300}
 
 

@@ -2,7 +2,8 @@
 
 Reader keys are HMACs: a process running with another key would not fail, it would silently
 file every reader under a second key and split each person in two. So the store records the
-current key's fingerprint (``domain.readers.key_fingerprint``, a check value, never the key),
+current key's fingerprint (``circhub.domain.readers.key_fingerprint``, a check value, never the
+key),
 `open_runtime` refuses a key that does not match it, and each merge checks it again inside its
 own transaction (a long-running worker may still hold the key from before a rotation).
 """
@@ -13,9 +14,9 @@ from datetime import datetime
 
 from sqlalchemy import Connection, Engine, select
 
-from connections.engines import ConnectionSetupError
-from connections.store import upsert_insert
-from domain.schema import reader_key_epochs
+from circhub.connections.engines import ConnectionSetupError
+from circhub.connections.store import upsert_insert
+from circhub.domain.schema import reader_key_epochs
 
 
 class KeyMismatch(ConnectionSetupError):

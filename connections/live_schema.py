@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from sqlalchemy import Engine, inspect
 
-from connections.profile import Profile
+from circhub.connections.profile import Profile
 
 
 def schema_problems(profile: Profile, engine: Engine) -> list[str]:

@@ -41,7 +41,7 @@ class PGDialectPyODBC(PGDialect):
         return [odbc_connection_string(url)], {}
 
     def connect(self, *cargs: Any, **cparams: Any):
-        # connections.engines passes libpq's `connect_timeout`; pyodbc calls it `timeout`.
+        # circhub.connections.engines passes libpq's `connect_timeout`; pyodbc calls it `timeout`.
         timeout = cparams.pop("connect_timeout", None)
         if timeout is not None:
             cparams["timeout"] = int(timeout)

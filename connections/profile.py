@@ -1,11 +1,11 @@
 """ILS profiles: one ILS kind described as data (a TOML file in `profiles/`), never as code paths.
 
-A profile maps each canonical entity (see `domain.records`) onto one or more source tables,
+A profile maps each canonical entity (see `circhub.domain.records`) onto one or more source tables,
 with joins, names the cursor and key, and lists the write-back steps per command kind.
 Every table and column name becomes a quoted SQLAlchemy identifier; every value a bound parameter.
 
 Value forms in write-back steps (`where`, `set`) and lookups:
-  ":name"   a parameter of the command (see tasks.push.command_params)
+  ":name"   a parameter of the command (see circhub.tasks.writeback.push.command_params)
   "$now"    the ILS's own clock;  "$null"  SQL NULL (in a `where`: IS NULL)
   "@name"   a named lookup from the profile's [lookups.name] table
   { lookup = { table, column, where } }     a scalar subquery: one value read from the ILS
@@ -22,7 +22,7 @@ from typing import Any
 
 from sqlalchemy import column, table
 
-from domain.records import CANONICAL_FIELDS
+from circhub.domain.records import CANONICAL_FIELDS
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
 

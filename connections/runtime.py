@@ -10,13 +10,13 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from connections.config import Consortium, Member, load_config
-from connections.engines import central_url, engine_for, id_hash_key
-from connections.key_epochs import ensure_store_key
-from connections.profile import load_profile
-from connections.store import upgrade
-from domain.prepare import MemberView
-from domain.readers import key_fingerprint
+from circhub.connections.config import Consortium, Member, load_config
+from circhub.connections.engines import central_url, engine_for, id_hash_key
+from circhub.connections.key_epochs import ensure_store_key
+from circhub.connections.profile import load_profile
+from circhub.connections.store import upgrade
+from circhub.domain.prepare import MemberView
+from circhub.domain.readers import key_fingerprint
 
 CONFIG_ENV = "CIRCHUB_CONFIG"
 

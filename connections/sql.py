@@ -29,8 +29,8 @@ from sqlalchemy import (
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import NullType
 
-from connections.profile import Entity, Lookup, Source, Step, WhenNull
-from domain.records import OWNER_FIELDS, field_names
+from circhub.connections.profile import Entity, Lookup, Source, Step, WhenNull
+from circhub.domain.records import OWNER_FIELDS, field_names
 
 NOW = "$now"
 NULL = "$null"
@@ -124,7 +124,7 @@ def extract_query(entity: Entity, since: datetime | None = None,
                   branches: Sequence[str] | None = None) -> Select:
     """All sources of an entity, ordered by (cursor, key) so a window can stop mid-way.
 
-    `branches` limits the rows to those ILS branch codes (see domain.records.OWNER_FIELDS).
+    `branches` limits the rows to those ILS branch codes (see circhub.domain.records.OWNER_FIELDS).
     """
     parts = [source_select(entity, s, since, until, branches) for s in entity.sources]
     if len(parts) == 1:
@@ -146,7 +146,7 @@ def key_count_query(entity: Entity, branches: Sequence[str] | None = None) -> Se
 
 
 def _value(raw: Any, params: dict[str, Any]) -> ColumnElement:
-    """One value form of a write-back step (see connections.profile) as SQL."""
+    """One value form of a write-back step (see circhub.connections.profile) as SQL."""
     if isinstance(raw, Lookup):
         return _lookup(raw, params)
     if isinstance(raw, WhenNull):

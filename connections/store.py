@@ -30,7 +30,7 @@ from sqlalchemy.sql.expression import ColumnElement
 from sqlalchemy.sql.visitors import InternalTraversal
 from sqlalchemy.types import TypeDecorator
 
-from domain.schema import metadata, schema_migrations
+from circhub.domain.schema import metadata, schema_migrations
 
 
 def _baseline(conn: Connection) -> None:

@@ -127,8 +127,8 @@ def apply_deployments(env: dict, names: list[str], spec: Path = SPEC) -> str:
 
 def prepare(consortium, alert_webhook: str | None = None) -> None:
     """What must exist on the server before runs: pool, concurrency limits, automations."""
-    from flows.alerts import ensure_automations, save_alert_webhook
-    from tasks.limits import ensure_limits
+    from circhub.flows.alerts import ensure_automations, save_alert_webhook
+    from circhub.flows.slots import ensure_limits
 
     ensure_pool()
     ensure_limits(consortium)

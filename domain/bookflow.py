@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from domain.circulation import IN_HAND, Event
+from circhub.domain.circulation import IN_HAND, Event
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ IN_HAND = (RETURNED, SEEN, ISSUED)  # events that put the book in the hands of e
 
 HOME, ON_LOAN, AWAY, IN_TRANSIT = "home", "on_loan", "away", "in_transit"
 
-# Conflict reasons found by replay (see domain.conflicts for the ones found in the mirrors).
+# Conflict reasons found by replay (see circhub.domain.conflicts for the ones found in the mirrors).
 RETURN_NOT_ON_LOAN = "return_not_on_loan"
 ON_LOAN_IN_TWO_ILS = "on_loan_in_two_ils"
 

@@ -1,6 +1,7 @@
 """What the hub may write for one item, and what it must hold back for a person. Pure, no I/O.
 
-Replay finds conflicts in the event log (domain.circulation); this module adds the ones visible
+Replay finds conflicts in the event log (circhub.domain.circulation); this module adds the ones
+visible
 in what the member ILS show (the mirrors), and decides the consequences:
 
 - unknown barcode: no member's barcode prefix, or the owner's ILS has no such item. Listed;
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from domain.circulation import (
+from circhub.domain.circulation import (
     Command,
     Conflict,
     Event,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from datetime import datetime
 
-from domain.circulation import ISSUED, RENEWED, RETURNED, SEEN, Event
+from circhub.domain.circulation import ISSUED, RENEWED, RETURNED, SEEN, Event
 
 
 def _py(value) -> datetime | None:

@@ -13,10 +13,10 @@ from datetime import datetime, timedelta
 
 import pandas as pd
 
-from domain.encoding import normalise_text
-from domain.identity import check_id_number, mask_id_number, reader_key
-from domain.readers import card_key
-from domain.records import CANONICAL_FIELDS
+from circhub.domain.encoding import normalise_text
+from circhub.domain.identity import check_id_number, mask_id_number, reader_key
+from circhub.domain.readers import card_key
+from circhub.domain.records import CANONICAL_FIELDS
 
 FUTURE_TOLERANCE = timedelta(minutes=10)
 # Which human_text fields could not be decoded ("name_encoding,title_encoding"), or None.
@@ -38,7 +38,7 @@ def coerce_types(entity: str, df: pd.DataFrame) -> pd.DataFrame:
     """Source drivers return dates as strings (SQLite), datetimes or dates: make one shape.
 
     A value that is not a date ('0000-00-00', garbage) becomes NaT and fails validation
-    instead of failing the whole batch. Names and titles are decoded by `domain.encoding`;
+    instead of failing the whole batch. Names and titles are decoded by `circhub.domain.encoding`;
     the ones that cannot be trusted are blanked and named in `text_problem`.
     """
     out = df.copy(deep=False)  # pandas copy-on-write: columns are replaced, never changed

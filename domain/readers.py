@@ -1,6 +1,7 @@
 """Rules about one person across many member accounts. Pure: no I/O, no Prefect, no logging.
 
-One reader is one ID number (keyed by ``domain.identity.reader_key``); a reader account is that
+One reader is one ID number (keyed by ``circhub.domain.identity.reader_key``); a reader account is
+that
 person's local record at one member. An account whose own birth date or sex contradicts the ID
 number is *not merged blindly*, which here means:
 
@@ -21,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from domain.identity import normalize_id_number
+from circhub.domain.identity import normalize_id_number
 
 BIRTH_DATE_MISMATCH = "birth_date_mismatch"
 SEX_MISMATCH = "sex_mismatch"
@@ -53,7 +54,8 @@ def account_flags(row: dict) -> str | None:
     """Every way the member's record contradicts the ID number, comma-separated, or None.
 
     `row` holds the ILS's own `birth_date` and `sex` and the ID-derived `id_birth_date`,
-    `id_sex` (see ``domain.prepare.protect_readers``). A fact the ILS leaves blank contradicts
+    `id_sex` (see ``circhub.domain.prepare.protect_readers``). A fact the ILS leaves blank
+    contradicts
     nothing.
     """
     flags = []

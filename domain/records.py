@@ -3,7 +3,7 @@
 A profile may leave an optional field unmapped (Koha keeps no return branch on a loan row);
 extraction then yields NULL for it. Required fields must be mapped by every profile.
 Fields of kind "human_text" (names, titles) may arrive in a legacy Chinese encoding and are
-normalised by `domain.encoding` before validation.
+normalised by `circhub.domain.encoding` before validation.
 """
 
 from __future__ import annotations

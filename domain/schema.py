@@ -162,7 +162,8 @@ outbox = Table(
     Column("kind", String(30), nullable=False),
     Column("barcode", String(40), nullable=False),
     Column("payload", JSON, nullable=False),
-    # pending | applied | superseded | dead | resolved | unsupported (see tasks.outbox)
+    # pending | applied | superseded | dead | resolved | unsupported (see
+    # circhub.tasks.writeback.outbox)
     Column("status", String(20), nullable=False),
     Column("attempts", Integer, nullable=False, default=0),  # deliveries begun
     Column("last_error", Text),
@@ -174,7 +175,7 @@ outbox = Table(
     Index("ix_outbox_target_status", "target", "status"),
 )
 
-# Conflicts no rule may settle alone (domain.conflicts): listed with the reason, held back
+# Conflicts no rule may settle alone (circhub.domain.conflicts): listed with the reason, held back
 # from the replay or from write-back until the data explains them or an operator releases them.
 circulation_exceptions = Table(
     "circulation_exceptions",

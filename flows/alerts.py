@@ -35,8 +35,8 @@ from prefect.automations import (
 from prefect.blocks.notifications import CustomWebhookNotificationBlock
 from prefect.events import emit_event
 
-from connections.runtime import Runtime
-from tasks.status import MemberStatus, Staleness, member_statuses
+from circhub.connections.runtime import Runtime
+from circhub.tasks.reporting.status import MemberStatus, Staleness, member_statuses
 
 STALE_EVENT = "circhub.member.stale"
 DEAD_EVENT = "circhub.writeback.dead-lettered"

@@ -8,10 +8,10 @@ from datetime import datetime, timedelta
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
-from connections.runtime import default_config_path, open_runtime
-from flows.attempts import refuse_endless_attempts
-from tasks.backfill import BackfillProgress, backfill_member
-from tasks.validate import publish_data_docs
+from circhub.connections.runtime import default_config_path, open_runtime
+from circhub.flows.attempts import refuse_endless_attempts
+from circhub.tasks.loads.backfill import BackfillProgress, backfill_member
+from circhub.tasks.sync.validate import publish_data_docs
 
 
 def _run_name() -> str:

@@ -17,8 +17,8 @@ from datetime import datetime
 
 from prefect import tags
 
-from connections.config import Member
-from connections.runtime import Runtime
+from circhub.connections.config import Member
+from circhub.connections.runtime import Runtime
 
 
 def timed_name(prefix: str) -> str:

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from prefect.artifacts import create_table_artifact
 
-from connections.profile import load_profile
-from connections.runtime import Runtime
-from tasks.exceptions import list_exceptions
-from tasks.outbox import DEAD, PENDING, list_commands
-from tasks.push import describe
+from circhub.connections.profile import load_profile
+from circhub.connections.runtime import Runtime
+from circhub.tasks.circulation.operators import list_exceptions
+from circhub.tasks.writeback.outbox import DEAD, PENDING, list_commands
+from circhub.tasks.writeback.push import describe
 
 SHOWN = 200  # rows per artifact; `circhub outbox list` shows the rest
 

@@ -6,9 +6,9 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from connections.runtime import default_config_path, open_runtime
-from flows.attempts import refuse_endless_attempts
-from tasks.reconcile import reconcile_member
+from circhub.connections.runtime import default_config_path, open_runtime
+from circhub.flows.attempts import refuse_endless_attempts
+from circhub.tasks.loads.reconcile import reconcile_member
 
 
 @task(name="reconcile-member", task_run_name="reconcile-{member_code}", cache_policy=NO_CACHE)

@@ -14,12 +14,12 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from connections.runtime import default_config_path, open_runtime
-from flows.attempts import refuse_endless_attempts
-from flows.naming import report_run_name
-from tasks.report import DailyFigures, daily_figures
-from tasks.report_plots import all_pngs
-from tasks.status import Staleness
+from circhub.connections.runtime import default_config_path, open_runtime
+from circhub.flows.attempts import refuse_endless_attempts
+from circhub.flows.naming import report_run_name
+from circhub.tasks.reporting.plots import all_pngs
+from circhub.tasks.reporting.report import DailyFigures, daily_figures
+from circhub.tasks.reporting.status import Staleness
 
 REPORT_DIR_ENV = "CIRCHUB_REPORT_DIR"
 TITLES = {"headline": "Headline", "cross-loans-per-day": "Cross loans per day",

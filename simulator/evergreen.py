@@ -28,8 +28,8 @@ from sqlalchemy import (
     update,
 )
 
-from simulator.desk import Desk
-from simulator.localtime import naive_local
+from circhub.simulator.desk import Desk
+from circhub.simulator.localtime import naive_local
 
 CONSORT = "CONSORT"  # circ_modifier of consortium copies (the Evergreen profile's marker)
 CONSORT_LABEL = "##CONSORT##"  # call number label holding a member's consortium copies

@@ -1,5 +1,5 @@
 """A Polaris-style member database: SQL Server shaped, served here by PostgreSQL and reached
-through pyodbc (`postgresql+pyodbc://`, see connections.odbc), and its circulation desk.
+through pyodbc (`postgresql+pyodbc://`, see circhub.connections.odbc), and its circulation desk.
 
 Polaris's own names where the hub reads them: Polaris.Patrons / PatronRegistration,
 CircItemRecords, ItemCheckouts (open loans only: a check-in deletes the row), Organizations
@@ -40,7 +40,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.schema import CreateSchema, DropSchema
 
-from simulator.desk import Desk
+from circhub.simulator.desk import Desk
 
 CONSORT = "CONSORT"  # MaterialTypes.Description of consortium copies (the profile's marker)
 BOOK_TYPE, CONSORT_TYPE = 1, 2  # MaterialTypeID

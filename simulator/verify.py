@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from sqlalchemy import Engine, select
 
-from domain.schema import items
-from simulator.world import World
+from circhub.domain.schema import items
+from circhub.simulator.world import World
 
 
 def central_differences(world: World, store: Engine) -> list[str]:

@@ -14,10 +14,10 @@ from pathlib import Path
 
 from sqlalchemy import create_engine
 
-from domain.identity import check_character
-from simulator.evergreen import EvergreenDesk
-from simulator.koha import KohaDesk
-from simulator.polaris import PolarisDesk
+from circhub.domain.identity import check_character
+from circhub.simulator.evergreen import EvergreenDesk
+from circhub.simulator.koha import KohaDesk
+from circhub.simulator.polaris import PolarisDesk
 
 # (code, name, region, level) — modelled on the Sichuan–Chongqing reading one-card.
 LIBRARIES = [
@@ -224,7 +224,7 @@ def koha_world(urls: dict[str, str], seed: int, start: datetime) -> World:
 def mixed_world(members: list[tuple[str, str]], seed: int, start: datetime) -> World:
     """Members of several ILS kinds, in member_specs order: (profile, database URL) each.
     Evergreen needs PostgreSQL; Polaris-style PostgreSQL, usually as postgresql+pyodbc://."""
-    import connections.odbc  # noqa: F401 - registers postgresql+pyodbc://
+    import circhub.connections.odbc  # noqa: F401 - registers postgresql+pyodbc://
 
     specs = member_specs(len(members))
     desks = {spec[0]: DESKS[profile](create_engine(url), spec[0])

@@ -48,7 +48,7 @@ class DatabaseFactory:
         return self.base.set(database=name).render_as_string(hide_password=False)
 
     def drop_all(self) -> None:
-        from connections.engines import engine_for
+        from circhub.connections.engines import engine_for
 
         engine_for.cache_clear()
         with self.admin.connect() as conn:
@@ -106,7 +106,7 @@ def prefect_server():
 @pytest.fixture(autouse=True)
 def _fresh_runtime_cache():
     """Runtimes are cached per config path; tests reuse paths, so start each one clean."""
-    from connections.runtime import open_runtime
+    from circhub.connections.runtime import open_runtime
 
     open_runtime.cache_clear()
     yield

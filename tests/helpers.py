@@ -11,11 +11,10 @@ from pathlib import Path
 
 from sqlalchemy import insert
 
-from connections.runtime import Runtime, open_runtime
-from simulator import koha
-from simulator.world import World, config_toml, koha_world, member_specs
-from tasks.pipeline import sync_member
-from tasks.push import push_member, targets_with_pending
+from circhub.connections.runtime import Runtime, open_runtime
+from circhub.simulator import koha
+from circhub.simulator.world import World, config_toml, koha_world, member_specs
+from circhub.tasks.sync.cycle import run_cycle
 
 
 def koha_consortium(tmp_path: Path, member_urls: list[str], central_url: str, *, seed: int = 11,
@@ -49,24 +48,24 @@ def add_koha_items(desk, code: str, stamps: list[datetime], first: int = 1,
 
 
 def sync_cycle(config: Path) -> Runtime:
-    """Every member's extract-validate-merge, then every pending push."""
+    """One cycle of every member, as the consortium flow composes it (`run_cycle`, without
+    Prefect): extract, validate together, merge, push. A member's failure fails the test."""
     rt = open_runtime(str(config))
-    for member in rt.consortium.members:
-        sync_member(rt, member)
-    for target in targets_with_pending(rt.store):
-        push_member(rt.store, rt.consortium, rt.consortium.member(target))
+    outcomes = run_cycle(rt, [m.code for m in rt.consortium.members])
+    failed = {code: o.error() for code, o in outcomes.items() if not o.ok}
+    assert not failed, f"members failed: {failed}"
     return rt
 
 
 def reader_processes() -> list[int]:
-    """Pids of backfill reader processes (`tasks.read_process`) running now."""
+    """Pids of backfill reader processes (`circhub.tasks.loads.read_process`) running now."""
     found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
             continue
-        if b"tasks.read_process" in cmdline:
+        if b"circhub.tasks.loads.read_process" in cmdline:
             found.append(int(pid))
     return found
 

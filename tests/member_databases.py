@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from sqlalchemy.engine import make_url
 
-from connections.config import parse_config
-from connections.engines import DEMO_ID_KEY, engine_for
-from connections.runtime import Runtime
-from connections.store import upgrade
+from circhub.connections.config import parse_config
+from circhub.connections.engines import DEMO_ID_KEY, engine_for
+from circhub.connections.runtime import Runtime
+from circhub.connections.store import upgrade
 
 SERVERS = ("mariadb", "postgresql", "odbc")
 

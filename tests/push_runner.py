@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import sys
 
-from connections.runtime import open_runtime
-from tasks.push import push_member
+from circhub.connections.runtime import open_runtime
+from circhub.tasks.writeback.push import push_member
 
 
 def main(config: str, member: str) -> int:

@@ -1,6 +1,7 @@
 """Read back everything a central store holds, as text, to search it for what must not be there.
 
-Tables are reflected from the database itself, not taken from `domain.schema`, so a table or a
+Tables are reflected from the database itself, not taken from `circhub.domain.schema`, so a table
+or a
 column added by anyone later is scanned too.
 """
 

@@ -18,9 +18,9 @@ from prefect import get_client
 from prefect.automations import Automation
 from sqlalchemy import insert
 
-from connections.runtime import open_runtime
-from domain.schema import outbox
-from flows.alerts import (
+from circhub.connections.runtime import open_runtime
+from circhub.domain.schema import outbox
+from circhub.flows.alerts import (
     DEAD_EVENT,
     STALE_EVENT,
     alert_block_id,
@@ -28,7 +28,7 @@ from flows.alerts import (
     ensure_automations,
     save_alert_webhook,
 )
-from tasks.status import Staleness
+from circhub.tasks.reporting.status import Staleness
 from tests.helpers import koha_consortium
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -89,8 +89,8 @@ def _events(name: str, since: datetime, timeout: float = 30) -> list[dict]:
 
 def test_a_stale_member_dead_letters_and_a_silent_schedule_notify_the_alert_webhook(
         tmp_path, webhook):
-    from flows.push import push_writebacks
-    from flows.sync import sync_consortium
+    from circhub.flows.push import push_writebacks
+    from circhub.flows.sync import sync_consortium
 
     url, received = webhook
     started = datetime.now(UTC)

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, func, select, text
 
-from connections.runtime import open_runtime
-from domain.schema import backfills, items, member_items
-from simulator.koha import KohaDesk
-from simulator.world import config_toml, member_specs
-from tasks.backfill import backfill_member, windows
+from circhub.connections.runtime import open_runtime
+from circhub.domain.schema import backfills, items, member_items
+from circhub.simulator.koha import KohaDesk
+from circhub.simulator.world import config_toml, member_specs
+from circhub.tasks.loads.backfill import backfill_member, windows
 from tests.helpers import readers_gone_within
 
 N_ITEMS = 6000

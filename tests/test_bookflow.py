@@ -8,9 +8,9 @@ from datetime import datetime, timedelta
 from typer.testing import CliRunner
 
 from circhub.cli import app
-from domain.bookflow import away_spells
-from domain.circulation import ISSUED, RETURNED, SEEN, Event
-from tasks.bookflow import book_flow
+from circhub.domain.bookflow import away_spells
+from circhub.domain.circulation import ISSUED, RETURNED, SEEN, Event
+from circhub.tasks.reporting.bookflow import book_flow
 from tests.writeback import BOOK, A, B, C, push, reader, sync
 
 OTHER = "SC0010000002"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from domain.circulation import (
+from circhub.domain.circulation import (
     ISSUED,
     RETURNED,
     SEEN,

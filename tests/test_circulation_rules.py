@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from domain.circulation import (
+from circhub.domain.circulation import (
     ISSUED,
     RENEWED,
     RETURNED,
@@ -21,7 +21,7 @@ from domain.circulation import (
     commands_for,
     replay,
 )
-from domain.conflicts import Decisions, assess_item
+from circhub.domain.conflicts import Decisions, assess_item
 
 T0 = datetime(2026, 11, 1, 9, 0)
 BOOK = "A0001"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from connections.config import ConfigError, load_config, parse_config
+from circhub.connections.config import ConfigError, load_config, parse_config
 
 GOOD = {"code": "CD001", "name": "Chengdu Public Library", "profile": "koha",
         "connection": "sqlite:///x.db"}

@@ -14,7 +14,7 @@ from helpers import sync_cycle
 from member_databases import member_database
 from sqlalchemy import text
 
-from simulator.world import config_toml, member_specs, mixed_world
+from circhub.simulator.world import config_toml, member_specs, mixed_world
 
 KINDS = [("evergreen", "postgresql"), ("koha", "mariadb"), ("polaris", "odbc")]
 EVERGREEN, KOHA, POLARIS = (spec[0] for spec in member_specs(len(KINDS)))

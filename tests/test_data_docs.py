@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
-from connections.config import ConfigError, load_config, parse_config
-from connections.runtime import open_runtime
-from domain.identity import looks_like_id_number
-from simulator import koha
-from tasks.pipeline import sync_member
-from tasks.validate import validate_extract, write_data_docs
+from circhub.connections.config import ConfigError, load_config, parse_config
+from circhub.connections.runtime import open_runtime
+from circhub.domain.identity import looks_like_id_number
+from circhub.simulator import koha
+from circhub.tasks.sync.cycle import sync_member
+from circhub.tasks.sync.validate import validate_extract, write_data_docs
 from tests.helpers import koha_consortium
 
 GOOD = {"code": "CD001", "name": "Chengdu Public Library", "profile": "koha",

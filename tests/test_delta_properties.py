@@ -13,15 +13,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import create_engine, delete, insert, select, update
 
-from connections.engines import engine_for, member_engine
-from connections.runtime import open_runtime
-from domain.schema import member_items
-from simulator import koha
-from simulator.world import config_toml, member_specs
-from tasks.extract import entity_query, extract_member, read_entity
-from tasks.pipeline import sync_member
-from tasks.reconcile import reconcile_member
-from tasks.validate import validate_extract
+from circhub.connections.engines import engine_for, member_engine
+from circhub.connections.runtime import open_runtime
+from circhub.domain.schema import member_items
+from circhub.simulator import koha
+from circhub.simulator.world import config_toml, member_specs
+from circhub.tasks.loads.reconcile import reconcile_member
+from circhub.tasks.sync.cycle import sync_member
+from circhub.tasks.sync.extract import entity_query, extract_member, read_entity
+from circhub.tasks.sync.validate import validate_extract
 from tests.helpers import consortium_settings
 
 LOOKBACK = 300
@@ -120,7 +120,7 @@ def test_central_store_equals_a_fresh_extraction_after_any_interleaving(steps):
             else:
                 source.apply(step)
         for _ in range(len(steps) + 1):  # one slice per sync until the delta is taken
-            if not sync_member(rt, member).extract.partial:
+            if not sync_member(rt, member).extract.catching_up:
                 break
         reconcile_member(rt, member)
         assert _central(rt, source.code) == _fresh_extraction(member)

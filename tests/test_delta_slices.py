@@ -8,12 +8,12 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import delete, select, update
 
-from connections.engines import member_engine
-from connections.runtime import open_runtime
-from domain.schema import member_items, watermarks
-from simulator import koha
-from tasks.extract import entity_query, read_entity
-from tasks.pipeline import sync_member
+from circhub.connections.engines import member_engine
+from circhub.connections.runtime import open_runtime
+from circhub.domain.schema import member_items, watermarks
+from circhub.simulator import koha
+from circhub.tasks.sync.cycle import sync_member
+from circhub.tasks.sync.extract import entity_query, read_entity
 from tests.helpers import add_koha_items, consortium_settings, koha_consortium
 
 LIMIT = 40
@@ -51,14 +51,14 @@ def test_a_large_delta_is_read_in_slices_that_catch_up(tmp_path, mariadb_db, pg_
     _add_items(world.desks[member.code], member.code, world.clock - timedelta(days=2), 150)
 
     first = sync_member(rt, member)
-    assert first.extract.partial == ("items",)
+    assert first.extract.catching_up == ("items",)
     got = _central_items(rt, member.code)
     assert 0 < len(got) < LIMIT  # the last (maybe cut) second is left for the next slice
     assert len(got) % 2 == 0  # two rows a second: no second was split
     assert _items_mark(rt, member.code) == max(got.values())
 
     syncs = 1
-    while (result := sync_member(rt, member)).extract.partial:
+    while (result := sync_member(rt, member)).extract.catching_up:
         syncs += 1
         assert result.extract.counts()["items"] <= LIMIT  # the lookback's 10 rows included
         assert syncs < 10, "the slices do not catch up"
@@ -75,7 +75,7 @@ def test_slices_get_past_a_lookback_holding_more_rows_than_the_limit(
     world, rt, member = _member(tmp_path, mariadb_db, pg_db, lookback=300)
     _add_items(world.desks[member.code], member.code, world.clock - timedelta(days=2), 150)
     partial = 0
-    while sync_member(rt, member).extract.partial:
+    while sync_member(rt, member).extract.catching_up:
         partial += 1
         assert partial < 10, "the slices do not catch up"
     assert partial >= 1
@@ -96,7 +96,7 @@ def test_more_rows_in_one_second_than_the_limit_are_read_whole(tmp_path, mariadb
 
     result = sync_member(rt, member)
 
-    assert result.extract.partial == ()
+    assert result.extract.catching_up == ()
     assert result.extract.counts()["items"] == 30 + more
     assert set(_central_items(rt, member.code).values()) == {bulk_at}
     assert _items_mark(rt, member.code) == bulk_at

@@ -18,8 +18,8 @@ from prefect import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from connections.runtime import open_runtime
-from deployments import serve as stack
+from circhub.connections.runtime import open_runtime
+from circhub.deployments import serve as stack
 from tests.helpers import koha_consortium
 
 SYNC = "sync-consortium/every-5-minutes"
@@ -147,7 +147,7 @@ def test_the_prefect_ui_shows_the_sync_run_and_its_artifact(served, tmp_path):
 
 HOLD_AND_WAIT = """
 import sys, time
-from tasks.limits import source_slots
+from circhub.flows.slots import source_slots
 with source_slots(sys.argv[1], wait_seconds=10):
     print("held", flush=True)
     time.sleep(600)
@@ -165,8 +165,8 @@ def test_a_killed_holders_slots_come_back_when_its_lease_ends(served):
     import sys
     import time
 
-    from connections.config import parse_config
-    from tasks.limits import LEASE_SECONDS, ensure_limits, source_slots
+    from circhub.connections.config import parse_config
+    from circhub.flows.slots import LEASE_SECONDS, ensure_limits, source_slots
 
     ensure_limits(parse_config({"consortium": {"name": "lease test"}, "members": [
         {"code": "LE001", "name": "LE001", "profile": "koha", "connection": "sqlite://"}]}))

@@ -7,8 +7,8 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select
 
-from domain.schema import loans, sync_runs, watermarks
-from flows.sync import sync_consortium, sync_library
+from circhub.domain.schema import loans, sync_runs, watermarks
+from circhub.flows.sync import sync_consortium, sync_library
 from tests.helpers import add_koha_items, consortium_settings, koha_consortium
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -75,7 +75,7 @@ def test_an_unreachable_member_fails_by_name_while_the_others_sync_and_it_catche
 
     assert state.is_failed()
     assert down_code in state.message and "cannot read" in state.message
-    from connections.runtime import open_runtime
+    from circhub.connections.runtime import open_runtime
 
     rt = open_runtime(str(config))
     with rt.store.connect() as conn:
@@ -102,8 +102,8 @@ def test_a_batch_failing_wholesale_fails_the_run_by_name_up_to_the_configured_sh
     """12 items of nobody's beside a member's own: at the default share (half) its batch is
     refused, the run fails naming it, and the other members sync; with `max_bad_share` at 0.8
     the same rows are quarantined and the run completes."""
-    from connections.runtime import open_runtime
-    from domain.schema import member_items, quarantine
+    from circhub.connections.runtime import open_runtime
+    from circhub.domain.schema import member_items, quarantine
 
     world, config, _ = _played(tmp_path)
     bad_code, good_code = list(world.desks)[:2]
@@ -135,7 +135,7 @@ def test_a_run_that_never_finishes_is_not_started_past_its_last_attempt(tmp_path
     it would be a reschedule after a crash in the cluster, is refused by name."""
     from prefect.client.orchestration import get_client
 
-    from flows.attempts import MAX_ATTEMPTS
+    from circhub.flows.attempts import MAX_ATTEMPTS
 
     members = [f"sqlite:///{tmp_path}/m0.db"]
     _, config = koha_consortium(tmp_path, members, f"sqlite:///{tmp_path}/central.db")

@@ -14,11 +14,11 @@ from prefect import Flow
 from sqlalchemy import create_engine, inspect
 from typer.testing import CliRunner
 
-import flows
+import circhub.flows
 from circhub.cli import app
-from connections.engines import ID_KEY_SECRET, ConnectionSetupError
-from connections.key_epochs import KeyMismatch
-from connections.runtime import open_runtime
+from circhub.connections.engines import ID_KEY_SECRET, ConnectionSetupError
+from circhub.connections.key_epochs import KeyMismatch
+from circhub.connections.runtime import open_runtime
 from tests.helpers import koha_consortium
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -89,8 +89,8 @@ def test_every_config_command_refuses_to_start_without_a_key(keyless, path, cmd)
 
 def _flows():
     found = {}
-    for info in pkgutil.iter_modules(flows.__path__):
-        module = importlib.import_module(f"flows.{info.name}")
+    for info in pkgutil.iter_modules(circhub.flows.__path__):
+        module = importlib.import_module(f"circhub.flows.{info.name}")
         found.update({f.name: f for f in vars(module).values() if isinstance(f, Flow)})
     return sorted(found.values(), key=lambda f: f.name)
 

@@ -1,4 +1,5 @@
-"""Tests for domain.identity: reader ID numbers are validated, masked and keyed, never leaked.
+"""Tests for circhub.domain.identity: reader ID numbers are validated, masked and keyed, never
+leaked.
 
 Expected check characters are computed with an independent formula (the python-stdnum form
 ``(1 - 2 * int(body, 13)) % 11``), not with the module under test.
@@ -12,7 +13,7 @@ from datetime import date
 
 import pytest
 
-from domain.identity import (
+from circhub.domain.identity import (
     ID_NUMBER_PATTERN,
     IdCheck,
     IdStatus,

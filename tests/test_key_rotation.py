@@ -8,17 +8,17 @@ import pytest
 from sqlalchemy import delete, func, select, update
 from typer.testing import CliRunner
 
-from connections.engines import ConnectionSetupError
-from connections.key_epochs import KeyMismatch, current_epoch
-from connections.runtime import open_runtime
-from domain.identity import reader_key
-from domain.readers import key_fingerprint
-from domain.schema import loans, reader_accounts, readers
-from simulator import koha
-from tasks.extract import SourceUnavailable, extract_member
-from tasks.merge import merge_batch
-from tasks.rekey import RotationRefused, rotate_reader_key
-from tasks.validate import validate_extract
+from circhub.connections.engines import ConnectionSetupError
+from circhub.connections.key_epochs import KeyMismatch, current_epoch
+from circhub.connections.runtime import open_runtime
+from circhub.domain.identity import reader_key
+from circhub.domain.readers import key_fingerprint
+from circhub.domain.schema import loans, reader_accounts, readers
+from circhub.simulator import koha
+from circhub.tasks.readers.rekey import RotationRefused, rotate_reader_key
+from circhub.tasks.sync.extract import SourceUnavailable, extract_member
+from circhub.tasks.sync.merge import merge_batch
+from circhub.tasks.sync.validate import validate_extract
 from tests.helpers import koha_consortium, sync_cycle
 from tests.store_scan import store_texts
 

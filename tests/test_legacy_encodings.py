@@ -14,12 +14,12 @@ import pytest
 from member_databases import make_runtime, member_database
 from sqlalchemy import select, text
 
-from connections.engines import engine_for
-from domain.schema import quarantine
-from simulator.koha import KohaDesk
-from simulator.polaris import PolarisDesk
-from simulator.world import make_id_number
-from tasks.pipeline import sync_member
+from circhub.connections.engines import engine_for
+from circhub.domain.schema import quarantine
+from circhub.simulator.koha import KohaDesk
+from circhub.simulator.polaris import PolarisDesk
+from circhub.simulator.world import make_id_number
+from circhub.tasks.sync.cycle import sync_member
 
 HERE = "AA001"
 UNDECODABLE = b"\xff\xfe\xfd\xfc"

@@ -8,9 +8,9 @@ import time
 import pytest
 from prefect import get_client
 
-from connections.config import parse_config
-from tasks import wrappers
-from tasks.limits import SOURCE_LIMIT, ensure_limits, member_limit, source_slots
+from circhub.connections.config import parse_config
+from circhub.flows import tasks as wrappers
+from circhub.flows.slots import SOURCE_LIMIT, ensure_limits, member_limit, source_slots
 from tests.helpers import koha_consortium
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -89,7 +89,7 @@ def test_the_source_pool_bounds_connections_across_members():
 
 
 def test_consortium_sync_fails_only_the_member_another_run_holds(tmp_path, monkeypatch):
-    from flows.sync import sync_consortium
+    from circhub.flows.sync import sync_consortium
 
     members = [f"sqlite:///{tmp_path}/m{i}.db" for i in range(3)]
     world, config = koha_consortium(tmp_path, members, f"sqlite:///{tmp_path}/central.db")
@@ -97,7 +97,7 @@ def test_consortium_sync_fails_only_the_member_another_run_holds(tmp_path, monke
     busy = list(world.desks)[0]
     # Long enough for the free members' first acquisitions on a busy 2-core machine.
     monkeypatch.setattr(wrappers, "SLOT_WAIT_SECONDS", 6)
-    from connections.runtime import open_runtime
+    from circhub.connections.runtime import open_runtime
 
     ensure_limits(open_runtime(str(config)).consortium)
 
@@ -107,7 +107,7 @@ def test_consortium_sync_fails_only_the_member_another_run_holds(tmp_path, monke
     assert state.is_failed() and f"1 of 3 member(s) failed: {busy}" in state.message
     from sqlalchemy import select
 
-    from domain.schema import sync_runs
+    from circhub.domain.schema import sync_runs
 
     with open_runtime(str(config)).store.connect() as conn:
         runs = dict(conn.execute(select(sync_runs.c.member, sync_runs.c.status)).all())

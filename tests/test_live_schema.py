@@ -1,4 +1,5 @@
-"""connections.live_schema: a profile against a member's live schema, names reported exactly."""
+"""circhub.connections.live_schema: a profile against a member's live schema, names reported
+exactly."""
 
 from __future__ import annotations
 
@@ -6,11 +7,11 @@ import pytest
 from member_databases import member_database
 from sqlalchemy import text
 
-from connections.engines import engine_for
-from connections.live_schema import schema_problems
-from connections.profile import load_profile
-from simulator.evergreen import EvergreenDesk
-from simulator.polaris import PolarisDesk
+from circhub.connections.engines import engine_for
+from circhub.connections.live_schema import schema_problems
+from circhub.connections.profile import load_profile
+from circhub.simulator.evergreen import EvergreenDesk
+from circhub.simulator.polaris import PolarisDesk
 
 
 @pytest.fixture

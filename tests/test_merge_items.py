@@ -11,15 +11,15 @@ import pandas as pd
 import pytest
 from sqlalchemy import create_engine, select, text
 
-from connections.bulk import copy_frame
-from connections.config import load_config
-from connections.store import upgrade
-from domain.rowhash import with_row_hash
-from domain.schema import items, member_items
-from simulator.world import config_toml, member_specs
-from tasks.merge_items import _insert_new, merge_items
+from circhub.connections.bulk import copy_frame
+from circhub.connections.config import load_config
+from circhub.connections.store import upgrade
+from circhub.domain.rowhash import with_row_hash
+from circhub.domain.schema import items, member_items
+from circhub.simulator.world import config_toml, member_specs
+from circhub.tasks.sync.merge_items import _insert_new, merge_items
 
-LARGE = 1500  # above connections.bulk.COPY_FROM_ROWS: the COPY path on PostgreSQL
+LARGE = 1500  # above circhub.connections.bulk.COPY_FROM_ROWS: the COPY path on PostgreSQL
 SEEN = datetime(2026, 3, 1, 9, 30)
 
 

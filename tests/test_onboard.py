@@ -1,4 +1,5 @@
-"""tasks.onboard.check_member: the verdict on a member before its first sync, with reasons."""
+"""circhub.tasks.onboarding.check.check_member: the verdict on a member before its first sync, with
+reasons."""
 
 from __future__ import annotations
 
@@ -9,13 +10,13 @@ import pytest
 from member_databases import member_database
 from sqlalchemy import text
 
-from connections.config import parse_config
-from connections.engines import engine_for
-from simulator.evergreen import EvergreenDesk
-from simulator.koha import KohaDesk
-from simulator.polaris import PolarisDesk
-from simulator.world import make_id_number
-from tasks.onboard import check_member
+from circhub.connections.config import parse_config
+from circhub.connections.engines import engine_for
+from circhub.simulator.evergreen import EvergreenDesk
+from circhub.simulator.koha import KohaDesk
+from circhub.simulator.polaris import PolarisDesk
+from circhub.simulator.world import make_id_number
+from circhub.tasks.onboarding.check import check_member
 
 T0 = datetime(2026, 10, 1, 9, 0)
 

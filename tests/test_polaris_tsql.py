@@ -13,8 +13,8 @@ from datetime import datetime
 import pytest
 from sqlalchemy.dialects import mssql
 
-from connections.profile import load_profile
-from connections.sql import extract_query, key_count_query, step_statement
+from circhub.connections.profile import load_profile
+from circhub.connections.sql import extract_query, key_count_query, step_statement
 
 PROFILE = load_profile("polaris")
 SINCE, UNTIL = datetime(2026, 10, 1), datetime(2026, 10, 2)

@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from tasks.prefetch import read_ahead
+from circhub.tasks.loads.prefetch import read_ahead
 
 
 def test_items_arrive_in_order_and_complete():

@@ -14,18 +14,18 @@ import pandas as pd
 import pytest
 from member_databases import make_runtime, member_database
 
-from connections.engines import engine_for
-from connections.live_schema import schema_problems
-from connections.profile import load_profile
-from connections.sql import extract_query
-from domain.records import ENTITIES
-from simulator.evergreen import EvergreenDesk
-from simulator.koha import KohaDesk
-from simulator.polaris import PolarisDesk
-from simulator.world import make_id_number
-from tasks.extract import read_entity
-from tasks.pipeline import sync_member
-from tasks.push import apply_command
+from circhub.connections.engines import engine_for
+from circhub.connections.live_schema import schema_problems
+from circhub.connections.profile import load_profile
+from circhub.connections.sql import extract_query
+from circhub.domain.records import ENTITIES
+from circhub.simulator.evergreen import EvergreenDesk
+from circhub.simulator.koha import KohaDesk
+from circhub.simulator.polaris import PolarisDesk
+from circhub.simulator.world import make_id_number
+from circhub.tasks.sync.cycle import sync_member
+from circhub.tasks.sync.extract import read_entity
+from circhub.tasks.writeback.push import apply_command
 
 HERE, THERE = "AA001", "BB001"  # the member under test, and another member of the consortium
 T0 = datetime(2026, 10, 1, 9, 0)

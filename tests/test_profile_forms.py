@@ -8,15 +8,15 @@ import pytest
 from sqlalchemy.dialects import mssql, mysql, postgresql, sqlite
 from sqlalchemy.engine import make_url
 
-from connections.odbc import odbc_connection_string
-from connections.profile import (
+from circhub.connections.odbc import odbc_connection_string
+from circhub.connections.profile import (
     PROFILE_DIR,
     ProfileError,
     available_profiles,
     load_profile,
     parse_profile,
 )
-from connections.sql import extract_query, step_statement
+from circhub.connections.sql import extract_query, step_statement
 
 PARAMS = {"barcode": "AA0010000001", "holder_branch": "BB001", "due_date": None,
           "loan_local_id": "7", "returned_at": None, "return_branch": "BB001"}

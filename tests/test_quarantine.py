@@ -7,9 +7,9 @@ from datetime import timedelta
 
 from sqlalchemy import func, select, update
 
-from domain.identity import looks_like_id_number
-from domain.schema import loans, quarantine, reader_accounts
-from simulator import koha
+from circhub.domain.identity import looks_like_id_number
+from circhub.domain.schema import loans, quarantine, reader_accounts
+from circhub.simulator import koha
 from tests.helpers import koha_consortium, sync_cycle
 
 

@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 from sqlalchemy import create_engine
 
-from connections.config import Member
-from simulator.koha import KohaDesk
-from tasks.extract import SourceUnavailable
-from tasks.read_process import ReaderDone, ReadJob, WindowRead, read_in_child
+from circhub.connections.config import Member
+from circhub.simulator.koha import KohaDesk
+from circhub.tasks.loads.read_process import ReaderDone, ReadJob, WindowRead, read_in_child
+from circhub.tasks.sync.extract import SourceUnavailable
 from tests.helpers import reader_processes, readers_gone_within
 
 CODE = "SC001"

@@ -11,11 +11,11 @@ import pytest
 from sqlalchemy import func, select, text, update
 from typer.testing import CliRunner
 
-from domain.identity import reader_key
-from domain.readers import AccountFacts, account_flags, choose_home
-from domain.schema import reader_accounts, readers
-from simulator import koha
-from tasks.readers import flagged_accounts
+from circhub.domain.identity import reader_key
+from circhub.domain.readers import AccountFacts, account_flags, choose_home
+from circhub.domain.schema import reader_accounts, readers
+from circhub.simulator import koha
+from circhub.tasks.readers.lookup import flagged_accounts
 from tests.helpers import koha_consortium, sync_cycle
 
 A, B = "SC001", "CQ001"  # A is synced first: it comes first in the config
@@ -120,7 +120,7 @@ def test_an_existing_store_gains_the_registration_column_without_losing_accounts
     with rt.store.begin() as conn:  # a store from before the column existed
         conn.execute(text("ALTER TABLE reader_accounts DROP COLUMN registered_on"))
         conn.execute(text("DELETE FROM schema_migrations WHERE version = 2"))
-    from connections.store import upgrade
+    from circhub.connections.store import upgrade
 
     assert "002 reader_accounts.registered_on" in upgrade(rt.store)
     assert set(_accounts(rt, person)) == {A, B}

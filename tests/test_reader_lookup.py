@@ -9,9 +9,9 @@ from datetime import timedelta
 import pytest
 from typer.testing import CliRunner
 
-from domain.identity import mask_id_number
-from simulator.world import make_id_number
-from tasks.readers import recognise
+from circhub.domain.identity import mask_id_number
+from circhub.simulator.world import make_id_number
+from circhub.tasks.readers.lookup import recognise
 from tests.helpers import koha_consortium, sync_cycle
 
 A, B, C = "SC001", "CQ001", "CD001"

@@ -13,14 +13,14 @@ from datetime import date
 import pytest
 from sqlalchemy import select, text
 
-from domain.identity import (
+from circhub.domain.identity import (
     check_character,
     looks_like_id_number,
     normalize_id_number,
     upgrade_15_to_18,
 )
-from domain.schema import quarantine, reader_accounts
-from flows.sync import sync_consortium
+from circhub.domain.schema import quarantine, reader_accounts
+from circhub.flows.sync import sync_consortium
 from tests.conftest import MARIADB_ADMIN, PG_ADMIN, DatabaseFactory
 from tests.helpers import koha_consortium
 from tests.store_scan import store_texts
@@ -137,7 +137,7 @@ def test_the_scanner_would_see_every_id_number_that_was_handed_over(synced):
 
 def test_no_central_table_column_holds_an_id_number_in_clear(synced):
     state, config, numbers, _ = synced
-    from connections.runtime import open_runtime
+    from circhub.connections.runtime import open_runtime
 
     rt = open_runtime(str(config))
     texts = [(f"{t}.{c}", v) for t, c, v in store_texts(rt.store)]
@@ -183,7 +183,7 @@ def _read_back(flow_run_id):
 
 def test_each_bad_reader_row_is_quarantined_with_the_specific_rule_and_the_rest_proceed(synced):
     state, config, _, _ = synced
-    from connections.runtime import open_runtime
+    from circhub.connections.runtime import open_runtime
 
     rt = open_runtime(str(config))
     with rt.store.connect() as conn:

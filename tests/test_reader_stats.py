@@ -9,8 +9,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, union_all
 from typer.testing import CliRunner
 
-from simulator import koha
-from tasks.reader_stats import ReaderStats, reader_stats
+from circhub.simulator import koha
+from circhub.tasks.readers.stats import ReaderStats, reader_stats
 from tests.helpers import koha_consortium, sync_cycle
 
 

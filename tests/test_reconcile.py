@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from sqlalchemy import delete, func, insert, select
 
-from domain.schema import drift, member_items
-from simulator import koha
-from tasks.reconcile import reconcile_member
+from circhub.domain.schema import drift, member_items
+from circhub.simulator import koha
+from circhub.tasks.loads.reconcile import reconcile_member
 from tests.helpers import koha_consortium, sync_cycle
 
 

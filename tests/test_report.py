@@ -13,9 +13,9 @@ import matplotlib.image
 import pytest
 from sqlalchemy import text
 
-from tasks.report import daily_figures
-from tasks.report_plots import all_pngs
-from tasks.status import Staleness
+from circhub.tasks.reporting.plots import all_pngs
+from circhub.tasks.reporting.report import daily_figures
+from circhub.tasks.reporting.status import Staleness
 from tests.helpers import koha_consortium, sync_cycle
 
 PLOTS = {"headline", "cross-loans-per-day", "book-flows", "writeback-backlog", "quarantine",
@@ -80,7 +80,7 @@ def test_plots_render_as_png_images_of_the_figures(tmp_path):
 def test_daily_report_flow_saves_the_plots_and_embeds_them_in_a_markdown_artifact(tmp_path):
     from prefect.artifacts import Artifact
 
-    from flows.report import daily_report
+    from circhub.flows.report import daily_report
 
     world, config, rt = _world(tmp_path, f"sqlite:///{tmp_path}/central.db", members=3)
 

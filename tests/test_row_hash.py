@@ -7,7 +7,7 @@ from datetime import datetime
 
 import pandas as pd
 
-from domain.rowhash import HASHED, _hex16, with_row_hash, with_row_hashes
+from circhub.domain.rowhash import HASHED, _hex16, with_row_hash, with_row_hashes
 
 TIMES = [datetime(2026, 3, 1), datetime(2026, 3, 1, 9, 30), datetime(2026, 3, 1, 9, 30, 5, 250000),
          datetime(2026, 3, 1, 9, 30, 5, 123456), None]

@@ -16,14 +16,14 @@ import pytest
 from member_databases import make_runtime, member_database
 from sqlalchemy import select
 
-from connections.config import ConfigError, parse_config
-from connections.engines import engine_for
-from domain.schema import loans, member_items, outbox
-from simulator.evergreen import EvergreenDesk
-from simulator.koha import KohaDesk
-from simulator.world import make_id_number
-from tasks.pipeline import sync_member
-from tasks.push import push_member, targets_with_pending
+from circhub.connections.config import ConfigError, parse_config
+from circhub.connections.engines import engine_for
+from circhub.domain.schema import loans, member_items, outbox
+from circhub.simulator.evergreen import EvergreenDesk
+from circhub.simulator.koha import KohaDesk
+from circhub.simulator.world import make_id_number
+from circhub.tasks.sync.cycle import sync_member
+from circhub.tasks.writeback.push import push_member, targets_with_pending
 
 MAIN, PIDU, KOHA = "CD001", "CD002", "SC001"
 BRANCHES = {"CPL-MAIN": MAIN, "CPL-PIDU": PIDU}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from domain.identity import IdStatus, check_id_number
+from circhub.domain.identity import IdStatus, check_id_number
 from tests.helpers import koha_consortium
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import text
 
-from connections.engines import engine_for
+from circhub.connections.engines import engine_for
 from tests.member_databases import member_database
 
 

@@ -8,9 +8,9 @@ from sqlalchemy import select, update
 from typer.testing import CliRunner
 
 from circhub.cli import app
-from connections.runtime import open_runtime
-from domain.schema import outbox, sync_runs
-from tasks.status import Staleness, member_statuses, needs_attention
+from circhub.connections.runtime import open_runtime
+from circhub.domain.schema import outbox, sync_runs
+from circhub.tasks.reporting.status import Staleness, member_statuses, needs_attention
 from tests.helpers import koha_consortium, sync_cycle
 
 

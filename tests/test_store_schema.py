@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from sqlalchemy import inspect, select, text
 
-from connections import store
-from domain.schema import members, metadata
+from circhub.connections import store
+from circhub.domain.schema import members, metadata
 
 
 def test_upgrade_creates_every_table_and_is_a_no_op_the_second_time(central_engine):

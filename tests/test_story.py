@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
-from domain.schema import circulation_events, items, loans, outbox
+from circhub.domain.schema import circulation_events, items, loans, outbox
 from tests.helpers import koha_consortium, sync_cycle
 
 A, B, C = "SC001", "CQ001", "CD001"

@@ -1,4 +1,4 @@
-"""domain.encoding: names and titles from legacy Chinese ILS data become UTF-8, or a rule.
+"""circhub.domain.encoding: names and titles from legacy Chinese ILS data become UTF-8, or a rule.
 
 Mojibake is made here the way a latin1 MySQL column makes it: GBK (or UTF-8) bytes read back
 as Windows-1252, with the five bytes it leaves undefined passed through as U+0081 etc.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from domain.encoding import TEXT_ENCODING, NormalisedText, normalise_text
+from circhub.domain.encoding import TEXT_ENCODING, NormalisedText, normalise_text
 
 CP1252_UNDEFINED = {0x81, 0x8D, 0x8F, 0x90, 0x9D}
 

@@ -6,8 +6,8 @@ from datetime import datetime
 
 import pandas as pd
 
-from domain.prepare import MemberView, coerce_types
-from tasks.validate import BatchRejected, validate_extract, validate_members
+from circhub.domain.prepare import MemberView, coerce_types
+from circhub.tasks.sync.validate import BatchRejected, validate_extract, validate_members
 
 NOW = datetime(2026, 11, 25, 12, 0)
 MEMBERS = ("SC001", "SC002")

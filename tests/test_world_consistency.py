@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from simulator.verify import central_differences, ils_differences
+from circhub.simulator.verify import central_differences, ils_differences
 from tests.helpers import koha_consortium, sync_cycle
 
 

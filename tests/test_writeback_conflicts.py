@@ -8,8 +8,8 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from domain.schema import items, sync_runs
-from tasks.exceptions import list_exceptions, release
+from circhub.domain.schema import items, sync_runs
+from circhub.tasks.circulation.operators import list_exceptions, release
 from tests.writeback import (
     BOOK,
     A,

@@ -17,9 +17,9 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, func, select, text
 
-from connections.runtime import open_runtime
-from domain.schema import circulation_events
-from tasks.push import PAUSE_ENV
+from circhub.connections.runtime import open_runtime
+from circhub.domain.schema import circulation_events
+from circhub.tasks.writeback.push import PAUSE_ENV
 from tests.conftest import PG_ADMIN
 from tests.writeback import (
     BOOK,

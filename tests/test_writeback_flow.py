@@ -9,7 +9,7 @@ import json
 import pytest
 from sqlalchemy import text
 
-from flows.push import push_writebacks
+from circhub.flows.push import push_writebacks
 from tests.helpers import consortium_settings
 from tests.writeback import BOOK, A, B, C, reader, sync
 
@@ -42,7 +42,7 @@ def test_the_push_flow_publishes_dead_letters_exceptions_and_dry_runs(koha):
                           "SET MESSAGE_TEXT = 'item locked for inventory'; END IF; END"))
     sync(config)
     rt = sync(config, [A])  # A's data is in: the scan at C is a real exception now
-    from tasks.transfers import request_transfer
+    from circhub.tasks.circulation.transfers import request_transfer
 
     request_transfer(rt.store, rt.consortium, OTHER, at=world.tick())
 

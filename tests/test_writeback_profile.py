@@ -10,10 +10,10 @@ from datetime import datetime, timedelta
 import pytest
 from sqlalchemy.dialects import mysql
 
-from connections.profile import PROFILE_DIR, ProfileError, load_profile, parse_profile
-from connections.sql import step_statement
-from simulator.world import config_toml, member_specs, mixed_world
-from tasks.transfers import request_transfer
+from circhub.connections.profile import PROFILE_DIR, ProfileError, load_profile, parse_profile
+from circhub.connections.sql import step_statement
+from circhub.simulator.world import config_toml, member_specs, mixed_world
+from circhub.tasks.circulation.transfers import request_transfer
 from tests.writeback import commands, dispose, push, sync
 
 KOHA_TOML = tomllib.loads((PROFILE_DIR / "koha.toml").read_text())

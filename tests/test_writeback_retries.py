@@ -14,8 +14,8 @@ from sqlalchemy import text
 from typer.testing import CliRunner
 
 from circhub.cli import app
-from connections.runtime import open_runtime
-from tasks.outbox import RetryPolicy
+from circhub.connections.runtime import open_runtime
+from circhub.tasks.writeback.outbox import RetryPolicy
 from tests.helpers import consortium_settings
 from tests.writeback import (
     BOOK,
@@ -188,7 +188,7 @@ def test_a_failed_command_holds_back_the_later_commands_of_its_item_only(koha):
     world.checkin(OTHER, B)
     rt = sync(config)
     push(rt)
-    from tasks.transfers import request_transfer
+    from circhub.tasks.circulation.transfers import request_transfer
 
     for barcode in (BOOK, OTHER):  # both asked home; they arrive, B is told twice each
         request_transfer(rt.store, rt.consortium, barcode, at=world.tick())

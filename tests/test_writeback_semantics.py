@@ -8,8 +8,8 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from domain.schema import items
-from tasks.transfers import TransferRefused, request_transfer
+from circhub.domain.schema import items
+from circhub.tasks.circulation.transfers import TransferRefused, request_transfer
 from tests.writeback import (
     BOOK,
     A,

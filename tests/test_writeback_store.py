@@ -7,8 +7,8 @@ from datetime import datetime
 
 from sqlalchemy import delete, insert, inspect, select, text
 
-from connections import store
-from domain.schema import outbox, schema_migrations
+from circhub.connections import store
+from circhub.domain.schema import outbox, schema_migrations
 
 
 def test_a_store_from_before_the_retry_columns_gets_them_and_keeps_its_commands(central_engine):

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, text
 
-from connections.config import load_config
-from connections.engines import central_url, engine_for
-from connections.runtime import Runtime, open_runtime
-from domain.schema import circulation_exceptions, outbox
-from tasks.pipeline import sync_member
-from tasks.push import PushReport, push_member, targets_with_pending
+from circhub.connections.config import load_config
+from circhub.connections.engines import central_url, engine_for
+from circhub.connections.runtime import Runtime, open_runtime
+from circhub.domain.schema import circulation_exceptions, outbox
+from circhub.tasks.sync.cycle import run_cycle
+from circhub.tasks.writeback.push import PushReport, push_member, targets_with_pending
 from tests.helpers import koha_consortium
 
 A, B, C = "SC001", "CQ001", "CD001"  # the first three simulated members
@@ -50,9 +50,10 @@ def reader(world, home: str):
 def sync(config: Path, codes: list[str] | None = None) -> Runtime:
     """Extract, validate and merge the members named (default: all), without pushing."""
     rt = open_runtime(str(config))
-    for member in rt.consortium.members:
-        if codes is None or member.code in codes:
-            sync_member(rt, member)
+    chosen = [m.code for m in rt.consortium.members if codes is None or m.code in codes]
+    outcomes = run_cycle(rt, chosen, push=False)
+    failed = {code: o.error() for code, o in outcomes.items() if not o.ok}
+    assert not failed, f"members failed: {failed}"
     return rt
 
 

@@ -203,7 +203,7 @@ class Cluster:
 
     # -- prefect ---------------------------------------------------------------------------
     def env(self, home: Path, api_url: str | None = None) -> dict:
-        from deployments import serve as stack
+        from circhub.deployments import serve as stack
 
         env = stack.prefect_env(api_url or self.api_url, home, self.config)
         env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] = str(HEARTBEAT_SECONDS)
@@ -223,7 +223,7 @@ class Cluster:
         self.pids["server"] = proc.pid
         self.save()
         deadline = time.monotonic() + 180
-        from deployments.serve import healthy
+        from circhub.deployments.serve import healthy
         while not healthy(f"http://127.0.0.1:{self.port}/api"):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise ClusterError(f"Prefect server did not start; see {self.home}/server.log")
@@ -326,7 +326,7 @@ def wait_for_port(host: str, port: int, seconds: float, proc=None) -> None:
 def simulated_consortium(folder: Path, members: int, central_url: str, seed: int = 11,
                          start: datetime | None = None, play_days: int = 3):
     """Koha members as SQLite files under `folder`, played for a few days, and their config."""
-    from simulator.world import config_toml, member_specs, sqlite_world
+    from circhub.simulator.world import config_toml, member_specs, sqlite_world
 
     start = start or datetime.now().replace(microsecond=0) - timedelta(days=20)
     world, urls = sqlite_world(folder, members, seed, start)
@@ -384,8 +384,8 @@ def deploy_sync(cluster: Cluster) -> None:
     paused (the test and the operator trigger runs; `--schedule` in `up` leaves it on)."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from connections.runtime import open_runtime
-    from deployments import serve as stack
+    from circhub.connections.runtime import open_runtime
+    from circhub.deployments import serve as stack
 
     env = cluster.env(cluster.home / "admin-home")
     with temporary_settings(updates={PREFECT_API_URL: cluster.api_url}):

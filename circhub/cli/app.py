@@ -1,0 +1,187 @@
+"""The `circhub` command line: what a data engineer types next to the Prefect UI."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from circhub.cli.books import books_app
+from circhub.cli.common import ConfigOpt, config_path, console, err, runtime
+from circhub.cli.ops import ops_app
+from circhub.cli.outbox import outbox_app
+from circhub.cli.readers import reader_app
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no outbound network
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+app = typer.Typer(no_args_is_help=True, add_completion=False,
+                  help="circhub: the circulation data hub of a library consortium.")
+db_app = typer.Typer(no_args_is_help=True, help="Central store schema.")
+app.add_typer(db_app, name="db")
+app.add_typer(reader_app, name="reader")
+app.add_typer(outbox_app, name="outbox")
+app.add_typer(books_app, name="books")
+app.add_typer(ops_app)  # serve, status, report: top-level commands
+@app.command()
+def demo(folder: Path = typer.Option(Path("demo"), help="Where the demo's databases go."),
+         members: int = 12, seed: int = 7) -> None:
+    """Simulate a small consortium on SQLite and sync it with the real flows."""
+    # The story is printed below; the flow and task logs still go to the Prefect API / UI.
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "ERROR")
+    # The ephemeral server's own services retry SQLite lock contention on a busy machine and
+    # log each retry with a traceback; the demo's reader wants the story, not those.
+    os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "CRITICAL")
+    from circhub.demo import DemoSize, tell
+
+    tell(console, folder, DemoSize(members=members, seed=seed))
+
+
+@app.command()
+def simulate(out: Path = typer.Option(Path("sim"), help="Folder for the member databases."),
+             members: int = 12, readers: int = 40, items: int = 120, days: int = 14,
+             actions: int = 40, seed: int = 7, bad_readers: int = 3) -> None:
+    """Create simulated member ILS databases (SQLite) and play circulation on them."""
+    from circhub.demo import DemoSize, build_world
+
+    size = DemoSize(members, readers, items, days, actions, seed)
+    world, config = build_world(out, size)
+    world.play(days, actions)
+    s = world.stats
+    console.print(f"{members} members under {out}/members; config {config}")
+    console.print(f"{s.loans} loans, {s.returns} returns ({s.cross_returns} cross returns), "
+                  f"{s.secondary_loans} secondary loans, {s.renewals} renewals")
+
+
+@db_app.command("upgrade")
+def db_upgrade(config: str = ConfigOpt) -> None:
+    """Create or upgrade the central store schema (never drops data)."""
+    from circhub.connections.config import ConfigError, load_config
+    from circhub.connections.engines import (
+        ConnectionSetupError,
+        central_url,
+        engine_for,
+        id_hash_key,
+    )
+    from circhub.connections.store import current_version, upgrade
+
+    try:
+        consortium = load_config(config_path(config))
+        id_hash_key(consortium)  # the rule of every command: no reader-ID key, no start
+        engine = engine_for(central_url(consortium))
+    except (ConfigError, ConnectionSetupError) as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    applied = upgrade(engine)
+    console.print(f"central store at schema version {current_version(engine)}"
+                  + (f"; applied {', '.join(applied)}" if applied else "; already current"))
+
+
+@app.command()
+def sync(config: str = ConfigOpt,
+         member: list[str] = typer.Option(None, "--member", "-m",
+                                          help="Only these members (repeatable).")) -> None:
+    """Run the consortium sync flow (or one member's) now."""
+    from circhub.flows.sync import sync_consortium
+
+    _run_flow(sync_consortium, "sync", config, members=member or None)
+
+
+@app.command()
+def push(config: str = ConfigOpt) -> None:
+    """Apply pending write-backs to the members owed them."""
+    from circhub.flows.push import push_writebacks
+
+    _run_flow(push_writebacks, "push", config)
+
+
+def _run_flow(flow_fn, what: str, config: str | None, **params) -> None:
+    """Run a flow now, print its per-member table, exit non-zero when it failed."""
+    runtime(config)
+    state = flow_fn(config=config_path(config), return_state=True, **params)
+    rows = state.result(raise_on_failure=False)
+    if isinstance(rows, dict):
+        _print_rows(rows.values())
+    if not state.is_completed():
+        err.print(f"[red]{what} failed:[/] {state.message}")
+        raise typer.Exit(1)
+
+
+@app.command()
+def check(member: str, config: str = ConfigOpt) -> None:
+    """Onboarding check: profile vs live schema, sampled validation, backfill size, verdict."""
+    from circhub.connections.config import ConfigError, load_config
+    from circhub.connections.engines import ConnectionSetupError, id_hash_key
+    from circhub.tasks.onboarding.check import check_member
+
+    try:
+        consortium = load_config(config_path(config))
+        id_hash_key(consortium)  # samples use a throwaway key, but no command starts keyless
+        report = check_member(consortium, member)
+    except (ConfigError, ConnectionSetupError) as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    for line in report.lines():
+        console.print(line, highlight=False, soft_wrap=True)
+    if not report.ready:
+        raise typer.Exit(1)
+
+
+@app.command("backfill")
+def backfill_cmd(member: str, entity: str,
+                 since: str = typer.Option(..., help="First cursor value, ISO date/time."),
+                 until: str = typer.Option(None, help="End (exclusive); default now."),
+                 window_hours: int = 24, config: str = ConfigOpt) -> None:
+    """Load one entity of one member over a date range; rerun to resume after a crash."""
+    from circhub.connections.config import ConfigError
+    from circhub.flows.backfill import backfill
+
+    rt = runtime(config)
+    try:
+        rt.consortium.member(member)  # a clear error for an unknown member, before any work
+    except ConfigError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    state = backfill(member=member, entity=entity, since=since, until=until,
+                     window_hours=window_hours, config=config_path(config), show_progress=True,
+                     return_state=True)
+    if not state.is_completed():
+        err.print(f"[red]backfill failed:[/] {state.message}")
+        raise typer.Exit(1)
+    console.print(state.result())
+
+
+@app.command("quarantine")
+def quarantine_list(config: str = ConfigOpt, limit: int = 50) -> None:
+    """Rows held back by validation, with the rules they broke (masked values)."""
+    from sqlalchemy import select
+
+    from circhub.domain.schema import quarantine
+
+    rt = runtime(config)
+    with rt.store.connect() as conn:
+        rows = conn.execute(select(quarantine).where(quarantine.c.released_at.is_(None))
+                            .order_by(quarantine.c.member, quarantine.c.entity)
+                            .limit(limit)).all()
+    table = Table("member", "entity", "row key", "rules", "row (masked)")
+    for r in rows:
+        table.add_row(r.member, r.entity, r.row_key, ", ".join(r.rules),
+                      ", ".join(f"{k}={v}" for k, v in r.row_masked.items() if v is not None))
+    console.print(table)
+
+
+def _print_rows(rows) -> None:
+    rows = list(rows)
+    if not rows:
+        return
+    table = Table(*rows[0].keys())
+    for row in sorted(rows, key=lambda r: r["member"]):
+        table.add_row(*(str(v) for v in row.values()))
+    console.print(table)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    sys.exit(app())

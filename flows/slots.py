@@ -1,0 +1,206 @@
+"""Prefect global concurrency limits on what circhub does to member ILS databases.
+
+Like `wrappers.py` this is Prefect glue; the stages know nothing of it. Two kinds of limit,
+both created by circhub itself (`ensure_limits`), and a missing one stops the work instead of
+letting it through unbounded:
+
+- `circhub-source-connections` (the config's `max_source_connections`): open connections to
+  member databases across every flow run, process and worker host, not just one process;
+- `circhub-member-<CODE>` (1): one extract or push against a member at a time, so a slow
+  scheduled sync and a manual one never work on the same member database together.
+
+Both are taken in one acquisition, all or nothing, so nothing waits while holding one of
+them (no deadlock), and it costs one API round trip instead of two (each acquisition with its
+release is ~0.1 s on an idle local server, and far more on a busy one: at 251 members every
+round trip shows in the cycle). The server grants the names that exist, so each name is
+first checked against the limits this process knows exist (filled by `ensure_limits`, which
+every flow calls at start, or by one read).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from uuid import UUID
+
+import httpx
+from prefect import get_client
+from prefect.client.schemas.actions import (
+    GlobalConcurrencyLimitCreate,
+    GlobalConcurrencyLimitUpdate,
+)
+from prefect.exceptions import ObjectAlreadyExists
+
+from circhub.connections.config import Consortium
+
+SOURCE_LIMIT = "circhub-source-connections"
+MEMBER_PREFIX = "circhub-member-"
+PAGE = 200  # the API's largest page of concurrency limits
+# A killed holder's slots return after this, plus up to 15 s for the server's repossessor:
+# free before its run is found Crashed (~90 s, docs/scaling.md) and rescheduled. Renewed every
+# third of it while held.
+LEASE_SECONDS = 60
+_clients: dict[str, object] = {}
+_client_lock = threading.Lock()
+_known: set[str] = set()  # limits seen to exist on the server by this process
+
+
+class MissingLimit(LookupError):
+    """A concurrency limit circhub needs does not exist on the Prefect server."""
+
+
+def member_limit(code: str) -> str:
+    return f"{MEMBER_PREFIX}{code}"
+
+
+def wanted_limits(consortium: Consortium) -> dict[str, int]:
+    wanted = {SOURCE_LIMIT: consortium.max_source_connections}
+    wanted.update({member_limit(m.code): 1 for m in consortium.members})
+    return wanted
+
+
+def ensure_limits(consortium: Consortium) -> list[str]:
+    """Create the limits that are missing and correct the ones that differ; names touched.
+
+    One read when nothing changed, so every flow run can call it at start. Limits of members
+    no longer in the config are left alone: another config may share the server.
+    """
+    wanted = wanted_limits(consortium)
+    touched = []
+    with get_client(sync_client=True) as client:
+        have = {lim.name: lim for lim in _all_limits(client)}
+        _known.update(have)
+        for name, size in wanted.items():
+            current = have.get(name)
+            if current is not None and current.limit == size and current.active:
+                continue
+            _put_limit(client, name, size, exists=current is not None)
+            touched.append(name)
+    _known.update(touched)
+    return touched
+
+
+def _all_limits(client) -> list:
+    found, offset = [], 0
+    while True:
+        page = client.read_global_concurrency_limits(limit=PAGE, offset=offset)
+        found += page
+        if len(page) < PAGE:
+            return found
+        offset += PAGE
+
+
+def _put_limit(client, name: str, size: int, exists: bool) -> None:
+    if not exists:
+        try:
+            client.create_global_concurrency_limit(
+                GlobalConcurrencyLimitCreate(name=name, limit=size))
+            return
+        except ObjectAlreadyExists:  # another flow run created it a moment ago
+            pass
+    client.update_global_concurrency_limit(
+        name, GlobalConcurrencyLimitUpdate(limit=size, active=True))
+
+
+@contextmanager
+def source_slots(member_code: str, wait_seconds: float | None) -> Iterator[None]:
+    """Hold the member's own slot and one source connection while working on its database.
+
+    `wait_seconds` bounds the whole wait: a member held by a hung run fails this cycle by name
+    (TimeoutError) instead of queueing every later run of the schedule behind it.
+
+    Taken through one long-lived API client of this process rather than Prefect's
+    `concurrency()`, which builds a new client (and TLS context: ~40 ms of CPU) to release
+    every lease; at two acquisitions per member that was a third of a 251-member cycle.
+    The lease is renewed while held, as `concurrency()` does, so a long hold keeps its slots
+    and a crashed holder's slots come back after LEASE_SECONDS.
+    """
+    names = [member_limit(member_code), SOURCE_LIMIT]
+    _require(names)
+    client = _client()
+    lease_id = _acquire(client, names, member_code, wait_seconds)
+    stop = threading.Event()
+    renewer = threading.Thread(target=_renew, args=(client, lease_id, stop), daemon=True,
+                               name=f"circhub-lease-{member_code}")
+    renewer.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        renewer.join()
+        _release(client, lease_id, member_code)
+
+
+def _release(client, lease_id: UUID, member_code: str) -> None:
+    try:
+        client.release_concurrency_slots_with_lease(lease_id=lease_id)
+    except httpx.HTTPError as exc:  # the work is done; its slots come back with the lease
+        logging.getLogger(__name__).warning(
+            "member %s: could not release its concurrency slots (%s); they return when the "
+            "lease ends, within %d s", member_code, type(exc).__name__, LEASE_SECONDS)
+
+
+def _acquire(client, names: list[str], member_code: str, wait_seconds: float | None) -> UUID:
+    deadline = None if wait_seconds is None else time.monotonic() + wait_seconds
+    while True:
+        try:
+            response = client.increment_concurrency_slots_with_lease(
+                names=names, slots=1, mode="concurrency", lease_duration=LEASE_SECONDS,
+                holder=_holder())
+            return UUID(response.json()["lease_id"])
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code not in (423, 503):  # 423: taken; 503: server busy
+                raise
+            pause = float(exc.response.headers.get("Retry-After", 1))
+        if deadline is not None and time.monotonic() + pause > deadline:
+            raise TimeoutError(f"member {member_code}: its slot or a source connection stayed "
+                               f"taken for {wait_seconds:.0f} s (another run holds it)")
+        time.sleep(pause)
+
+
+def _renew(client, lease_id: UUID, stop: threading.Event) -> None:
+    while not stop.wait(LEASE_SECONDS / 3):
+        try:
+            client.renew_concurrency_lease(lease_id=lease_id, lease_duration=LEASE_SECONDS)
+        except httpx.HTTPError as exc:  # tried again at the next third; the work goes on
+            logging.getLogger(__name__).warning(
+                "could not renew a concurrency lease (%s); retrying in %d s",
+                type(exc).__name__, LEASE_SECONDS // 3)
+
+
+def _holder():
+    """The task run holding the slots, shown by the Prefect UI beside the limit."""
+    from prefect.client.schemas.objects import ConcurrencyLeaseHolder
+    from prefect.context import TaskRunContext
+
+    ctx = TaskRunContext.get()
+    return ConcurrencyLeaseHolder(type="task_run", id=ctx.task_run.id) if ctx else None
+
+
+def _client():
+    """One sync API client per process and API address (httpx clients are thread-safe)."""
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    with _client_lock:
+        client = _clients.get(url)
+        if client is None:
+            client = _clients[url] = get_client(sync_client=True)
+            client.__enter__()  # open for the life of the process
+        return client
+
+
+def _require(names: list[str]) -> None:
+    """Fail by name when a limit is missing (a strict acquisition of several names would pass
+    as long as one exists); reads the server only for a name not seen yet."""
+    if all(n in _known for n in names):
+        return
+    with get_client(sync_client=True) as client:
+        _known.update(lim.name for lim in _all_limits(client))
+    missing = [n for n in names if n not in _known]
+    if missing:
+        raise MissingLimit(f"concurrency limit {', '.join(missing)} does not exist on the "
+                           "Prefect server: a flow run creates it (ensure_limits)")

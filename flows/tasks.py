@@ -1,0 +1,164 @@
+"""Prefect's part of a cycle: the `Runner` that makes the composition's stages task runs.
+
+`circhub.tasks.sync.cycle.run_cycle` composes the stages; this runner only decides how each is
+run: a task per member for the stages that open the member's database (extract, push), taken
+under that member's slot and a source connection (`flows.slots`) and retried once when the
+error may go away by itself; one task for validation and one for the merges of all members (a
+task run costs Prefect ~40 ms of bookkeeping on this machine's two cores, which 251 members
+would pay three times a cycle for nothing). A task that fails comes back to the composition as
+a `Failed` value with its one-line cause.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+import httpx
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from sqlalchemy.exc import OperationalError
+
+from circhub.connections.runtime import Runtime
+from circhub.flows.naming import tagged
+from circhub.flows.slots import source_slots
+from circhub.tasks.sync.cycle import (
+    MEMBER_DATABASE_STAGES,
+    Failed,
+    MemberOutcome,
+    error_line,
+    failure,
+)
+from circhub.tasks.sync.extract import Extract, SourceUnavailable
+from circhub.tasks.sync.merge import MergeReport
+from circhub.tasks.sync.validate import Validated
+from circhub.tasks.writeback.push import PushReport
+
+T = TypeVar("T")
+# How long a task waits for its member's slot (held by another run: a manual sync, a push, a
+# backfill) before that member fails this cycle by name: under the 5-minute sync interval, so
+# a member held by a hung run never makes later runs queue behind it. (Prefect task timeouts
+# are not used: in worker threads they cannot interrupt a blocked database read.)
+SLOT_WAIT_SECONDS = 240
+
+
+def transient(task, task_run, state) -> bool:
+    """Retry only what may go away by itself: a source that did not answer. Never bad data."""
+    try:
+        state.result()
+    except (SourceUnavailable, OperationalError):
+        return True
+    except Exception as exc:  # noqa: BLE001 - anything else is not worth a retry...
+        return server_busy(exc)  # ...but a Prefect API that shed load for a moment is
+    return False
+
+
+def server_busy(exc: BaseException) -> bool:
+    """An API call the Prefect server refused for load (503, 429), anywhere in the causes:
+    Prefect's slot acquisition for tagged task runs raises its own error from httpx's."""
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, httpx.HTTPStatusError) and seen.response.status_code in (429, 503):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+@task(name="member-stage", task_run_name="{stage}-{code}", cache_policy=NO_CACHE,
+      retries=1, retry_delay_seconds=2, retry_condition_fn=transient)
+def member_stage_task(stage: str, code: str, fn: Callable[[str], T]) -> T:
+    """One member's stage; where it opens the member's database, under its slots."""
+    if stage not in MEMBER_DATABASE_STAGES:
+        return fn(code)
+    with source_slots(code, SLOT_WAIT_SECONDS):
+        result = fn(code)
+    _log_member_result(code, result)
+    return result
+
+
+def _whole_run_name() -> str:
+    from prefect.runtime import task_run
+
+    stage, codes = task_run.parameters["stage"], task_run.parameters["codes"]
+    return f"{stage}-{codes[0]}" if len(codes) == 1 else f"{stage}-{len(codes)}-members"
+
+
+@task(name="stage", task_run_name=_whole_run_name, cache_policy=NO_CACHE)
+def whole_stage_task(stage: str, codes: list[str], fn: Callable[[], T]) -> T:
+    """A stage run once for many members (validation, the merges)."""
+    result = fn()
+    if isinstance(result, dict):
+        _log_stage_results(stage, result)
+    return result
+
+
+_member_tasks: dict[str, object] = {}
+
+
+def _member_task(stage: str):
+    """The member-stage task under the stage's own name (`extract`, `push`): the UI filters
+    task runs by it."""
+    if stage not in _member_tasks:
+        _member_tasks[stage] = member_stage_task.with_options(name=stage)
+    return _member_tasks[stage]
+
+
+class PrefectRunner:
+    """Runs the cycle's stages as Prefect task runs of the flow run it is created in."""
+
+    def __init__(self, rt: Runtime):
+        self.rt = rt
+
+    def per_member(self, stage: str, fn: Callable[[str], T],
+                   codes: Sequence[str]) -> dict[str, T | Failed]:
+        futures = {}
+        for code in codes:
+            with tagged(self.rt, code):
+                futures[code] = _member_task(stage).submit(stage, code, fn)
+        return {code: _value(stage, fut) for code, fut in futures.items()}
+
+    def whole(self, stage: str, fn: Callable[[], T], codes: Sequence[str]) -> T | Failed:
+        return _value(stage, whole_stage_task.with_options(name=stage).submit(stage, list(codes),
+                                                                              fn))
+
+
+def _value(stage: str, future):
+    state = future.wait() or future.state
+    try:
+        return state.result()
+    except Exception as exc:  # noqa: BLE001 - the composition gets the cause as a value
+        return failure(stage, exc)
+
+
+# -- what the task runs log (masked values only; the quarantine table keeps every row) ----------
+def _log_member_result(code: str, result) -> None:
+    log = get_run_logger()
+    if isinstance(result, Extract):
+        log.info("member %s: extracted %s", code, result.counts())
+        for entity in result.catching_up:
+            log.info("member %s: %s is a slice of a larger delta (max_delta_rows); the next "
+                     "sync reads on from where it ended", code, entity)
+    elif isinstance(result, PushReport):
+        for err in result.errors:
+            log.error(err)
+        if result.held:
+            log.info("member %s: write-back off, %d commands held (dry run)", code, result.held)
+
+
+def _log_stage_results(stage: str, results: dict) -> None:
+    log = get_run_logger()
+    bad = [(code, b) for code, v in results.items() if isinstance(v, Validated) for b in v.bad]
+    for code, b in bad[:20]:
+        log.warning("member %s: %s row %s quarantined: %s", code, b.entity, b.row_key,
+                    ", ".join(b.rules))
+    if len(bad) > 20:
+        log.warning("%d more rows quarantined", len(bad) - 20)
+    for code, v in results.items():
+        if isinstance(v, Failed):
+            log.error("member %s: %s failed: %s", code, stage, v.cause)
+        elif isinstance(v, MergeReport):
+            log.info("member %s: merged %s, %d events, %d commands", code, v.merged, v.events,
+                     v.commands)
+
+
+__all__ = ["PrefectRunner", "MemberOutcome", "error_line", "transient", "server_busy"]

@@ -1,0 +1,155 @@
+"""Backfill: load one entity of one member over a date range, window by window.
+
+Each window streams in chunks (bounded memory) through the same validate and merge stages as a
+sync, in three steps that overlap: a reader process reads, types and hashes the next chunks
+(`circhub.tasks.loads.read_process`), a read-ahead thread validates the next one (`read_ahead`, one
+chunk
+ahead, across windows), and the current one merges. A window's progress is committed once its
+last chunk has committed, so a backfill killed at any point restarts from the first window
+not recorded; re-merging a window is idempotent (rows are upserted by key and skipped when
+unchanged).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import closing
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import pandas as pd
+from sqlalchemy import Connection, select, update
+
+from circhub.connections.config import Member
+from circhub.connections.engines import member_url
+from circhub.connections.runtime import Runtime
+from circhub.connections.store import upsert_insert
+from circhub.domain.records import ENTITIES
+from circhub.domain.schema import backfills
+from circhub.tasks.loads.prefetch import read_ahead
+from circhub.tasks.loads.read_process import ReaderDone, ReadJob, WindowRead, read_in_child
+from circhub.tasks.sync.extract import Extract, read_marks
+from circhub.tasks.sync.merge import merge_batch
+from circhub.tasks.sync.validate import Validated, validate_extract
+
+# Rows per chunk of a backfill window: each chunk is validated and merged on its own, so peak
+# memory follows this, not the window; 100,000 rows spread Great Expectations' fixed ~35 ms a
+# run thinly (measured in `make bench`, docs/benchmarks.md).
+BACKFILL_CHUNK_ROWS = 100_000
+
+
+@dataclass
+class BackfillProgress:
+    windows_done: int
+    windows_total: int
+    rows: int
+    done_until: datetime
+
+
+@dataclass
+class BackfillReport:
+    member: str
+    entity: str
+    rows: int
+    merged: int
+    quarantined: int
+    windows: int
+    resumed_from: datetime
+    reader_peak_mb: float = 0.0  # the reader process's own peak memory
+
+
+def windows(since: datetime, until: datetime, size: timedelta) -> list[tuple[datetime, datetime]]:
+    if size <= timedelta(0):
+        raise ValueError("a backfill window must be longer than zero")
+    out, start = [], since
+    while start < until:
+        out.append((start, min(start + size, until)))
+        start += size
+    return out
+
+
+def _claim(rt: Runtime, member: str, entity: str, since: datetime, until: datetime,
+           size: timedelta) -> tuple[int, datetime, int]:
+    """The backfill's row (created on first run): its id, where it stands, rows so far."""
+    now = datetime.now()
+    with rt.store.begin() as conn:
+        stmt = upsert_insert(conn, backfills).values(
+            member=member, entity=entity, since=since, until=until,
+            window_seconds=int(size.total_seconds()), done_until=since, rows=0,
+            status="running", started_at=now, updated_at=now)
+        conn.execute(stmt.on_conflict_do_nothing(
+            index_elements=["member", "entity", "since", "until"]))
+        row = conn.execute(select(backfills).where(
+            backfills.c.member == member, backfills.c.entity == entity,
+            backfills.c.since == since, backfills.c.until == until)).one()
+    return row.id, row.done_until, row.rows
+
+
+def _progress_step(backfill_id: int, done_until: datetime, rows: int,
+                   last: bool) -> Callable[[Connection], None]:
+    def record(conn: Connection) -> None:
+        conn.execute(update(backfills).where(backfills.c.id == backfill_id).values(
+            done_until=done_until, rows=rows, updated_at=datetime.now(),
+            status="done" if last else "running"))
+    return record
+
+
+def backfill_member(rt: Runtime, member: Member, entity: str, since: datetime, until: datetime,
+                    size: timedelta, on_progress: Callable[[BackfillProgress], None] | None = None,
+                    chunk_rows: int = BACKFILL_CHUNK_ROWS) -> BackfillReport:
+    if entity not in ENTITIES:
+        raise ValueError(f"unknown entity {entity!r}; one of {', '.join(ENTITIES)}")
+    if until <= since:
+        raise ValueError(f"backfill of {member.code} {entity}: until must be after since")
+    backfill_id, done_until, rows = _claim(rt, member.code, entity, since, until, size)
+    all_windows = windows(since, until, size)
+    todo = [w for w in all_windows if w[1] > done_until]
+    report = BackfillReport(member.code, entity, rows, 0, 0, len(todo), done_until)
+    view = rt.member_view(member)
+    done = len(all_windows) - len(todo)
+    chunks = read_ahead(_prepared(rt, member, entity, todo, view, chunk_rows),
+                        name=f"circhub-backfill-{member.code}")
+    for chunk in chunks:
+        if isinstance(chunk, ReaderDone):
+            report.reader_peak_mb = chunk.peak_mb
+        elif isinstance(chunk, WindowRead):
+            last_window = chunk.end == all_windows[-1][1]
+            with rt.store.begin() as conn:
+                _progress_step(backfill_id, chunk.end, report.rows, last_window)(conn)
+            done += 1
+            if on_progress:
+                on_progress(BackfillProgress(done, len(all_windows), report.rows, chunk.end))
+        else:
+            _merge_chunk(rt, member, entity, *chunk, report)
+    return report
+
+
+Chunk = tuple[pd.DataFrame, Validated]
+
+
+def _prepared(rt: Runtime, member: Member, entity: str, todo: list[tuple[datetime, datetime]],
+              view, chunk_rows: int) -> Iterator[Chunk | WindowRead | ReaderDone]:
+    """Every window's chunks, read, typed and hashed in the reader process
+    (`circhub.tasks.loads.read_process`), then validated here on the read-ahead thread; the merge
+    thread
+    only writes, so the three overlap on the machine's two cores."""
+    job = ReadJob(member, member_url(member), entity, todo, chunk_rows, rt.id_key)
+    with closing(read_in_child(job)) as items:  # a validation error ends the reader now
+        for item in items:
+            if isinstance(item, pd.DataFrame):
+                yield item, validate_extract(member.code, {entity: item}, view,
+                                             rt.consortium.max_bad_share)
+            else:
+                yield item
+
+
+def _merge_chunk(rt: Runtime, member: Member, entity: str, frame: pd.DataFrame,
+                 val: Validated, report: BackfillReport) -> None:
+    """One chunk in its own central transaction. The window's progress is recorded after its
+    last chunk committed: killed in between, the window is read again, which changes nothing."""
+    marks = read_marks(rt.store, member.code)
+    merged = merge_batch(rt.store, rt.consortium, member,
+                         Extract(member.code, {entity: frame}, marks), val)
+    report.rows += len(frame)
+    report.merged += merged.merged.get(entity, 0)
+    report.quarantined += merged.quarantined

@@ -1,0 +1,154 @@
+"""A backfill's reading in a child process: the source read, the typing (reader ID numbers
+hashed) and the content hash of the next chunks run on the machine's other core while the
+backfill validates and merges the current one.
+
+Why a process and not the read-ahead thread alone: every step of it is Python holding the
+GIL (the driver building rows, pandas on columns of Python strings), so a thread only fills
+the merge's waits on the central store; with the reading in its own process a PostgreSQL
+member's backfill went from ~100,000 to ~140,000 rows a second here (docs/benchmarks.md).
+
+The child is `python -m circhub.tasks.loads.read_process`. What it needs (the member, its database
+URL,
+the reader-ID key, the windows) arrives pickled on its stdin, never on its command line or in
+its environment; chunks go back pickled on its stdout, one window at a time, each window
+followed by a `WindowRead`. It stops when it has read every window, when its stdout is closed
+(the backfill stopped or died: its next write fails), or when killed.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import BinaryIO
+
+import pandas as pd
+
+from circhub.connections.config import Member
+
+
+@dataclass(frozen=True)
+class ReadJob:
+    member: Member
+    url: str  # resolved by the backfill (env or Secret block); may hold a password
+    entity: str
+    windows: list[tuple[datetime, datetime]]
+    chunk_rows: int
+    id_key: bytes
+
+
+@dataclass(frozen=True)
+class WindowRead:
+    """Every chunk of the window ending at `end` has been handed over."""
+
+    end: datetime
+
+
+@dataclass(frozen=True)
+class ReaderDone:
+    peak_mb: float  # the child's own peak memory, for the memory benchmark
+
+
+@dataclass(frozen=True)
+class _Failed:
+    source: bool  # the member's database failed (SourceUnavailable), or anything else
+    message: str
+
+
+def read_in_child(job: ReadJob) -> Iterator[pd.DataFrame | WindowRead | ReaderDone]:
+    """The job's chunks (typed and hashed frames) and window markers, from a child process.
+    A failure there is raised here: SourceUnavailable when the member's database failed."""
+    from circhub.tasks.sync.extract import SourceUnavailable
+
+    child = subprocess.Popen([sys.executable, "-m", "circhub.tasks.loads.read_process"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        pickle.dump(job, child.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+        child.stdin.close()
+        while True:
+            message = _next_message(child, job.member.code)
+            if isinstance(message, _Failed):
+                raise (SourceUnavailable if message.source else RuntimeError)(message.message)
+            yield message
+            if isinstance(message, ReaderDone):
+                return
+    finally:
+        if child.poll() is None:
+            child.kill()
+        child.stdout.close()
+        child.wait()
+
+
+def _next_message(child: subprocess.Popen, member: str):
+    try:
+        return pickle.load(child.stdout)
+    except EOFError:
+        raise RuntimeError(f"member {member}: the backfill's reader process ended unexpectedly "
+                           f"(exit code {child.wait()})") from None
+
+
+def _read(job: ReadJob, out: BinaryIO) -> None:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from circhub.connections.engines import engine_for
+    from circhub.domain.rowhash import with_row_hash
+    from circhub.tasks.sync.extract import entity_query, iter_chunks, prepare_frame
+
+    try:
+        engine = engine_for(job.url)
+        for start, end in job.windows:
+            query = entity_query(job.member, job.entity, start, end)
+            for raw in iter_chunks(engine, query, job.entity, job.chunk_rows):
+                frame = with_row_hash(job.entity, prepare_frame(job.entity, raw, job.id_key))
+                _send(out, frame)
+            _send(out, WindowRead(end))
+    except SQLAlchemyError as exc:
+        _send(out, _Failed(True, f"member {job.member.code}: backfill of {job.entity} stopped: "
+                                 f"{type(getattr(exc, 'orig', exc)).__name__}"))
+        return
+    except Exception as exc:  # noqa: BLE001 - handed to the backfill, raised there
+        _send(out, _Failed(False, f"member {job.member.code}: reading {job.entity} failed: "
+                                  f"{type(exc).__name__}: {exc}"))
+        return
+    _send(out, ReaderDone(_peak_mb()))
+
+
+def _send(out: BinaryIO, message) -> None:
+    pickle.dump(message, out, protocol=pickle.HIGHEST_PROTOCOL)
+    out.flush()
+
+
+def _peak_mb() -> float:
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:  # no /proc (macOS): not measured
+        pass
+    return 0.0
+
+
+def main() -> None:
+    # The pickle stream gets the real stdout; anything a library prints goes to stderr.
+    out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    job = pickle.load(sys.stdin.buffer)
+    try:
+        _read(job, out)
+        out.close()
+    except BrokenPipeError:  # the backfill has gone: nobody to read for
+        os._exit(0)  # no flush of a pipe nobody reads
+
+
+if __name__ == "__main__":
+    # Run the module's imported twin, so what is pickled names
+    # `circhub.tasks.loads.read_process.WindowRead`
+    # and not `__main__.WindowRead`, which the backfill could not unpickle.
+    from circhub.tasks.loads.read_process import main as imported_main
+
+    imported_main()

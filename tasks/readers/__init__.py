@@ -1,0 +1,1 @@
+"""circhub: tasks — readers."""

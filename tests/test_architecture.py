@@ -1,0 +1,68 @@
+"""The shape of the code, checked: import contracts, and one way through a sync cycle.
+
+A stage of the sync cycle called from anywhere but the composition (`tasks/sync/cycle.py`)
+would be a second wiring of the cycle, which is what these tests exist to stop.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("circhub", "domain", "connections", "tasks", "flows", "expectations",
+            "deployments", "simulator", "bench")
+COMPOSITION = ROOT / "tasks" / "sync" / "cycle.py"
+# The sync stages' entry points, and the module that defines each: only the composition may
+# call them (a load such as a backfill has its own, separate path through validate and merge).
+STAGES = {"extract_member": "tasks/sync/extract.py", "validate_members": "tasks/sync/validate.py",
+          "hash_good_rows": "tasks/sync/merge.py", "push_member": "tasks/writeback/push.py"}
+
+
+def _calls(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call):
+            fn = node.func
+            names.add(fn.id if isinstance(fn, ast.Name) else getattr(fn, "attr", ""))
+    return names
+
+
+def _sources():
+    for package in PACKAGES:
+        yield from (ROOT / package).rglob("*.py")
+
+
+def test_the_import_contracts_hold():
+    done = subprocess.run([str(ROOT / "scripts" / "lint-imports")], capture_output=True,
+                          text=True, cwd=ROOT, env={"BIN": str(Path(_venv_bin())),
+                                                    "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert "0 broken" in done.stdout
+
+
+def _venv_bin() -> str:
+    import sys
+
+    return str(Path(sys.executable).parent)
+
+
+def test_the_sync_stages_are_called_only_by_the_one_composition():
+    offenders = []
+    for path in _sources():
+        rel = path.relative_to(ROOT).as_posix()
+        if path == COMPOSITION:
+            continue
+        for stage, home in STAGES.items():
+            if rel != home and stage in _calls(path):
+                offenders.append(f"{rel} calls {stage}")
+    assert offenders == []
+
+
+def test_the_flows_the_cli_and_the_benchmark_run_the_composition():
+    for rel in ("flows/sync.py", "flows/push.py", "bench/cycle.py"):
+        assert _calls(ROOT / rel) & {"run_cycle", "run_push"}, rel
+    cli = ast.parse((ROOT / "circhub" / "cli" / "app.py").read_text())
+    used = {n.id for n in ast.walk(cli) if isinstance(n, ast.Name)}
+    assert {"sync_consortium", "push_writebacks"} <= used  # `circhub sync` / `push` run the flows
