@@ -22,7 +22,7 @@ from typing import Any
 
 from sqlalchemy import column, table
 
-from circhub.domain.records import CANONICAL_FIELDS
+from circhub.domain.records import canonical_fields, is_optional
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
 
@@ -208,8 +208,15 @@ def available_profiles() -> list[str]:
 def parse_profile(kind: str, data: dict[str, Any]) -> Profile:
     where = f"profile {kind!r}"
     entities = {}
-    for name, fields in CANONICAL_FIELDS.items():
+    declared = canonical_fields()
+    unknown = set(data.get("entities", {})) - set(declared)
+    if unknown:
+        raise ProfileError(f"{where}: unknown entit(y/ies) {sorted(unknown)}; declared: "
+                           f"{', '.join(declared)}")
+    for name, fields in declared.items():
         spec = data.get("entities", {}).get(name)
+        if spec is None and is_optional(name):
+            continue  # an optional entity this ILS kind does not have (or not mapped yet)
         if spec is None:
             raise ProfileError(f"{where}: entity {name!r} is not mapped")
         entities[name] = _parse_entity(where, name, spec, {f.name for f in fields if f.required})
@@ -247,7 +254,7 @@ def _parse_entity(where: str, name: str, spec: dict, required: set[str]) -> Enti
         here = f"{where} entity {name!r} source {i + 1}"
         if "table" not in src or "columns" not in src:
             raise ProfileError(f"{here}: needs 'table' and 'columns'")
-        known = {f.name for f in CANONICAL_FIELDS[name]}
+        known = {f.name for f in canonical_fields()[name]}
         unknown = set(src["columns"]) - known
         if unknown:
             raise ProfileError(f"{here}: unknown canonical field(s) {sorted(unknown)}")

@@ -30,7 +30,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import NullType
 
 from circhub.connections.profile import Entity, Lookup, Source, Step, WhenNull
-from circhub.domain.records import OWNER_FIELDS, field_names
+from circhub.domain.records import field_names, spec
 
 NOW = "$now"
 NULL = "$null"
@@ -98,7 +98,7 @@ def source_select(entity: Entity, source: Source, since: datetime | None,
 def _branch_filter(query: Select, entity: Entity, source: Source, tables: dict[str, Any],
                    branches: Sequence[str] | None) -> Select:
     """Rows of the given ILS branches only: one member of an instance that hosts several."""
-    owner = OWNER_FIELDS.get(entity.name)
+    owner = spec(entity.name).owner_field
     if branches is None or owner is None:
         return query
     column = _ref(tables, source, source.columns[owner])
@@ -124,7 +124,7 @@ def extract_query(entity: Entity, since: datetime | None = None,
                   branches: Sequence[str] | None = None) -> Select:
     """All sources of an entity, ordered by (cursor, key) so a window can stop mid-way.
 
-    `branches` limits the rows to those ILS branch codes (see circhub.domain.records.OWNER_FIELDS).
+    `branches` limits the rows to those ILS branch codes (the entity's `owner_field`).
     """
     parts = [source_select(entity, s, since, until, branches) for s in entity.sources]
     if len(parts) == 1:

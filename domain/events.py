@@ -46,20 +46,18 @@ def loan_events(rows: Iterable[dict], branch_to_member: Callable[[str | None], s
 
 
 def sighting_events(rows: Iterable[dict], member: str,
-                    branch_to_member: Callable[[str | None], str | None],
-                    already_there: Callable[[str], bool]) -> list[Event]:
-    """An item checked in and shelved at this member, when the consortium thinks otherwise.
-
-    A row of this member's ILS that shows the item held elsewhere is the hub's own write-back
-    echoed, not a sighting. `already_there(barcode)` is true when the central state already
-    has the item on the shelf here, so a routine edit of a book at home adds no event.
+                    branch_to_member: Callable[[str | None], str | None]) -> list[Event]:
+    """An item checked in and shelved at this member. The caller passes only rows of items the
+    central state does not have on this member's shelf (a routine edit of a book at home adds
+    no event). A row that shows the item held elsewhere is the hub's own write-back echoed,
+    not a sighting.
     """
     events = []
     for r in rows:
         seen = _py(r.get("last_seen"))
         if seen is None or _py(r.get("on_loan_due")) is not None:
             continue
-        if branch_to_member(r["holding_branch"]) != member or already_there(r["barcode"]):
+        if branch_to_member(r["holding_branch"]) != member:
             continue
         key = f"{member}:item:{r['local_id']}:seen:{seen.isoformat(sep=' ')}"
         events.append(Event(key, r["barcode"], SEEN, member, seen))

@@ -2,7 +2,8 @@
 
 `protect_readers` runs first, inside extraction: the raw ID and card numbers are replaced by
 a keyed hash and masked forms, so no later stage, Prefect result or log can hold them.
-The `chk_*` columns are the row-level facts the Great Expectations suites test.
+`add_checks` computes the row facts the Great Expectations rules read that no source column
+holds (the member a branch maps to, a barcode's owner); everything else GX checks itself.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ import pandas as pd
 from circhub.domain.encoding import normalise_text
 from circhub.domain.identity import check_id_number, mask_id_number, reader_key
 from circhub.domain.readers import card_key
-from circhub.domain.records import CANONICAL_FIELDS
+from circhub.domain.records import fields, member_column, spec
 
-FUTURE_TOLERANCE = timedelta(minutes=10)
+FUTURE_TOLERANCE = timedelta(minutes=10)  # clocks of member servers drift
 # Which human_text fields could not be decoded ("name_encoding,title_encoding"), or None.
 TEXT_PROBLEM = "text_problem"
 
@@ -43,7 +44,7 @@ def coerce_types(entity: str, df: pd.DataFrame) -> pd.DataFrame:
     """
     out = df.copy(deep=False)  # pandas copy-on-write: columns are replaced, never changed
     problems = pd.Series([None] * len(out), index=out.index, dtype=object)
-    for f in CANONICAL_FIELDS[entity]:
+    for f in fields(entity):
         if f.name not in out:
             out[f.name] = None
         col = out[f.name]
@@ -56,7 +57,7 @@ def coerce_types(entity: str, df: pd.DataFrame) -> pd.DataFrame:
             problems[bad] = [_join(p, f"{f.name}_encoding") for p in problems[bad]]
         else:
             out[f.name] = _texts(col)
-    if any(f.kind == "human_text" for f in CANONICAL_FIELDS[entity]):
+    if any(f.kind == "human_text" for f in fields(entity)):
         out[TEXT_PROBLEM] = problems
     return out
 
@@ -151,41 +152,41 @@ def _present(col: pd.Series) -> list[str | None]:
     return [None if v is None or (not isinstance(v, str) and pd.isna(v)) else v for v in col]
 
 
-def _known(series: pd.Series, view: MemberView) -> pd.Series:
-    """Per row, whether its branch maps to a known member: looked up once per branch."""
-    known = [b for b in series.dropna().unique()
-             if view.branch_to_member(b) in view.known_members]
-    missing_known = view.branch_to_member(None) in view.known_members
-    return (series.isin(known) | (series.isna() & missing_known)).astype(bool)
-
-
-def _not_future(df: pd.DataFrame, now: datetime) -> pd.Series:
-    return (df["updated_at"].isna() | (df["updated_at"] <= now + FUTURE_TOLERANCE)).astype(bool)
-
-
-def add_checks(entity: str, df: pd.DataFrame, view: MemberView, now: datetime) -> pd.DataFrame:
+def add_checks(entity: str, df: pd.DataFrame, view: MemberView) -> pd.DataFrame:
+    """The row facts the entity's rules read that no source column holds: the member each
+    branch field maps to, and the entity's named facts (`FACTS`)."""
+    s = spec(entity)
     out = df.copy(deep=False)
-    out["chk_not_future"] = _not_future(out, now)
-    if any(f.kind == "human_text" for f in CANONICAL_FIELDS[entity]):
-        problems = out[TEXT_PROBLEM] if TEXT_PROBLEM in out else pd.Series(None, index=out.index)
-        out["chk_text_encoding"] = problems.isna().astype(bool)
-    if entity == "readers":
-        out["chk_member_known"] = _known(out["branch"], view)
-    elif entity == "items":
-        owners = out["barcode"].map(view.owner_of_barcode, na_action="ignore")
-        out["is_copy"] = (owners != view.code).astype(bool)
-        out["chk_barcode_owner"] = _barcodes_ok(view, owners, out["item_type"])
-        out["chk_member_known"] = _known(out["home_branch"], view) & _known(
-            out["holding_branch"], view
-        )
-    elif entity == "loans":
-        issued, due, ret = out["issued_at"], out["due_at"], out["returned_at"]
-        out["chk_issued_le_due"] = (issued.notna() & due.notna() & (issued <= due)).astype(bool)
-        out["chk_issued_le_returned"] = (ret.isna() | (issued <= ret)).astype(bool)
-        known = _known(out["branch"], view)
-        back = out["return_branch"].isna() | _known(out["return_branch"], view)
-        out["chk_member_known"] = (known & back).astype(bool)
+    for name in s.member_fields:
+        out[member_column(name)] = _members(out[name], view, required=_required(s, name))
+    if s.has_human_text() and TEXT_PROBLEM not in out:
+        out[TEXT_PROBLEM] = None
+    for fact in s.facts:
+        out = FACTS[fact](out, view)
     return out
+
+
+def _required(s, name: str) -> bool:
+    return any(f.name == name and f.required for f in s.fields)
+
+
+def _members(series: pd.Series, view: MemberView, required: bool) -> pd.Series:
+    """The member each branch code maps to, looked up once per distinct code. A missing code
+    of a required field maps to "" (never a member), so `member_code_known` fails for it."""
+    mapped = {b: view.branch_to_member(b) for b in series.dropna().unique()}
+    out = series.map(mapped).astype(object)
+    return out.where(series.notna(), "" if required else None)
+
+
+def _barcode_owner(df: pd.DataFrame, view: MemberView) -> pd.DataFrame:
+    """Items: whose barcode prefix a barcode carries, whether the row is a consortium copy
+    (a foreign book's local record), and whether the two agree with the item type."""
+    owners = df["barcode"].map(view.owner_of_barcode, na_action="ignore")
+    return df.assign(is_copy=(owners != view.code).astype(bool),
+                     barcode_owner_ok=_barcodes_ok(view, owners, df["item_type"]))
+
+
+FACTS = {"barcode_owner": _barcode_owner}
 
 
 def _barcodes_ok(view: MemberView, owners: pd.Series, item_types: pd.Series) -> pd.Series:

@@ -18,13 +18,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-HASHED = {
-    "readers": ["reader_key", "card_masked", "branch", "birth_date", "sex", "registered_on",
-                "id_status"],
-    "items": ["barcode", "home_branch", "holding_branch", "on_loan_due", "last_seen", "item_type"],
-    "loans": ["reader_local_id", "barcode", "branch", "issued_at", "due_at", "returned_at",
-              "return_branch", "renewals"],
-}
+from circhub.domain.records import spec
 
 
 def with_row_hash(entity: str, frame: pd.DataFrame) -> pd.DataFrame:
@@ -44,7 +38,8 @@ def with_row_hashes(entity: str, frames: list[pd.DataFrame]) -> list[pd.DataFram
     todo = [i for i, f in enumerate(frames) if "_hash" not in f and not f.empty]
     if len(todo) < 2:
         return [with_row_hash(entity, f) for f in frames]
-    hashes = _hashes(entity, pd.concat([frames[i][HASHED[entity]] for i in todo],
+    columns = list(spec(entity).hashed_columns)
+    hashes = _hashes(entity, pd.concat([frames[i][columns] for i in todo],
                                        ignore_index=True))
     out = [f if i in todo else with_row_hash(entity, f) for i, f in enumerate(frames)]
     start = 0
@@ -55,7 +50,7 @@ def with_row_hashes(entity: str, frames: list[pd.DataFrame]) -> list[pd.DataFram
 
 
 def _hashes(entity: str, frame: pd.DataFrame) -> list[str]:
-    columns = frame[HASHED[entity]]
+    columns = frame[list(spec(entity).hashed_columns)]
     text = pd.DataFrame({c: _times_as_text(columns[c]) if columns[c].dtype.kind == "M"
                          else columns[c].astype(str) for c in columns})
     return _hex16(pd.util.hash_pandas_object(text, index=False).to_numpy())

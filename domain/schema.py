@@ -257,3 +257,27 @@ schema_migrations = Table(
     Column("name", String(100), nullable=False),
     Column("applied_at", DateTime, nullable=False),
 )
+
+
+# -- per-member mirrors of declared entities (domain.records) ------------------------------------
+_KIND_TYPES = {"text": lambda: String(200), "human_text": lambda: Text(),
+               "datetime": lambda: DateTime(), "date": lambda: DateTime(), "int": lambda: Integer()}
+
+
+def mirror_table(entity_spec) -> Table:
+    """The central mirror of an entity: the table its declaration names (readers, items and
+    loans have their own, above), or, for an entity merged by the generic rule, a table
+    `member_<entity>` keyed by (member, local_id) with one column per canonical field. A new
+    entity's table reaches a store through a migration like any other (Alembic autogenerates
+    it from this metadata)."""
+    name = entity_spec.mirror_name
+    if name in metadata.tables:
+        return metadata.tables[name]
+    columns = [Column(f.name, _KIND_TYPES[f.kind]()) for f in entity_spec.fields
+               if f.name not in ("local_id", entity_spec.cursor)]
+    return Table(name, metadata,
+                 Column("member", String(32), primary_key=True),
+                 Column("local_id", String(64), primary_key=True),
+                 *columns,
+                 Column("row_hash", String(32), nullable=False),
+                 Column("source_updated_at", DateTime))

@@ -1,4 +1,5 @@
-"""Nightly reconcile: key ranges compared member by member; drift repaired and reported."""
+"""Nightly reconcile: every member's rows compared with the hub by key and content; drift
+repaired and reported."""
 
 from __future__ import annotations
 
@@ -15,13 +16,15 @@ from circhub.tasks.loads.reconcile import reconcile_member
 def reconcile_task(config: str, member_code: str, fix: bool) -> list[dict]:
     rt = open_runtime(config)
     found = reconcile_member(rt, rt.consortium.member(member_code), fix=fix)
-    rows = [{"member": member_code, "entity": d.entity, "ranges": d.ranges_checked,
-             "ranges differing": d.ranges_differing, "missing at hub": len(d.missing),
-             "gone at source": len(d.extra)} for d in found]
+    rows = [{"member": member_code, "entity": d.entity, "rows checked": d.rows_checked,
+             "missing at hub": len(d.missing), "gone at source": len(d.extra),
+             "changed without its cursor": len(d.changed)} for d in found]
     for r in rows:
-        if r["missing at hub"] or r["gone at source"]:
-            get_run_logger().warning("member %s %s: %d missing, %d gone at source", member_code,
-                                     r["entity"], r["missing at hub"], r["gone at source"])
+        if r["missing at hub"] or r["gone at source"] or r["changed without its cursor"]:
+            get_run_logger().warning(
+                "member %s %s: %d missing, %d gone at source, %d changed without its cursor",
+                member_code, r["entity"], r["missing at hub"], r["gone at source"],
+                r["changed without its cursor"])
     return rows
 
 
@@ -42,7 +45,7 @@ def reconcile(config: str | None = None, members: list[str] | None = None,
         else:
             failed.append(code)
     create_table_artifact(table=rows, key="reconcile-summary",
-                          description="key ranges compared per member and entity")
+                          description="rows compared per member and entity, by key and content")
     if failed:
         raise RuntimeError(f"reconcile failed for {', '.join(failed)} (see their task runs)")
     return rows

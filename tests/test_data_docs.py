@@ -72,7 +72,7 @@ def test_a_sync_writes_data_docs_showing_failing_rules_and_no_id_number_in_clear
     assert "Status: Failed" in readers_a and "Unsuccessful Expectations 1 " in readers_a
     assert re.search(r"id_status .*values must belong to this set: valid permit \. "
                      r"1 unexpected values? found", readers_a)
-    assert "Unsuccessful Expectations 1 " in loans_a and "chk_issued_le_due" in loans_a
+    assert "Unsuccessful Expectations 1 " in loans_a and "due_at" in loans_a
     assert "Unsuccessful Expectations 0 " in _text(pages["readers", b])
     suite_page = _text(site / "expectations" / "readers.html")  # expectation -> quarantine rule
     assert "circhub rule id_number_valid" in suite_page

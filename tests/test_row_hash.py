@@ -7,7 +7,8 @@ from datetime import datetime
 
 import pandas as pd
 
-from circhub.domain.rowhash import HASHED, _hex16, with_row_hash, with_row_hashes
+from circhub.domain.records import spec
+from circhub.domain.rowhash import _hex16, with_row_hash, with_row_hashes
 
 TIMES = [datetime(2026, 3, 1), datetime(2026, 3, 1, 9, 30), datetime(2026, 3, 1, 9, 30, 5, 250000),
          datetime(2026, 3, 1, 9, 30, 5, 123456), None]
@@ -36,8 +37,8 @@ def test_times_of_one_shape_hash_as_pandas_writes_them():
     for times in ([TIMES[0], datetime(2026, 4, 2)], [TIMES[1], datetime(2026, 4, 2, 8)],
                   [TIMES[3], datetime(2026, 4, 2, 8, 0, 0, 1)]):
         frame = _items(times)
-        before = _hex16(pd.util.hash_pandas_object(frame[HASHED["items"]].astype(str),
-                                                   index=False).to_numpy())
+        hashed = frame[list(spec("items").hashed_columns)]
+        before = _hex16(pd.util.hash_pandas_object(hashed.astype(str), index=False).to_numpy())
         assert with_row_hash("items", frame)["_hash"].tolist() == before
 
 

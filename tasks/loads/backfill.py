@@ -24,7 +24,7 @@ from circhub.connections.config import Member
 from circhub.connections.engines import member_url
 from circhub.connections.runtime import Runtime
 from circhub.connections.store import upsert_insert
-from circhub.domain.records import ENTITIES
+from circhub.domain.records import entities
 from circhub.domain.schema import backfills
 from circhub.tasks.loads.prefetch import read_ahead
 from circhub.tasks.loads.read_process import ReaderDone, ReadJob, WindowRead, read_in_child
@@ -97,8 +97,8 @@ def _progress_step(backfill_id: int, done_until: datetime, rows: int,
 def backfill_member(rt: Runtime, member: Member, entity: str, since: datetime, until: datetime,
                     size: timedelta, on_progress: Callable[[BackfillProgress], None] | None = None,
                     chunk_rows: int = BACKFILL_CHUNK_ROWS) -> BackfillReport:
-    if entity not in ENTITIES:
-        raise ValueError(f"unknown entity {entity!r}; one of {', '.join(ENTITIES)}")
+    if entity not in entities():
+        raise ValueError(f"unknown entity {entity!r}; one of {', '.join(entities())}")
     if until <= since:
         raise ValueError(f"backfill of {member.code} {entity}: until must be after since")
     backfill_id, done_until, rows = _claim(rt, member.code, entity, since, until, size)

@@ -1,136 +1,138 @@
-"""Reconcile: find rows a cursor poll cannot see (hard deletes, rows that slipped past it).
+"""Reconcile: find rows a cursor poll cannot see, by key and by content.
 
-Both sides are summarised per key range in SQL (count, sum of the keys, and sum of a hash of
-each key), so only three numbers per range cross the network. Count and sum alone miss a set
-swapped for another of equal size and sum ({1, 5, 6} for {2, 3, 7} keeps even the sum of
-squares); the hash term tells them apart. Only the ranges that differ are listed key by
-key. Keys missing centrally are re-extracted through the normal validate and merge stages;
-keys the source no longer has are removed from the member's mirror and recorded as drift.
+A cursor poll misses hard deletes, rows written behind the watermark, and rows changed without
+their cursor moving (a foreign-key action such as Koha's `ON DELETE SET NULL` on old_issues,
+an edit outside the desk). Reconcile reads every row of an entity at the member (streamed in
+chunks, never all at once), gives each the content hash the merge stores (`domain.rowhash`,
+over the same prepared columns), and compares key by key with the member's mirror: keys the
+hub lacks are *missing*, keys the source no longer has are *extra*, keys whose content differs
+are *changed*. Keys are compared as the canonical text the merge stores, so they need not be
+integers. Rows held in quarantine are known to the hub and are not missing, and rows whose
+cursor is within the next poll's reach (at or past the watermark less the lookback) are the
+next sync's to read (the hub's own write-backs among them), not drift.
+
+Missing and changed rows are merged again through the normal validate and merge stages, from
+the rows already read (no second query by key); extra rows are removed from the mirror. Each
+is recorded in `drift`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pandas as pd
-from sqlalchemy import BigInteger, Numeric, cast, delete, func, insert, select
+from sqlalchemy import Table, delete, insert, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from circhub.connections.config import Member
 from circhub.connections.engines import member_engine
 from circhub.connections.runtime import Runtime
-from circhub.domain.records import ENTITIES
-from circhub.domain.schema import drift, loans, member_items, reader_accounts
-from circhub.tasks.sync.extract import Extract, SourceUnavailable, entity_query, prepare_frame
+from circhub.domain.records import spec
+from circhub.domain.rowhash import with_row_hash
+from circhub.domain.schema import drift, mirror_table, quarantine
+from circhub.tasks.sync.extract import (
+    Extract,
+    SourceUnavailable,
+    entity_query,
+    iter_chunks,
+    mapped_entities,
+    prepare_frame,
+    read_marks,
+)
 from circhub.tasks.sync.merge import merge_batch
 from circhub.tasks.sync.validate import validate_extract
 
-MIRRORS = {"readers": reader_accounts, "items": member_items, "loans": loans}
-RANGE = 10_000  # keys per range: a range that differs costs one key listing of this size
+MISSING, EXTRA, CHANGED = "missing", "extra", "changed"
+ACTIONS = {MISSING: "re-extracted", CHANGED: "re-extracted", EXTRA: "removed from mirror"}
 
 
 @dataclass
 class EntityDrift:
     entity: str
-    ranges_checked: int = 0
-    ranges_differing: int = 0
+    rows_checked: int = 0
     missing: list[str] = field(default_factory=list)  # at the source, not in the hub
     extra: list[str] = field(default_factory=list)  # in the hub, gone from the source
+    changed: list[str] = field(default_factory=list)  # both, with different content
+    reload: pd.DataFrame | None = field(default=None, repr=False)  # missing + changed rows
 
     @property
     def clean(self) -> bool:
-        return not self.missing and not self.extra
+        return not (self.missing or self.extra or self.changed)
 
 
-def _source_keys(member: Member, entity: str):
-    """The source's key column, as a subquery over every row of the entity (no cursor)."""
-    q = entity_query(member, entity, None).order_by(None).subquery("src")
-    return cast(q.c.local_id, BigInteger), q
+def _hub_hashes(rt: Runtime, member: Member, table: Table) -> dict[str, str]:
+    # A shared instance's rows are filed under their own member: all of this member's own.
+    with rt.store.connect() as conn:
+        return dict(conn.execute(select(table.c.local_id, table.c.row_hash).where(
+            table.c.member == member.code)).all())
 
 
-def _mirror_key(member: Member, entity: str):
-    table = MIRRORS[entity]
-    # A shared instance's loans are keyed by lending member: all of this member's own.
-    return cast(table.c.local_id, BigInteger), table, table.c.member == member.code
-
-
-# A key's hash in integer SQL that every backend runs alike (SQLite has neither md5 nor XOR):
-# a multiplicative round modulo the prime 2^31 - 1, squared, every product under 2^62 so it
-# stays within BIGINT everywhere.
-PRIME = 2_147_483_647
-MIX = 1_103_515_245
-
-
-def key_hash(key):
-    mixed = (key % PRIME) * MIX % PRIME
-    return mixed * mixed % PRIME
-
-
-def _fingerprints(conn, key, frm, where=None) -> dict[int, tuple]:
-    bucket = (key - key % RANGE).label("bucket")
-    wide = cast(key, Numeric(38, 0))
-    q = select(bucket, func.count(), func.sum(wide), func.sum(key_hash(key))).select_from(frm)
-    if where is not None:
-        q = q.where(where)
-    return {int(r[0]): (int(r[1]), int(r[2] or 0), int(r[3] or 0))
-            for r in conn.execute(q.group_by(bucket))}
-
-
-def _keys_in(conn, key, frm, lows: list[int], where=None) -> set[str]:
-    found: set[str] = set()
-    for low in lows:
-        q = select(key).select_from(frm).where(key >= low, key < low + RANGE)
-        if where is not None:
-            q = q.where(where)
-        found.update(str(k) for k in conn.execute(q).scalars())
-    return found
+def _held(rt: Runtime, member: Member, entity: str) -> set[str]:
+    """Keys in quarantine: the hub knows them and holds them back on purpose."""
+    with rt.store.connect() as conn:
+        return set(conn.execute(select(quarantine.c.row_key).where(
+            quarantine.c.member == member.code, quarantine.c.entity == entity,
+            quarantine.c.released_at.is_(None))).scalars())
 
 
 def compare_entity(rt: Runtime, member: Member, entity: str) -> EntityDrift:
-    src_key, src = _source_keys(member, entity)
-    hub_key, hub, hub_where = _mirror_key(member, entity)
-    with member_engine(member).connect() as sconn, rt.store.connect() as hconn:
-        at_source = _fingerprints(sconn, src_key, src)
-        at_hub = _fingerprints(hconn, hub_key, hub, hub_where)
-        differing = sorted(b for b in at_source.keys() | at_hub.keys()
-                           if at_source.get(b) != at_hub.get(b))
-        source_keys = _keys_in(sconn, src_key, src, differing)
-        hub_keys = _keys_in(hconn, hub_key, hub, differing, hub_where)
-    return EntityDrift(entity, len(at_source.keys() | at_hub.keys()), len(differing),
-                       sorted(source_keys - hub_keys, key=int),
-                       sorted(hub_keys - source_keys, key=int))
+    s = spec(entity)
+    hub = _hub_hashes(rt, member, mirror_table(s))
+    held = _held(rt, member, entity)
+    mark = read_marks(rt.store, member.code)[entity].cursor
+    if mark is not None:  # the next poll re-reads a lookback before the watermark anyway
+        mark -= timedelta(seconds=rt.consortium.lookback_seconds)
+    found, seen, reload = EntityDrift(entity), set(), []
+    query = entity_query(member, entity, None).order_by(None)
+    for chunk in iter_chunks(member_engine(member), query, entity):
+        rows = with_row_hash(entity, prepare_frame(entity, chunk, rt.id_key))
+        keys = rows[s.key].astype(str)
+        stored = keys.map(hub)
+        polled = _behind(rows[s.cursor], mark)  # what a poll should have brought
+        missing = polled & stored.isna() & ~keys.isin(held)
+        changed = polled & stored.notna() & (stored != rows["_hash"])
+        found.rows_checked += len(rows)
+        found.missing += keys[missing].tolist()
+        found.changed += keys[changed].tolist()
+        seen.update(keys)
+        if (missing | changed).any():
+            reload.append(rows[missing | changed].drop(columns="_hash"))
+    found.extra = sorted(set(hub) - seen)
+    found.missing.sort()
+    found.changed.sort()
+    found.reload = pd.concat(reload, ignore_index=True) if reload else None
+    return found
+
+
+def _behind(cursor: pd.Series, mark: datetime | None) -> pd.Series:
+    """Rows a poll up to `mark` should have read: a cursor before it, or none at all (a poll
+    never selects a NULL cursor)."""
+    if mark is None:
+        return pd.Series(False, index=cursor.index)
+    return (cursor.isna() | (cursor < mark)).astype(bool)
 
 
 def repair(rt: Runtime, member: Member, found: EntityDrift) -> None:
     now = datetime.now()
-    if found.missing:
-        _reload(rt, member, found.entity, found.missing)
-    table = MIRRORS[found.entity]
+    if found.reload is not None:
+        _merge_again(rt, member, found.entity, found.reload)
+    table = mirror_table(spec(found.entity))
     with rt.store.begin() as conn:
         for key in found.extra:
             conn.execute(delete(table).where(table.c.member == member.code,
                                              table.c.local_id == key))
         rows = [dict(member=member.code, entity=found.entity, local_id=k, kind=kind,
-                     found_at=now, action=action)
-                for kind, keys, action in (("missing", found.missing, "re-extracted"),
-                                           ("extra", found.extra, "removed from mirror"))
+                     found_at=now, action=ACTIONS[kind])
+                for kind, keys in ((MISSING, found.missing), (EXTRA, found.extra),
+                                   (CHANGED, found.changed))
                 for k in keys]
         if rows:
             conn.execute(insert(drift), rows)
 
 
-def _reload(rt: Runtime, member: Member, entity: str, keys: list[str]) -> None:
-    """Fetch the given rows by key and merge them like any delta (validation included)."""
-    engine = member_engine(member)
-    q = entity_query(member, entity, None).order_by(None).subquery("src")
-    frames = []
-    with engine.connect() as conn:
-        for i in range(0, len(keys), 1000):
-            part = [int(k) for k in keys[i : i + 1000]]
-            rows = conn.execute(select(q).where(cast(q.c.local_id, BigInteger).in_(part)))
-            frames.append(pd.DataFrame.from_records(rows.all(), columns=list(q.c.keys())))
-    frame = prepare_frame(entity, pd.concat(frames, ignore_index=True), rt.id_key)
+def _merge_again(rt: Runtime, member: Member, entity: str, frame: pd.DataFrame) -> None:
+    """Merge rows read by reconcile like any delta (validation included)."""
     val = validate_extract(member.code, {entity: frame}, rt.member_view(member),
                            rt.consortium.max_bad_share)
     # No frames on the Extract: these rows say nothing about how far the cursor has read, so
@@ -140,7 +142,7 @@ def _reload(rt: Runtime, member: Member, entity: str, keys: list[str]) -> None:
 
 def reconcile_member(rt: Runtime, member: Member, fix: bool = True) -> list[EntityDrift]:
     try:
-        results = [compare_entity(rt, member, e) for e in ENTITIES]
+        results = [compare_entity(rt, member, e) for e in mapped_entities(member)]
         if fix:
             for found in results:
                 if not found.clean:

@@ -16,12 +16,17 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from circhub.connections.config import Consortium, Member
 from circhub.connections.engines import ConnectionSetupError, member_engine
+from circhub.connections.errors import driver_message
 from circhub.connections.live_schema import schema_problems
 from circhub.connections.profile import load_profile
 from circhub.connections.runtime import Runtime
 from circhub.connections.sql import key_count_query
-from circhub.domain.records import ENTITIES
-from circhub.tasks.sync.extract import entity_query, prepare_frame, read_entity
+from circhub.tasks.sync.extract import (
+    entity_query,
+    mapped_entities,
+    prepare_frame,
+    read_entity,
+)
 from circhub.tasks.sync.validate import validate_extract
 
 SAMPLE_ROWS = 1000
@@ -95,7 +100,7 @@ def check_member(context: Runtime | Consortium, member: Member | str,
         _sample(runtime, member, engine, sample_rows, max_bad_share, report)
         _count(member, engine, report)
     except SQLAlchemyError as exc:
-        report.reasons.append(f"reading the ILS failed: {_cause(exc)}")
+        report.reasons.append(f"reading the ILS failed: {driver_message(exc)}")
     return report
 
 
@@ -115,7 +120,8 @@ def _connect(member: Member, report: CheckReport) -> Engine | None:
     except ConnectionSetupError as exc:
         report.reasons.append(str(exc))
     except SQLAlchemyError as exc:
-        report.reasons.append(f"cannot connect to its {member.profile} database: {_cause(exc)}")
+        report.reasons.append(
+            f"cannot connect to its {member.profile} database: {driver_message(exc)}")
     return None
 
 
@@ -123,7 +129,7 @@ def _sample(runtime: Runtime, member: Member, engine: Engine, rows: int,
             max_bad_share: float, report: CheckReport) -> None:
     """The first `rows` rows of each entity in cursor order, through the sync's validation."""
     frames = {}
-    for entity in ENTITIES:
+    for entity in mapped_entities(member):
         query = entity_query(member, entity, None).limit(rows)
         frames[entity] = prepare_frame(entity, read_entity(engine, query, entity),
                                        runtime.id_key)
@@ -153,13 +159,7 @@ def _judge(entity: str, sample: EntitySample, max_bad_share: float,
 def _count(member: Member, engine: Engine, report: CheckReport) -> None:
     profile = load_profile(member.profile)
     with engine.connect() as conn:
-        for entity in ENTITIES:
+        for entity in mapped_entities(member):
             query = key_count_query(profile.entities[entity], member.own_branches())
             report.backfill_rows[entity] = int(conn.execute(query).scalar_one())
 
-
-def _cause(exc: SQLAlchemyError) -> str:
-    """The driver's first line, never the SQL or its parameters."""
-    orig = getattr(exc, "orig", None) or exc
-    text = str(orig).splitlines()[0] if str(orig) else ""
-    return f"{type(orig).__name__}: {text}".strip()

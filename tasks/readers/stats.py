@@ -18,7 +18,8 @@ from sqlalchemy import Connection, Engine, distinct, func, select
 
 from circhub.domain.schema import items, loans, reader_accounts, readers
 
-AWAY = loans.c.member != readers.c.home_member
+# A loan made at a member other than the reader's home member: borrowed across libraries.
+LENT_AWAY_FROM_HOME = loans.c.member != readers.c.home_member
 
 
 @dataclass(frozen=True)
@@ -50,11 +51,11 @@ def reader_stats(store: Engine, since: datetime | None = None,
             readers_at_several_members=_several(conn),
             readers_borrowed_across=_count(conn, _window(
                 select(func.count(distinct(loans.c.reader_key))).join(
-                    readers, readers.c.reader_key == loans.c.reader_key).where(AWAY),
+                    readers, readers.c.reader_key == loans.c.reader_key).where(LENT_AWAY_FROM_HOME),
                 since, until)),
             loans_away_from_home=_count(conn, _window(
                 select(func.count()).select_from(loans).join(
-                    readers, readers.c.reader_key == loans.c.reader_key).where(AWAY),
+                    readers, readers.c.reader_key == loans.c.reader_key).where(LENT_AWAY_FROM_HOME),
                 since, until)),
             cross_loans=_count(conn, _window(
                 select(func.count()).select_from(loans).join(

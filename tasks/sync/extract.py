@@ -19,11 +19,12 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from circhub.connections.config import Consortium, Member
 from circhub.connections.engines import member_engine
+from circhub.connections.errors import driver_message
 from circhub.connections.profile import load_profile
 from circhub.connections.sql import extract_query
 from circhub.domain.prepare import coerce_types, protect_readers
 from circhub.domain.readers import key_fingerprint
-from circhub.domain.records import ENTITIES, field_names
+from circhub.domain.records import entities, field_names, spec
 from circhub.domain.schema import watermarks
 
 CHUNK_ROWS = 50_000
@@ -59,7 +60,7 @@ def read_marks(store: Engine, member: str) -> dict[str, Mark]:
             select(watermarks.c.entity, watermarks.c.cursor_value, watermarks.c.last_key)
             .where(watermarks.c.member == member)
         ).all()
-    marks = {e: Mark(None, None) for e in ENTITIES}
+    marks = {e: Mark(None, None) for e in entities()}
     marks.update({r.entity: Mark(r.cursor_value, r.last_key) for r in rows})
     return marks
 
@@ -103,9 +104,17 @@ def read_entity(engine: Engine, query, entity: str, chunk_rows: int = CHUNK_ROWS
 
 
 def prepare_frame(entity: str, frame: pd.DataFrame, id_key: bytes) -> pd.DataFrame:
-    """Canonical types; for readers the ID numbers hashed and masked before anything else."""
+    """Canonical types; ID numbers (any entity's `id_number`) hashed and masked before
+    anything else."""
     frame = coerce_types(entity, frame)
-    return protect_readers(frame, id_key) if entity == "readers" else frame
+    return protect_readers(frame, id_key) if "id_number" in frame else frame
+
+
+def mapped_entities(member: Member) -> list[str]:
+    """The entities the member's profile maps, in registry order (an optional one may be
+    left unmapped)."""
+    mapped = load_profile(member.profile).entities
+    return [e for e in entities() if e in mapped]
 
 
 def entity_query(member: Member, entity: str, since: datetime | None,
@@ -126,7 +135,7 @@ def extract_member(consortium: Consortium, member: Member, store: Engine, id_key
     frames, catching_up = {}, []
     try:
         engine = member_engine(member)
-        for entity in ENTITIES:
+        for entity in mapped_entities(member):
             mark = marks[entity].cursor
             since = mark - lookback if mark else None
             query = entity_query(member, entity, since, until)
@@ -136,7 +145,8 @@ def extract_member(consortium: Consortium, member: Member, store: Engine, id_key
                 catching_up.append(entity)
     except SQLAlchemyError as exc:
         raise SourceUnavailable(
-            f"member {member.code}: cannot read its {member.profile} database: {_cause(exc)}"
+            f"member {member.code}: cannot read its {member.profile} database: "
+            f"{driver_message(exc)}"
         ) from None
     return Extract(member.code, frames, marks, key_check=key_fingerprint(id_key),
                    catching_up=tuple(catching_up))
@@ -156,18 +166,13 @@ def read_delta(engine: Engine, query, entity: str, id_key: bytes, mark: datetime
         frame = prepare_frame(entity, read_entity(engine, query.limit(limit), entity), id_key)
         if len(frame) < limit:
             return frame, False
-        cursor = frame["updated_at"]
+        cursor = frame[spec(entity).cursor]
         cut = cursor.iloc[-1]
         # Rows without a cursor come first (MariaDB, SQLite) or last (PostgreSQL): kept either
         # way (later reads never see them; reconcile finds any a slice left behind).
         head = frame if pd.isna(cut) else frame[(cursor < cut) | cursor.isna()]
-        newest = head["updated_at"].max()
+        newest = head[spec(entity).cursor].max()
         if pd.notna(newest) and (mark is None or newest > mark):
             return head.reset_index(drop=True), True
         limit *= 2
 
-
-def _cause(exc: SQLAlchemyError) -> str:
-    """The driver's own message, first line only, without the SQL or parameters."""
-    orig = getattr(exc, "orig", None) or exc
-    return f"{type(orig).__name__}: {str(orig).splitlines()[0] if str(orig) else ''}".strip()

@@ -22,12 +22,13 @@ from circhub.connections.store import in_chunks, one_of, upsert_insert
 from circhub.domain.circulation import Event
 from circhub.domain.events import loan_events, sighting_events
 from circhub.domain.readers import account_flags
-from circhub.domain.records import ENTITIES
+from circhub.domain.records import entities, spec
 from circhub.domain.rowhash import with_row_hash, with_row_hashes
 from circhub.domain.schema import (
     circulation_events,
     items,
     loans,
+    mirror_table,
     quarantine,
     reader_accounts,
     readers,
@@ -76,7 +77,7 @@ def hash_good_rows(batches: Iterable[Validated]) -> None:
     """Give every member's good rows their content hash, in one call per entity for all of
     them (see circhub.domain.rowhash.with_row_hashes), before their merges."""
     batches = list(batches)
-    for entity in ENTITIES:
+    for entity in entities():
         holders = [v for v in batches if entity in v.good]
         hashed = with_row_hashes(entity, [v.good[entity] for v in holders])
         for v, frame in zip(holders, hashed, strict=True):
@@ -92,11 +93,14 @@ def merge_batch(store: Engine, consortium: Consortium, member: Member, extract: 
             claim_key(conn, extract.key_check)
         _quarantine(conn, member.code, validated, now, report)
         frames = {e: with_row_hash(e, validated.good.get(e, pd.DataFrame()))
-                  for e in ENTITIES}
+                  for e in entities()}
         _merge_readers(conn, member, records(frames["readers"]), now, report)
         shelved = _merge_items(conn, consortium, member, frames["items"], report)
         _merge_loans(conn, member, records(frames["loans"]), now, report)
         _sightings(conn, member, frames["items"], shelved, now, report)
+        for entity in entities():
+            if spec(entity).merge == "mirror" and entity in validated.good:
+                _merge_mirror(conn, member, entity, records(frames[entity]), report)
         report.touched |= record_claims(conn, consortium, member, validated, now)
         report.commands += refresh_items(conn, consortium, report.touched, now, member.code)
         _advance_marks(conn, member.code, extract, now)
@@ -147,6 +151,21 @@ def _merge_readers(conn: Connection, member: Member, rows: list[dict], now: date
         registered_on=r.get("registered_on"), source_updated_at=r["updated_at"]))
     refresh_homes(conn, {r["reader_key"] for r in changed})
     report.merged["readers"] = len(changed)
+
+
+def _merge_mirror(conn: Connection, member: Member, entity: str, rows: list[dict],
+                  report: MergeReport) -> None:
+    """The generic merge rule: the member's rows of a declared entity, upserted into its
+    mirror by (member, local id), unchanged rows skipped by their content hash."""
+    s = spec(entity)
+    table = mirror_table(s)
+    names = [c.name for c in table.columns if c.name not in MIRROR_BOOKKEEPING]
+    changed = _upsert_mirror(conn, table, lambda r: member.code, rows, lambda r: {
+        **{n: r.get(n) for n in names}, "source_updated_at": r.get(s.cursor)})
+    report.merged[entity] = len(changed)
+
+
+MIRROR_BOOKKEEPING = ("member", "local_id", "row_hash", "source_updated_at")
 
 
 def _as_datetime(value) -> datetime | None:
@@ -240,8 +259,7 @@ def _sightings(conn: Connection, member: Member, item_rows: pd.DataFrame, shelve
         return
     away = _not_on_shelf_at(conn, member.code, sorted(set(candidates["barcode"])))
     candidates = candidates[candidates["barcode"].isin(away)]
-    events = sighting_events(records(candidates), member.code, member.member_for_branch,
-                             lambda barcode: False)
+    events = sighting_events(records(candidates), member.code, member.member_for_branch)
     report.events += _insert_events(conn, events, now, report)
 
 
@@ -264,11 +282,11 @@ def _on_shelf_at(conn: Connection, member: str, barcodes: list[str]) -> set[str]
 def _advance_marks(conn: Connection, member: str, extract: Extract, now: datetime) -> None:
     """Move each entity's watermark to the newest cursor read, never backwards."""
     for entity, frame in extract.frames.items():
-        if frame.empty or frame["updated_at"].isna().all():
+        cursor = frame[spec(entity).cursor] if not frame.empty else None
+        if cursor is None or cursor.isna().all():
             continue
-        newest = frame["updated_at"].max().to_pydatetime()
-        last_key = str(frame.loc[frame["updated_at"] == frame["updated_at"].max(),
-                                 "local_id"].iloc[-1])
+        newest = cursor.max().to_pydatetime()
+        last_key = str(frame.loc[cursor == cursor.max(), "local_id"].iloc[-1])
         old = extract.marks[entity].cursor
         if old is not None and newest <= old:
             continue

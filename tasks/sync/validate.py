@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from circhub.connections.runtime import settle_heap
-from circhub.domain.prepare import MemberView, add_checks
-from circhub.domain.records import ENTITIES
-from circhub.expectations import suite_spec
+from circhub.domain.prepare import FUTURE_TOLERANCE, MemberView, add_checks
+from circhub.domain.records import entities, spec, suite_rules
+from circhub.expectations import build_suite, suite_columns
 
 if TYPE_CHECKING:
     from circhub.connections.config import Consortium
@@ -27,13 +27,7 @@ if TYPE_CHECKING:
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")  # no outbound network here
 
 ROW = "_row"
-# Columns worth keeping on a quarantined row (masked forms only; never an ID in clear).
-SHOWN = {
-    "readers": ["local_id", "card_masked", "id_masked", "id_rule", "branch", "birth_date"],
-    "items": ["local_id", "barcode", "home_branch", "holding_branch", "item_type", "updated_at"],
-    "loans": ["local_id", "reader_local_id", "barcode", "branch", "issued_at", "due_at",
-              "returned_at", "updated_at"],
-}
+MEMBER = "_member"  # which member a row of a batch is from (uniqueness is per member)
 
 _lock = threading.Lock()  # one GX context per process; GX is not known to be thread-safe
 _validators: dict[str, object] = {}
@@ -72,11 +66,6 @@ def _context():
     if "context" not in _validators:
         import great_expectations as gx
         from great_expectations.data_context.types.base import ProgressBarsConfig
-        from great_expectations.execution_engine import pandas_execution_engine
-
-        # GX fingerprints every pandas batch (an MD5 over a hash of every row, ~0.9 µs a row)
-        # for a batch marker that nothing in circhub reads; a threshold of 0 skips it.
-        pandas_execution_engine.HASH_THRESHOLD = 0
 
         from circhub.tasks.sync.data_docs import context_config
 
@@ -97,14 +86,8 @@ def _validator(entity: str):
     import great_expectations as gx
 
     ctx, source = _context(), _validators["source"]
-    spec = suite_spec(entity)
     batch = source.add_dataframe_asset(name=entity).add_batch_definition_whole_dataframe("all")
-    suite = ctx.suites.add(gx.ExpectationSuite(name=entity))
-    for rule in spec.rules:
-        cls = _expectation_class(gx, rule.type)
-        suite.add_expectation(cls(**rule.kwargs, meta={"rule": rule.rule,
-                                                       "detail": rule.detail},
-                                  notes=f"circhub rule `{rule.rule}`"))  # shown in Data Docs
+    suite = ctx.suites.add(build_suite(gx, entity))
     vd = ctx.validation_definitions.add(gx.ValidationDefinition(name=entity, data=batch,
                                                                 suite=suite))
     _validators[entity] = vd
@@ -118,14 +101,10 @@ def prepare_validator(entity: str) -> None:
         _validator(entity)
 
 
-def _expectation_class(gx, snake: str):
-    name = "".join(part.capitalize() for part in snake.split("_"))
-    return getattr(gx.expectations, name)
-
-
-def failing_rows(entity: str, frame: pd.DataFrame,
+def failing_rows(entity: str, frame: pd.DataFrame, parameters: dict,
                  member: str = "-") -> tuple[dict[int, list[str]], list[dict]]:
-    """Row position -> rules broken, and a per-rule summary, from one GX run.
+    """Row position -> rules broken, and a per-rule summary, from one GX run. `parameters`
+    are the suite's run-time values (`member_codes`, `latest_time`: see circhub.expectations).
 
     The result stays in the context for the Data Docs under run name `member`, the latest per
     run name and entity, until `write_data_docs`. No unexpected values are kept in it (row
@@ -136,6 +115,7 @@ def failing_rows(entity: str, frame: pd.DataFrame,
     with _lock:
         result = _validator(entity).run(
             batch_parameters={"dataframe": frame},
+            expectation_parameters=parameters,
             result_format={"result_format": "COMPLETE", "unexpected_index_column_names": [ROW],
                            "exclude_unexpected_values": True,
                            "return_unexpected_index_query": False},
@@ -149,12 +129,16 @@ def failing_rows(entity: str, frame: pd.DataFrame,
         rows = _row_positions(r.result.get("unexpected_index_list") or [])
         detail = r.expectation_config.meta.get("detail")
         for pos in rows:
-            broken.setdefault(pos, []).append(rule)
-            if detail and isinstance(frame[detail].iloc[pos], str):
-                broken[pos].append(frame[detail].iloc[pos])
+            found = broken.setdefault(pos, [])
+            found += [x for x in (rule, _detail(frame, detail, pos)) if x and x not in found]
         summary.append({"entity": entity, "rule": rule, "failed": len(rows),
                         "checked": len(frame)})
     return broken, summary
+
+
+def _detail(frame: pd.DataFrame, column: str | None, pos: int) -> str | None:
+    value = frame[column].iloc[pos] if column else None
+    return value if isinstance(value, str) else None
 
 
 def _row_positions(index_list) -> list[int]:
@@ -184,22 +168,24 @@ def validate_members(frames: dict[str, dict[str, pd.DataFrame]], views: dict[str
     members validated one by one would pay it 753 times. Keys are checked for uniqueness within
     each member. A member whose batch fails wholesale gets its BatchRejected; the others go on.
     """
-    now = now or datetime.now()
     out = {m: Validated(member=m, good={}) for m in frames}
+    if not frames:
+        return {}
     rejected: dict[str, BatchRejected] = {}
     run_name = next(iter(frames)) if len(frames) == 1 else f"{len(frames)} members"
-    for entity in ENTITIES:
+    parameters = run_parameters(next(iter(views.values())), now or datetime.now())
+    for entity in entities():
         parts = []
         for m, member_frames in frames.items():
             if entity not in member_frames:
                 continue
-            checked = add_checks(entity, member_frames[entity], views[m], now)
+            checked = add_checks(entity, member_frames[entity], views[m])
             out[m].good[entity] = checked = checked.reset_index(drop=True)
             if not checked.empty:
                 parts.append((m, checked))
         if not parts:
             continue
-        broken, _ = failing_rows(entity, _batch(entity, parts), run_name)
+        broken, _ = failing_rows(entity, _batch(entity, parts), parameters, run_name)
         start = 0
         for m, checked in parts:
             mine = {p - start: rules for p, rules in broken.items()
@@ -212,29 +198,29 @@ def validate_members(frames: dict[str, dict[str, pd.DataFrame]], views: dict[str
     return {m: rejected.get(m, v) for m, v in out.items()}
 
 
+def run_parameters(view: MemberView, now: datetime) -> dict:
+    """The suites' run-time values: the members a branch may map to, the latest time a row
+    may show (member servers' clocks drift: FUTURE_TOLERANCE)."""
+    return {"member_codes": sorted(view.known_members), "latest_time": now + FUTURE_TOLERANCE}
+
+
 def _batch(entity: str, parts: list[tuple[str, pd.DataFrame]]) -> pd.DataFrame:
-    """The members' checked rows as one frame, numbered. With several members, every column
-    that must be unique is qualified by member: uniqueness holds within a member's rows (two
-    members may both have item 17, and one reader may hold cards at both)."""
-    spec = suite_spec(entity)
-    # Only the columns the suite reads (and the rule details): GX looks at nothing else, and
-    # a narrower frame is cheaper to build and to run.
-    needed = sorted(spec.columns | {r.detail for r in spec.rules if r.detail})
+    """The members' checked rows as one frame, numbered, with the member of each row (keys
+    and cards are unique within a member: two members may both have item 17, and one reader
+    may hold cards at both). Only the columns the suite reads."""
+    needed = [c for c in suite_columns(entity) if c != MEMBER]
     batch = pd.concat([checked[needed] for _, checked in parts], ignore_index=True)
+    batch[MEMBER] = [m for m, checked in parts for _ in range(len(checked))]
     batch[ROW] = range(len(batch))
-    if len(parts) > 1:
-        member = pd.Series([m for m, c in parts for _ in range(len(c))], index=batch.index)
-        for col in spec.unique_columns:
-            batch[col] = (member + "/" + batch[col].astype(str)).where(batch[col].notna(), None)
     return batch
 
 
 def _split(out: Validated, entity: str, checked: pd.DataFrame, broken: dict[int, list[str]],
            max_bad_share: float) -> None:
     """One member's share of a GX run: its summary, its bad rows and its good frame."""
-    summary = [{"entity": entity, "rule": rule.rule, "checked": len(checked),
-                "failed": sum(rule.rule in rules for rules in broken.values())}
-               for rule in suite_spec(entity).rules]
+    names = dict.fromkeys(rule.name for rule in suite_rules(entity))  # in order, once each
+    summary = [{"entity": entity, "rule": name, "checked": len(checked),
+                "failed": sum(name in rules for rules in broken.values())} for name in names]
     out.summary.extend(summary)
     if len(checked) >= 10 and len(broken) > max_bad_share * len(checked):
         raise BatchRejected(
@@ -287,7 +273,7 @@ def publish_data_docs(consortium: Consortium, site: str, log) -> Path | None:
 
 
 def _bad_row(entity: str, row: pd.Series, rules: list[str]) -> BadRow:
-    shown = {c: _plain(row.get(c)) for c in SHOWN[entity] if c in row}
+    shown = {c: _plain(row.get(c)) for c in spec(entity).shown_columns if c in row}
     key = row.get("local_id")
     return BadRow(entity, str(key) if key is not None else f"row#{row[ROW]}", tuple(rules), shown)
 
