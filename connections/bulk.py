@@ -1,12 +1,13 @@
-"""Set-based upserts into the central store, the fast way each dialect offers.
+"""Set-based upserts into the central store, the fast way its backend offers (the flags of its
+record in `circhub.connections.backends`).
 
 PostgreSQL: COPY the batch into a temporary staging table, then one
 `INSERT ... SELECT ... ON CONFLICT DO UPDATE ... WHERE changed RETURNING key` (~180 k rows/s
 here, against ~75 k for a batched executemany); below COPY_FROM_ROWS rows (a sync's usual
-batch) the same INSERT reading the rows from one JSON parameter. SQLite (the demo) gets a
-multi-row INSERT. All return the keys of the rows that were inserted or actually changed, so
-the caller knows what is new without reading anything back. A backfill's new rows are COPYed
-straight into their table (`copy_frame`).
+batch) the same INSERT reading the rows from one JSON parameter. SQLite (the demo), or any
+backend without those flags, gets a multi-row INSERT. All return the keys of the rows that were
+inserted or actually changed, so the caller knows what is new without reading anything back.
+A backfill's new rows are COPYed straight into their table (`copy_frame`).
 
 Rows come as dicts (small batches) or as a DataFrame (a backfill's chunk): a frame is turned
 into plain Python values column by column and written as rows, with no dict per row.
@@ -22,6 +23,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Connection, Table
 
+from circhub.connections.backends import backend_of
 from circhub.connections.store import upsert_insert
 
 COPY_FROM_ROWS = 1000  # below this, the staging table's DDL costs more than COPY saves
@@ -70,8 +72,13 @@ def python_columns(frame: pd.DataFrame) -> dict[str, list]:
 def _write(conn, table, columns: dict[str, list], keys, update, changed) -> list[tuple]:
     # A sync's few rows per member: one statement with the rows beats creating a staging table.
     small = len(next(iter(columns.values()))) < COPY_FROM_ROWS
-    writers = _SMALL_WRITERS if small else _WRITERS
-    writer = writers.get(conn.dialect.name, _executemany)
+    backend = backend_of(conn.dialect)
+    if small and backend.json_rows:
+        writer = _postgres_json
+    elif not small and backend.copy_from:
+        writer = _postgres
+    else:  # the portable path
+        writer = _executemany
     return writer(conn, table, columns, tuple(keys), tuple(update), changed)
 
 
@@ -252,8 +259,3 @@ _PG_TYPES = {"String": "text", "Boolean": "bool", "DateTime": "timestamp", "Inte
              "BigInteger": "int8"}
 _PY_TYPES = {"text": str, "bool": bool, "timestamp": datetime, "int4": int, "int8": int}
 
-
-# Looked up by dialect name, for large and for small batches; any other dialect gets the
-# portable executemany path.
-_WRITERS = {"postgresql": _postgres}
-_SMALL_WRITERS = {"postgresql": _postgres_json}

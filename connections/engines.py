@@ -11,9 +11,9 @@ import os
 import threading
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import make_url
 
 import circhub.connections.odbc  # noqa: F401 - registers postgresql+pyodbc:// (Polaris-style)
+from circhub.connections.backends import backend_of_url
 from circhub.connections.config import Consortium, Member
 
 DEMO_ID_KEY = b"circhub-demo-key-not-for-production"
@@ -55,29 +55,11 @@ def member_url(member: Member) -> str:
 def central_url(consortium: Consortium) -> str:
     if consortium.central_store_env:
         return _from_env(consortium.central_store_env, "central store")
-    return consortium.central_store or "sqlite:///circhub.db"
+    return consortium.central_store  # the config's default when neither is given
 
 
 def member_engine(member: Member) -> Engine:
     return engine_for(member_url(member))
-
-
-# Per driver: how long to wait for a member that does not answer (a hung member must fail,
-# not block the schedule). Looked up, never branched on.
-CONNECT_ARGS = {
-    "sqlite": {"timeout": 30},
-    # A member that stops answering mid-read fails after 5 minutes instead of holding its run.
-    "mysql": {"connect_timeout": 10, "read_timeout": 300, "write_timeout": 300},
-    # JIT off: a merge statement over a fresh staging table (no statistics) looks costly
-    # enough to the planner to JIT-compile, ~170 ms a statement that runs in ~200 ms.
-    "postgresql": {"connect_timeout": 10, "options": "-c statement_timeout=300000 -c jit=off"},
-    "mssql": {"timeout": 10},  # pyodbc: the login timeout
-}
-# SQL Server's per-statement limit is no connect argument: pyodbc sets it as the connection's
-# `timeout` attribute (SQL_ATTR_QUERY_TIMEOUT). Not exercised here (no SQL Server); psqlODBC,
-# which the tests reach Polaris-style members through, refuses the attribute and takes
-# statement_timeout as the PostgreSQL connections do (circhub.connections.odbc).
-QUERY_TIMEOUT_SECONDS = {"mssql": 300}
 
 
 _engines: dict[str, Engine] = {}
@@ -105,30 +87,13 @@ engine_for.cache_clear = _dispose_engines  # the name callers and tests already 
 
 
 def _create_engine(url: str) -> Engine:
-    parsed = make_url(url)
-    backend = parsed.get_backend_name()
-    pre_ping = backend != "sqlite"
-    engine = create_engine(url, pool_pre_ping=pre_ping,
-                           connect_args=dict(CONNECT_ARGS.get(backend, {})))
-    if backend == "sqlite":
-        event.listen(engine, "connect", _sqlite_pragmas)
-    if backend in QUERY_TIMEOUT_SECONDS:
-        event.listen(engine, "connect", _query_timeout(QUERY_TIMEOUT_SECONDS[backend]))
+    """An engine made as its backend's record says (`circhub.connections.backends`)."""
+    backend = backend_of_url(url)
+    engine = create_engine(url, pool_pre_ping=backend.pool_pre_ping,
+                           connect_args=dict(backend.connect_args))
+    for on_connect in backend.on_connect:
+        event.listen(engine, "connect", on_connect)
     return engine
-
-
-def _query_timeout(seconds: int):
-    def on_connect(dbapi_conn, _record) -> None:
-        dbapi_conn.timeout = seconds
-    return on_connect
-
-
-def _sqlite_pragmas(dbapi_conn, _record) -> None:
-    # WAL lets the demo's parallel member syncs read while the central store writes.
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA busy_timeout=30000")
-    cur.close()
 
 
 def id_hash_key(consortium: Consortium) -> bytes:

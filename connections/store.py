@@ -30,6 +30,7 @@ from sqlalchemy.sql.expression import ColumnElement
 from sqlalchemy.sql.visitors import InternalTraversal
 from sqlalchemy.types import TypeDecorator
 
+from circhub.connections.backends import backend_of
 from circhub.domain.schema import metadata, schema_migrations
 
 
@@ -100,19 +101,13 @@ def current_version(engine: Engine) -> int:
     return max(versions, default=0)
 
 
-def _insert_factories():
-    from sqlalchemy.dialects import postgresql, sqlite
-
-    return {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
-
-
 def upsert_insert(conn: Connection, table):
-    """An INSERT that supports ON CONFLICT on the central store's dialect (PostgreSQL, SQLite)."""
-    factories = _insert_factories()
-    name = conn.dialect.name
-    if name not in factories:
-        raise RuntimeError(f"central store on {name} is not supported (PostgreSQL or SQLite)")
-    return factories[name](table)
+    """An INSERT that supports ON CONFLICT on the central store's backend (PostgreSQL, SQLite)."""
+    insert = backend_of(conn.dialect).upsert_insert
+    if insert is None:
+        raise RuntimeError(f"central store on {conn.dialect.name} is not supported "
+                           f"(PostgreSQL or SQLite)")
+    return insert(table)
 
 
 class _JSONList(TypeDecorator):

@@ -16,6 +16,7 @@ import pandas as pd
 from psycopg.errors import UniqueViolation
 from sqlalchemy import Connection, select
 
+from circhub.connections.backends import backend_of
 from circhub.connections.bulk import COPY_FROM_ROWS, bulk_upsert_frame, copy_frame
 from circhub.connections.config import Consortium, Member
 from circhub.connections.store import one_of
@@ -39,8 +40,8 @@ def merge_items(conn: Connection, consortium: Consortium, member: Member,
     mirror = _mirror_rows(member, frame)
     if mirror.empty:
         return ItemsWritten(mirror, set())
-    if len(mirror) >= COPY_FROM_ROWS and conn.dialect.name in _COPY_PATHS:
-        written = _COPY_PATHS[conn.dialect.name](conn, member, mirror)
+    if len(mirror) >= COPY_FROM_ROWS and backend_of(conn.dialect).copy_from:
+        written = _merge_copied(conn, member, mirror)
     else:
         written = _merge_rows(conn, member, mirror)
     _catalog_copies(conn, consortium, written.changed)
@@ -183,6 +184,3 @@ def _insert_new(conn: Connection, table, rows: pd.DataFrame, keys: tuple[str, ..
     written = set(bulk_upsert_frame(conn, table, rows, keys, update, changed))
     return rows[[tuple(k) in written for k in rows[list(keys)].itertuples(index=False)]]
 
-
-# Dialects with a COPY path for large batches; any other uses `_merge_rows`.
-_COPY_PATHS = {"postgresql": _merge_copied}
