@@ -17,6 +17,7 @@ from sqlalchemy import (
     Connection,
     DateTime,
     Engine,
+    String,
     Text,
     bindparam,
     cast,
@@ -62,12 +63,17 @@ def _drop_items_owner_index(conn: Connection) -> None:
     conn.execute(text("DROP INDEX IF EXISTS ix_items_owner"))
 
 
+def _loans_reader_local_id(conn: Connection) -> None:
+    _add_column(conn, "loans", Column("reader_local_id", String(64)))
+
+
 # (version, name, step). Append only; never edit a released step.
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "baseline", _baseline),
     (2, "reader_accounts.registered_on", _reader_registered_on),
     (3, "outbox.next_attempt_at, outbox.outcome", _outbox_retry_columns),
     (4, "drop items.owner index", _drop_items_owner_index),
+    (5, "loans.reader_local_id", _loans_reader_local_id),
 ]
 
 

@@ -135,15 +135,26 @@ def protect_readers(df: pd.DataFrame, key: bytes) -> pd.DataFrame:
     checks = [check_id_number(v) for v in ids]
     out = df.drop(columns=["id_number", "card_number"])
     out["reader_key"] = [reader_key(c.normalized, key) if c.normalized else None for c in checks]
-    out["id_masked"] = [mask_id_number(v) for v in ids]
+    # Masked in the number's canonical form: a legacy 15-digit number shows as the 18-digit
+    # one it stands for, so one person has one masked form everywhere.
+    out["id_masked"] = [mask_id_number(c.normalized or v) for c, v in zip(checks, ids,
+                                                                            strict=True)]
     out["id_status"] = [str(c.status) for c in checks]
     out["id_rule"] = [c.rule for c in checks]
     out["id_birth_date"] = [c.birth_date for c in checks]
     out["id_sex"] = [c.sex for c in checks]
-    out["card_masked"] = [mask_id_number(v) if v else None for v in cards]
+    out["card_masked"] = [_mask_card(v, c) for v, c in zip(cards, checks, strict=True)]
     # Keyed like the ID: duplicate cards can be found once the numbers are gone.
     out["card_key"] = [card_key(v, key) for v in cards]
     return out
+
+
+def _mask_card(card: str | None, id_check) -> str | None:
+    """A card that is the reader's ID number is masked like it (in its canonical form)."""
+    if not card:
+        return None
+    same = id_check.normalized and check_id_number(card).normalized == id_check.normalized
+    return mask_id_number(id_check.normalized if same else card)
 
 
 def _present(col: pd.Series) -> list[str | None]:

@@ -125,7 +125,9 @@ READERS = EntitySpec(
     member_fields=("branch",),
     hashed=("reader_key", "card_masked", "branch", "birth_date", "sex", "registered_on",
             "id_status"),
-    shown=("local_id", "card_masked", "id_masked", "id_rule", "branch", "birth_date"),
+    # Never a birth date, age or birth year beside a masked number: the eight digits the mask
+    # hides are the birth date (domain.identity.mask_id_number).
+    shown=("local_id", "card_masked", "id_masked", "id_rule", "branch"),
     mirror="reader_accounts", merge="readers",
 )
 

@@ -100,6 +100,9 @@ loans = Table(
     Column("local_id", String(64), primary_key=True),
     Column("barcode", String(40), nullable=False, index=True),
     Column("reader_key", String(64), index=True),
+    # The lending member's own account id: a loan whose account is held in quarantine waits
+    # unlinked and is linked when the account is merged (tasks.readers.links).
+    Column("reader_local_id", String(64)),
     Column("issued_at", DateTime, nullable=False),
     Column("due_at", DateTime),
     Column("renewals", Integer, nullable=False, default=0),

@@ -108,8 +108,14 @@ def _add_odd_readers(desk) -> list[str]:
 
 
 def _every_number(world, odd: list[str]) -> list[str]:
-    """Every number handed to the hub, in each spelling that could leak."""
+    """Every number handed to the hub (every card in every member's ILS, typos included), in
+    each spelling that could leak."""
+    from circhub.simulator import koha
+
     raw = {p.id_number for p in world.people} | set(odd)
+    for desk in world.desks.values():
+        with desk.engine.connect() as conn:
+            raw |= {c for c in conn.execute(select(koha.borrowers.c.cardnumber)).scalars() if c}
     spellings = raw | {normalize_id_number(n) for n in raw}
     spellings |= {upgrade_15_to_18(n) for n in spellings if len(n) == 15 and n.isascii()}
     return sorted(spellings)
@@ -202,3 +208,64 @@ def test_each_bad_reader_row_is_quarantined_with_the_specific_rule_and_the_rest_
     assert all(not row["id_masked"] or "*" in row["id_masked"] for _, row in held)
     assert flags == ["birth_date_mismatch,sex_mismatch"]  # accepted, linked, flagged
     assert state.is_completed()
+
+
+def _rebuildable(records, numbers) -> list[str]:
+    """Records that show a number's mask together with the digits the mask hides (the
+    birth date, in any spelling): from that one record the whole number can be rebuilt."""
+    found = []
+    for number in {n for n in numbers if len(n) == 18 and n[:17].isdigit()}:
+        mask = number[:6] + "*" * 8 + number[-4:]
+        born = number[6:14]
+        spellings = {born, f"{born[:4]}-{born[4:6]}-{born[6:]}",
+                     f"{born[:4]}/{born[4:6]}/{born[6:]}"}
+        found += [f"{where}: the mask of a number beside its birth date"
+                  for where, text in records
+                  if mask in text and any(s in text for s in spellings)]
+    return found
+
+
+def _store_rows(store):
+    from sqlalchemy import MetaData
+
+    reflected = MetaData()
+    reflected.reflect(store)
+    with store.connect() as conn:
+        for table in reflected.sorted_tables:
+            for i, row in enumerate(conn.execute(select(table))):
+                yield f"{table.name} row {i}", " | ".join(str(v) for v in row)
+
+
+def _cli_lines(config) -> list[tuple[str, str]]:
+    from typer.testing import CliRunner
+
+    from circhub.cli import app
+
+    lines = []
+    for args in (["quarantine"], ["reader", "review", "-c", str(config)]):
+        out = CliRunner().invoke(app, args, env={"CIRCHUB_CONFIG": str(config)}).output
+        lines += [(f"circhub {' '.join(args[:2])} line {i}", line)
+                  for i, line in enumerate(out.splitlines())]
+    return lines
+
+
+def test_no_one_record_shows_a_mask_with_the_digits_it_hides(synced):
+    """A masked number is shown only without its holder's birth date (the eight digits the
+    mask hides): no central row, CLI line, log line or artifact row rebuilds one."""
+    state, config, numbers, console = synced
+    from circhub.connections.runtime import open_runtime
+
+    rt = open_runtime(str(config))
+    logs, artifacts, _ = _read_back(state.state_details.flow_run_id)
+    records = list(_store_rows(rt.store))
+    records += [(f"log {log.name}", log.message) for log in logs]
+    records += [(f"artifact {a.key} row {i}", str(row)) for a in artifacts
+                if isinstance(a.data, list) for i, row in enumerate(a.data)]
+    records += [("console line", line) for line in console.splitlines()]
+    records += _cli_lines(config)
+    assert any("*" * 8 in text for _, text in records)  # masks were shown somewhere
+    assert _rebuildable(records, numbers) == []
+    planted = numbers[0] if len(numbers[0]) == 18 else numbers[1]
+    record = (planted[:6] + "*" * 8 + planted[-4:] + f" born {planted[6:10]}-{planted[10:12]}-"
+              f"{planted[12:14]}")
+    assert _rebuildable([("planted", record)], [planted])  # the check can see one

@@ -60,8 +60,9 @@ def recognise(store: Engine, id_key: bytes, raw_number: str | None) -> Recogniti
         person = conn.execute(select(readers).where(readers.c.reader_key == key)).first()
         if person is None:
             return answer
+        # The mask of the number presented, in canonical form (never the stored 15-digit one).
         answer.is_reader, answer.home_member = True, person.home_member
-        answer.id_masked = person.id_masked
+        answer.id_masked = mask_id_number(check.normalized)
         answer.accounts = _accounts(conn, key)
         answer.on_loan = _open_loans(conn, key)
     return answer

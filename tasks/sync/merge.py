@@ -37,9 +37,14 @@ from circhub.domain.schema import (
 from circhub.tasks.circulation.conflicts import record_claims
 from circhub.tasks.circulation.refresh import refresh_items
 from circhub.tasks.readers.homes import refresh_homes
+from circhub.tasks.readers.links import (
+    flag_duplicate_accounts,
+    link_waiting_loans,
+    unknown_references,
+)
 from circhub.tasks.sync.extract import Extract
 from circhub.tasks.sync.merge_items import members_of, merge_items
-from circhub.tasks.sync.validate import Validated
+from circhub.tasks.sync.validate import BadRow, Validated, quarantined_row
 
 
 @dataclass
@@ -107,9 +112,10 @@ def merge_batch(store: Engine, consortium: Consortium, member: Member, extract: 
     return report
 
 
-def _quarantine(conn: Connection, member: str, validated: Validated, now: datetime,
-                report: MergeReport) -> None:
-    for bad in validated.bad:
+def _hold(conn: Connection, member: str, bad_rows: list[BadRow], now: datetime,
+          report: MergeReport) -> None:
+    """Bad rows into quarantine (a row held before keeps its first sighting)."""
+    for bad in bad_rows:
         stmt = upsert_insert(conn, quarantine).values(
             member=member, entity=bad.entity, row_key=bad.row_key, rules=list(bad.rules),
             row_masked=bad.row, first_seen_at=now, last_seen_at=now, released_at=None)
@@ -117,7 +123,12 @@ def _quarantine(conn: Connection, member: str, validated: Validated, now: dateti
             index_elements=["member", "entity", "row_key"],
             set_={"rules": stmt.excluded.rules, "row_masked": stmt.excluded.row_masked,
                   "last_seen_at": now, "released_at": None}))
-    report.quarantined = len(validated.bad)
+    report.quarantined += len(bad_rows)
+
+
+def _quarantine(conn: Connection, member: str, validated: Validated, now: datetime,
+                report: MergeReport) -> None:
+    _hold(conn, member, validated.bad, now, report)
     # A row that was quarantined and now arrives valid was fixed at the source: release it.
     held = _held_entities(conn, member)
     for entity, frame in validated.good.items():
@@ -140,9 +151,10 @@ def _held_entities(conn: Connection, member: str) -> set[str]:
 def _merge_readers(conn: Connection, member: Member, rows: list[dict], now: datetime,
                    report: MergeReport) -> None:
     rows = [r for r in rows if r.get("reader_key")]
+    # No birth date or sex beside the masked number: together they would rebuild it (the
+    # hidden eight digits are the birth date). Account flags keep what a person must review.
     people = [dict(reader_key=r["reader_key"], id_masked=r["id_masked"],
-                   id_status=r["id_status"], birth_date=_as_datetime(r.get("id_birth_date")),
-                   sex=r.get("id_sex"), home_member=member.member_for_branch(r["branch"]),
+                   id_status=r["id_status"], home_member=member.member_for_branch(r["branch"]),
                    first_seen_at=now) for r in rows]
     bulk_upsert(conn, readers, people, ("reader_key",))
     changed = _upsert_mirror(conn, reader_accounts, lambda r: member.code, rows, lambda r: dict(
@@ -150,6 +162,8 @@ def _merge_readers(conn: Connection, member: Member, rows: list[dict], now: date
         home_branch=member.member_for_branch(r["branch"]), flag=account_flags(r),
         registered_on=r.get("registered_on"), source_updated_at=r["updated_at"]))
     refresh_homes(conn, {r["reader_key"] for r in changed})
+    link_waiting_loans(conn, member.code, [str(r["local_id"]) for r in changed])
+    flag_duplicate_accounts(conn, member.code, {r["reader_key"] for r in changed})
     report.merged["readers"] = len(changed)
 
 
@@ -168,11 +182,6 @@ def _merge_mirror(conn: Connection, member: Member, entity: str, rows: list[dict
 MIRROR_BOOKKEEPING = ("member", "local_id", "row_hash", "source_updated_at")
 
 
-def _as_datetime(value) -> datetime | None:
-    if value is None or isinstance(value, datetime):
-        return value
-    return datetime(value.year, value.month, value.day)
-
 
 def _merge_items(conn: Connection, consortium: Consortium, member: Member,
                  frame: pd.DataFrame, report: MergeReport) -> set[str]:
@@ -186,9 +195,15 @@ def _merge_items(conn: Connection, consortium: Consortium, member: Member,
 def _merge_loans(conn: Connection, member: Member, rows: list[dict], now: datetime,
                  report: MergeReport) -> None:
     reader_of = _reader_keys(conn, member.code, {str(r["reader_local_id"]) for r in rows})
+    broken = unknown_references(conn, member.code, rows, set(reader_of))
+    if broken:  # never merged with a reference the member does not have
+        _hold(conn, member.code, [quarantined_row("loans", rows[i], rules)
+                                  for i, rules in broken.items()], now, report)
+        rows = [r for i, r in enumerate(rows) if i not in broken]
     changed = _upsert_mirror(
         conn, loans, lambda r: member.member_for_branch(r["branch"]), rows, lambda r: dict(
             barcode=r["barcode"], reader_key=reader_of.get(str(r["reader_local_id"])),
+            reader_local_id=_text_or_none(r["reader_local_id"]),
             issued_at=r["issued_at"], due_at=r["due_at"], renewals=int(r["renewals"] or 0),
             source_returned_at=r["returned_at"], source_updated_at=r["updated_at"]))
     report.merged["loans"] = len(changed)
@@ -196,6 +211,10 @@ def _merge_loans(conn: Connection, member: Member, rows: list[dict], now: dateti
     events = [ev for ev in loan_events(changed, member.member_for_branch)
               if not (ev.kind == "returned" and ev.loan in echoes)]
     report.events += _insert_events(conn, events, now, report)
+
+
+def _text_or_none(value) -> str | None:
+    return None if value is None else str(value)
 
 
 def _closed_by_hub(conn: Connection, member: Member, rows: list[dict]) -> set[tuple[str, str]]:

@@ -272,6 +272,12 @@ def publish_data_docs(consortium: Consortium, site: str, log) -> Path | None:
     return index
 
 
+def quarantined_row(entity: str, row: dict, rules: list[str]) -> BadRow:
+    """A row found bad after validation (a reference the merge cannot resolve)."""
+    shown = {c: _plain(row.get(c)) for c in spec(entity).shown_columns if c in row}
+    return BadRow(entity, str(row.get(spec(entity).key)), tuple(rules), shown)
+
+
 def _bad_row(entity: str, row: pd.Series, rules: list[str]) -> BadRow:
     shown = {c: _plain(row.get(c)) for c in spec(entity).shown_columns if c in row}
     key = row.get("local_id")
