@@ -10,6 +10,13 @@ Value forms in write-back steps (`where`, `set`) and lookups:
   "@name"   a named lookup from the profile's [lookups.name] table
   { lookup = { table, column, where } }     a scalar subquery: one value read from the ILS
   { if_null = ":name", then = A, else = B }  A when the parameter is missing, else B
+  { not = V }        in a `where`: the column differs from V (e.g. a copy not at the holder)
+
+Column forms in sources: "column", "alias.column", a list read as one text, or a function of
+columns: { greatest = [...] } (the latest of several change times, NULLs ignored) and
+{ coalesce = [...] } (the first that is set). Source filters (`where_equals`, join `filter`)
+compare with a constant, "$null", { in = [...] } or { not_in = [...] } (lists of codes: the
+system accounts a profile leaves out).
 """
 
 from __future__ import annotations
@@ -59,9 +66,27 @@ class Join:
     inner: bool = False  # an outer join unless the profile says a match is required
 
 
-# A source column is "column", "alias.column", or a list of those read as one text
-# (family name then given name, as Chinese names are written).
-ColumnExpr = str | tuple[str, ...]
+@dataclass(frozen=True)
+class ColumnFunction:
+    """A SQL function of several columns: greatest (the latest change time) or coalesce."""
+
+    name: str
+    parts: tuple[str, ...]
+
+
+COLUMN_FUNCTIONS = ("greatest", "coalesce")
+
+# A source column is "column", "alias.column", a list of those read as one text (family name
+# then given name, as Chinese names are written), or a function of columns.
+ColumnExpr = str | tuple[str, ...] | ColumnFunction
+
+
+@dataclass(frozen=True)
+class Among:
+    """A filter on a list of constants: IN, or NOT IN when `negate`."""
+
+    values: tuple[Any, ...]
+    negate: bool = False
 
 
 @dataclass(frozen=True)
@@ -102,6 +127,8 @@ class Entity:
 
 
 def _parts(expr: ColumnExpr) -> tuple[str, ...]:
+    if isinstance(expr, ColumnFunction):
+        return expr.parts
     return expr if isinstance(expr, tuple) else (expr,)
 
 
@@ -112,6 +139,16 @@ class Lookup:
     table: TableRef
     column: str
     where: dict[str, Any]
+    # column -> value: nothing is found where the row shows something newer (a version guard
+    # every step using the lookup inherits)
+    unless_newer: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Differs:
+    """In a `where`: the column is not equal to the value."""
+
+    value: Any
 
 
 @dataclass(frozen=True)
@@ -126,7 +163,10 @@ class WhenNull:
 def lookups_in(value: Any) -> list[Lookup]:
     """Every lookup a value form reads, nested ones included."""
     if isinstance(value, Lookup):
-        return [value] + [lk for v in value.where.values() for lk in lookups_in(v)]
+        inner = [*value.where.values(), *value.unless_newer.values()]
+        return [value] + [lk for v in inner for lk in lookups_in(v)]
+    if isinstance(value, Differs):
+        return lookups_in(value.value)
     if isinstance(value, WhenNull):
         return lookups_in(value.then) + lookups_in(value.otherwise)
     return []
@@ -175,7 +215,8 @@ class Profile:
                     found.setdefault(step.into.dotted, set())
                 for value in [*step.where.values(), *step.set.values()]:
                     for lk in lookups_in(value):
-                        found.setdefault(lk.table.dotted, set()).update({lk.column, *lk.where})
+                        found.setdefault(lk.table.dotted, set()).update(
+                            {lk.column, *lk.where, *lk.unless_newer})
         return found
 
 
@@ -277,9 +318,18 @@ def _parse_entity(where: str, name: str, spec: dict, required: set[str]) -> Enti
 def _column_expr(where: str, field_name: str, raw: Any) -> ColumnExpr:
     if isinstance(raw, str) and raw:
         return raw
-    if isinstance(raw, list) and raw and all(isinstance(p, str) and p for p in raw):
+    if _columns_list(raw):
         return tuple(raw)
-    raise ProfileError(f"{where}: field {field_name!r} must be a column or a list of columns")
+    if isinstance(raw, dict) and len(raw) == 1:
+        [(name, parts)] = raw.items()
+        if name in COLUMN_FUNCTIONS and _columns_list(parts):
+            return ColumnFunction(name, tuple(parts))
+    raise ProfileError(f"{where}: field {field_name!r} must be a column, a list of columns or "
+                       f"one of {COLUMN_FUNCTIONS} of a list of columns")
+
+
+def _columns_list(raw: Any) -> bool:
+    return isinstance(raw, list) and bool(raw) and all(isinstance(p, str) and p for p in raw)
 
 
 def _parse_join(where: str, raw: dict) -> Join:
@@ -291,10 +341,27 @@ def _parse_join(where: str, raw: dict) -> Join:
 
 def _constants(where: str, raw: dict) -> dict[str, Any]:
     """Filters compare with constants only: a "$name" other than "$null" is a typo."""
+    found = {}
     for col, value in raw.items():
+        if isinstance(value, dict):
+            found[col] = _among(f"{where}: filter on {col!r}", value)
+            continue
         if isinstance(value, str) and value.startswith("$") and value != "$null":
             raise ProfileError(f"{where}: filter on {col!r}: {value!r} is not a constant")
-    return dict(raw)
+        found[col] = value
+    return found
+
+
+def _among(where: str, raw: dict) -> Among:
+    """{ in = [...] } or { not_in = [...] }: a non-empty list of constants."""
+    if len(raw) != 1 or next(iter(raw)) not in ("in", "not_in"):
+        raise ProfileError(f"{where}: a list filter is {{ in = [...] }} or {{ not_in = [...] }}")
+    [(form, values)] = raw.items()
+    if not isinstance(values, list) or not values or any(
+            isinstance(v, (dict, list)) or (isinstance(v, str) and v.startswith("$"))
+            for v in values):
+        raise ProfileError(f"{where}: {form} needs a non-empty list of constants")
+    return Among(tuple(values), negate=form == "not_in")
 
 
 def _parse_lookups(where: str, raw: dict) -> dict[str, Lookup]:
@@ -311,7 +378,8 @@ def _parse_lookup(where: str, spec: Any, named: dict[str, Lookup]) -> Lookup:
     if not spec["where"]:
         raise ProfileError(f"{where}: a lookup needs a non-empty 'where'")
     conds = {c: _parse_value(where, v, named) for c, v in spec["where"].items()}
-    return Lookup(TableRef.parse(spec["table"]), spec["column"], conds)
+    guard = {c: _parse_value(where, v, named) for c, v in spec.get("unless_newer", {}).items()}
+    return Lookup(TableRef.parse(spec["table"]), spec["column"], conds, guard)
 
 
 def _parse_value(where: str, raw: Any, named: dict[str, Lookup]) -> Any:
@@ -324,6 +392,8 @@ def _parse_value(where: str, raw: Any, named: dict[str, Lookup]) -> Any:
             raise ProfileError(f"{where}: if_null needs a ':parameter', 'then' and 'else'")
         return WhenNull(param[1:], _parse_value(where, raw["then"], named),
                         _parse_value(where, raw["else"], named))
+    if isinstance(raw, dict) and set(raw) == {"not"}:
+        return Differs(_parse_value(where, raw["not"], named))
     if isinstance(raw, dict):
         raise ProfileError(f"{where}: unknown value form {sorted(raw)}")
     if isinstance(raw, str) and raw.startswith("@"):
@@ -347,6 +417,10 @@ def _parse_step(where: str, raw: dict, lookups: dict[str, Lookup]) -> Step:
     table_ref = TableRef.parse(raw["table"])
     conds = {c: _parse_value(where, v, lookups) for c, v in raw["where"].items()}
     values = {c: _parse_value(where, v, lookups) for c, v in raw.get("set", {}).items()}
+    if any(isinstance(v, Differs) for v in values.values()) or (op == "insert_missing" and any(
+            isinstance(v, Differs) for v in conds.values())):
+        raise ProfileError(f"{where}: {{ not = ... }} compares in an update's or a delete's "
+                           f"'where'; it is no value to write")
     guard = {c: _parse_value(where, v, lookups) for c, v in raw.get("unless_newer", {}).items()}
     if guard and op != "update":
         raise ProfileError(f"{where}: 'unless_newer' guards an update step only")

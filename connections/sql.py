@@ -29,7 +29,17 @@ from sqlalchemy import (
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import NullType
 
-from circhub.connections.profile import Entity, Lookup, Source, Step, WhenNull
+from circhub.connections.profile import (
+    Among,
+    ColumnFunction,
+    Differs,
+    Entity,
+    Lookup,
+    Source,
+    Step,
+    WhenNull,
+    lookups_in,
+)
 from circhub.domain.records import field_names, spec
 
 NOW = "$now"
@@ -58,9 +68,12 @@ def _col(tables: dict[str, Any], source: Source, expr: str) -> ColumnElement:
 
 
 def _ref(tables: dict[str, Any], source: Source, expr) -> ColumnElement:
-    """A column, or several read as one text (a missing part reads as empty)."""
+    """A column, a function of columns, or several read as one text (a missing part reads as
+    empty)."""
     if isinstance(expr, str):
         return _col(tables, source, expr)
+    if isinstance(expr, ColumnFunction):
+        return getattr(func, expr.name)(*(_col(tables, source, p) for p in expr.parts))
     parts = [func.coalesce(_col(tables, source, p), literal("")) for p in expr]
     joined = parts[0]
     for part in parts[1:]:
@@ -69,6 +82,9 @@ def _ref(tables: dict[str, Any], source: Source, expr) -> ColumnElement:
 
 
 def _equals_constant(col: ColumnElement, value: Any) -> ColumnElement:
+    if isinstance(value, Among):
+        listed = col.in_([_bound(v) for v in value.values])
+        return or_(col.is_(None), ~listed) if value.negate else listed
     return col.is_(None) if value == NULL else col == _bound(value)
 
 
@@ -170,14 +186,22 @@ def _param(params: dict[str, Any], key: str) -> Any:
 def _lookup(lk: Lookup, params: dict[str, Any]) -> ColumnElement:
     """A scalar subquery. Aliased and never correlated, so it may read the very table the
     statement writes (the check-in row of Polaris reads its checkout row)."""
-    tbl = lk.table.sql(*sorted({lk.column, *lk.where})).alias()
-    query = select(tbl.c[lk.column]).where(_where(tbl, lk.where, params))
+    tbl = lk.table.sql(*sorted({lk.column, *lk.where, *lk.unless_newer})).alias()
+    query = select(tbl.c[lk.column]).where(_where(tbl, lk.where, params),
+                                           *_not_newer(tbl, lk.unless_newer, params))
     return query.correlate(None).scalar_subquery()
 
 
 def _where(tbl, where: dict[str, Any], params: dict[str, Any]):
-    return and_(*(tbl.c[col].is_(None) if v == NULL else tbl.c[col] == _value(v, params)
-                  for col, v in where.items()))
+    return and_(*(_condition(tbl.c[col], v, params) for col, v in where.items()))
+
+
+def _condition(col: ColumnElement, value: Any, params: dict[str, Any]) -> ColumnElement:
+    if value == NULL:
+        return col.is_(None)
+    if isinstance(value, Differs):  # a NULL on either side matches nothing
+        return col != _value(value.value, params)
+    return col == _value(value, params)
 
 
 def step_statement(step: Step, params: dict[str, Any], columns: list[str] | None = None):
@@ -223,6 +247,5 @@ def _insert_missing(step: Step, tbl, params: dict[str, Any]):
     existing = step.table.sql(*sorted(step.where)).alias("existing")
     already = select(literal(1)).select_from(existing).where(
         _where(existing, step.where, params)).correlate(None).exists()
-    known = [_value(v, params).is_not(None) for v in step.where.values()
-             if isinstance(v, Lookup)]
+    known = [_value(v, params).is_not(None) for v in step.where.values() if lookups_in(v)]
     return insert(tbl).from_select(list(row), select(*values).where(~already, *known))

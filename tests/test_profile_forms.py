@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tomllib
+from datetime import datetime
 
 import pytest
 from sqlalchemy.dialects import mssql, mysql, postgresql, sqlite
@@ -41,7 +42,7 @@ def test_a_write_back_naming_an_unknown_lookup_is_refused():
 
 def test_an_unknown_special_value_is_refused():
     data = raw_profile("evergreen")
-    data["writeback"]["set_item"][0]["set"]["edit_date"] = "$today"
+    data["writeback"]["set_item"][0]["set"]["edit_date"] = "$today"  # the floating step
     with pytest.raises(ProfileError, match=r"'\$today' is not one of"):
         parse_profile("evergreen", data)
 
@@ -83,12 +84,57 @@ def test_a_list_of_columns_is_read_as_one_text_in_each_dialect(dialect, joined):
     assert joined in sql
 
 
-@pytest.mark.parametrize(("due_date", "status"), [(None, 0), ("2026-11-01", 1)])
+@pytest.mark.parametrize(("due_date", "status"), [(None, 1), ("2026-11-01", 2)])
 def test_if_null_picks_the_value_by_the_command_parameter(due_date, status):
-    step = load_profile("evergreen").writeback["set_item"][0]
+    step = load_profile("polaris").writeback["set_item"][0]
     compiled = step_statement(step, {**PARAMS, "due_date": due_date}).compile(
         dialect=postgresql.dialect())
     assert status in compiled.params.values()
+
+
+def test_greatest_and_coalesce_read_several_columns_as_one():
+    items = load_profile("evergreen").entities["items"]
+    sql = str(extract_query(items, since=datetime(2026, 1, 1)).compile(
+        dialect=postgresql.dialect()))
+    assert ("greatest(acp.edit_date, acp.status_changed_time, open_circ.last_update_time) >="
+            in sql)
+    assert "coalesce(out_at.shortname, here.shortname) AS holding_branch" in sql
+
+
+def test_a_list_filter_leaves_out_the_listed_codes_and_keeps_unset_ones():
+    readers = load_profile("evergreen").entities["readers"]
+    sql = str(extract_query(readers).compile(dialect=postgresql.dialect()))
+    assert "(au.profile IS NULL OR (au.profile NOT IN (" in sql
+
+
+@pytest.mark.parametrize("bad", [{"not_in": []}, {"in": ["$null"]}, {"among": [1]}])
+def test_a_list_filter_needs_a_non_empty_list_of_constants(bad):
+    data = raw_profile("evergreen")
+    data["entities"]["readers"]["sources"][0]["where_equals"]["profile"] = bad
+    with pytest.raises(ProfileError, match="list filter|non-empty list of constants"):
+        parse_profile("evergreen", data)
+
+
+def test_a_column_function_must_be_a_known_one_of_columns():
+    data = raw_profile("evergreen")
+    data["entities"]["items"]["sources"][0]["columns"]["updated_at"] = {"max": ["edit_date"]}
+    with pytest.raises(ProfileError, match="must be a column, a list of columns or one of"):
+        parse_profile("evergreen", data)
+
+
+def test_a_differs_condition_is_no_value_to_write():
+    data = raw_profile("evergreen")
+    data["writeback"]["set_item"][0]["set"]["circ_lib"] = {"not": "@holder_org"}
+    with pytest.raises(ProfileError, match="it is no value to write"):
+        parse_profile("evergreen", data)
+
+
+def test_a_lookup_with_a_version_guard_finds_nothing_where_the_row_is_newer():
+    step = load_profile("evergreen").writeback["set_item"][0]
+    params = {**PARAMS, "state_at": datetime(2026, 11, 1, 9)}
+    sql = str(step_statement(step, params).compile(dialect=postgresql.dialect()))
+    assert "(copy_1.status_changed_time IS NULL OR copy_1.status_changed_time <= " in sql
+    assert "asset.copy.circ_lib != (SELECT" in sql
 
 
 def test_an_odbc_url_becomes_a_postgresql_odbc_connection_string():
