@@ -90,7 +90,7 @@ class EvergreenDesk(Desk):
     # -- the desk's clock and look-ups -----------------------------------------------------
     def _at(self, conn, at: datetime) -> None:
         """Evergreen's now() is the simulated time of this desk action (never backwards)."""
-        conn.execute(text("INSERT INTO circhub_sim.clock (at) VALUES (:at)"), {"at": at})
+        conn.execute(text("UPDATE circhub_sim.clock SET at = greatest(at, :at)"), {"at": at})
 
     def _org(self, conn, shortname: str | None = None) -> int:
         return conn.execute(text("SELECT id FROM actor.org_unit WHERE shortname = :s"),

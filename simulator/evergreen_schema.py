@@ -333,9 +333,10 @@ CREATE TABLE action.transit_copy (
 
 # The simulated clock every now() of the schema above reads (see the module docstring).
 SIM_CLOCK_SQL = """
-CREATE TABLE circhub_sim.clock (at TIMESTAMPTZ NOT NULL);
+CREATE TABLE circhub_sim.clock (at TIMESTAMPTZ);
+INSERT INTO circhub_sim.clock (at) VALUES (NULL);
 CREATE FUNCTION circhub_sim.now() RETURNS TIMESTAMPTZ AS $$
-    SELECT coalesce((SELECT max(at) FROM circhub_sim.clock), pg_catalog.now())
+    SELECT coalesce((SELECT at FROM circhub_sim.clock), pg_catalog.now())
 $$ LANGUAGE sql STABLE;
 """
 
