@@ -71,7 +71,7 @@ def raise_alerts(rt: Runtime, rule: Staleness | None = None, stale: bool = True,
         if s.code in failed:
             sent += _failure_events(s, rule)
         if stale and s.stale(rule):
-            _emit(STALE_EVENT, s, {"problem": s.problems(rule)[0], "last_error": s.last_error,
+            _emit(STALE_EVENT, s, {"problem": s.staleness(), "last_error": s.last_error,
                                    "lag_seconds": s.lag.total_seconds() if s.lag else None,
                                    "threshold_seconds": rule.limit.total_seconds()})
             sent.append((STALE_EVENT, s.code))

@@ -11,7 +11,7 @@ from circhub.flows.attempts import refuse_endless_attempts
 from circhub.flows.naming import push_run_name
 from circhub.flows.outbox import publish_outbox_artifacts
 from circhub.flows.slots import ensure_limits
-from circhub.flows.summary import end_state, publish_push_summary
+from circhub.flows.summary import end_state, publish_push_summary, push_row
 from circhub.flows.tasks import PrefectRunner
 from circhub.tasks.sync.cycle import run_push
 from circhub.tasks.sync.verdict import push_verdict
@@ -31,4 +31,4 @@ def push_writebacks(config: str | None = None):
     publish_push_summary(outcomes, rt.consortium, verdict)
     if outcomes:
         (get_run_logger().info if verdict.ok else get_run_logger().error)(verdict.message)
-    return end_state(verdict, {code: o.row() for code, o in outcomes.items()})
+    return end_state(verdict, {code: push_row(o, rt.consortium) for code, o in outcomes.items()})

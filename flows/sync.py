@@ -17,7 +17,7 @@ from circhub.flows.alerts import raise_alerts
 from circhub.flows.attempts import refuse_endless_attempts
 from circhub.flows.naming import timed_name
 from circhub.flows.slots import ensure_limits
-from circhub.flows.summary import end_state, publish_sync_summary
+from circhub.flows.summary import end_state, publish_sync_summary, sync_row
 from circhub.flows.tasks import PrefectRunner
 from circhub.tasks.sync.cycle import run_cycle
 from circhub.tasks.sync.pauses import without_paused
@@ -75,4 +75,4 @@ def _run(rt, chosen: list[str], docs_site: str):
     publish_data_docs(rt.consortium, docs_site, get_run_logger())  # once per run
     publish_sync_summary(outcomes, rt.consortium, verdict)
     (get_run_logger().info if verdict.ok else get_run_logger().error)(verdict.message)
-    return end_state(verdict, {code: o.row() for code, o in outcomes.items()})
+    return end_state(verdict, {code: sync_row(o, rt.consortium) for code, o in outcomes.items()})

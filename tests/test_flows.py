@@ -59,7 +59,7 @@ def test_a_member_with_more_changes_than_a_sync_reads_shows_as_catching_up(tmp_p
     rows = _artifact_rows()
     assert all(r["status"] == "ok" and "items" in r["catching up"] for r in rows)
     for _ in range(10):  # the next runs go on with the rest
-        if not any(r["catching_up"] for r in sync_consortium(config=str(config)).values()):
+        if not any(r["catching up"] for r in sync_consortium(config=str(config)).values()):
             break
     assert not any(r["catching up"] for r in _artifact_rows())
 

@@ -70,13 +70,15 @@ class MemberStatus:
             row = f" ({self.failures_in_a_row} in a row)" if self.failures_in_a_row > 1 else ""
             found.append(f"last run failed{row}: {self.last_error}")
         if self.stale(rule):
-            found.append("never synced" if self.lag is None else
-                         f"not synced for {_minutes(self.lag)} min")
+            found.append(self.staleness())
         if self.dead:
             found.append(f"{self.dead} write-back(s) dead-lettered")
         if self.failing:
             found.append(f"{self.failing} write-back(s) failing, retried with backoff")
         return found
+
+    def staleness(self) -> str:
+        return "never synced" if self.lag is None else f"not synced for {_minutes(self.lag)} min"
 
     def to_json(self, rule: Staleness) -> dict:
         """Its line of `circhub status --json`."""
@@ -167,7 +169,8 @@ def _outbox_counts(store: Engine) -> dict[tuple[str, str], int]:
             .group_by(outbox.c.target, outbox.c.status)).all()
         failing = conn.execute(
             select(outbox.c.target, func.count())
-            .where(outbox.c.status == "pending", outbox.c.last_error.is_not(None))
+            .where(outbox.c.status == "pending", outbox.c.attempts > 0,
+                   outbox.c.last_error.is_not(None))
             .group_by(outbox.c.target)).all()
     return {(t, s): n for t, s, n in rows} | {(t, "failing"): n for t, n in failing}
 

@@ -106,24 +106,6 @@ class MemberOutcome:
                 "events": self.merged.events if self.merged else 0,
                 "commands": self.merged.commands if self.merged else 0}
 
-    def row(self) -> dict:
-        """One line of the run's summary table."""
-        return {"member": self.member, "status": self.status,
-                **{e: self.entity_cell(e) for e in ("readers", "items", "loans")},
-                "quarantined": len(self.validated.bad) if self.validated else 0,
-                "events": self.merged.events if self.merged else 0,
-                "commands": self.merged.commands if self.merged else 0,
-                "pushed": self.pushed.applied if self.pushed else 0,
-                "catching_up": ", ".join(self.catching_up),
-                "error": self.error() or ""}
-
-    def entity_cell(self, entity: str) -> str:
-        extracted = self.extract.counts().get(entity, 0) if self.extract else 0
-        checked = self.validated.counts().get(entity, {}) if self.validated else {}
-        merged = self.merged.merged.get(entity, 0) if self.merged else 0
-        return "/".join(str(n) for n in (extracted, checked.get("valid", 0),
-                                         checked.get("quarantined", 0), merged))
-
 
 class Runner(Protocol):
     """Who runs the stages. Either way a failure comes back as a `Failed` value."""

@@ -187,6 +187,15 @@ def list_commands(store: Engine, status: str | None = PENDING, member: str | Non
         return conn.execute(q).all()
 
 
+def existing_ids(store: Engine, ids: Iterable[int]) -> set[int]:
+    """The ids among `ids` that name a command (whatever its status)."""
+    ids = list(ids)
+    if not ids:
+        return set()
+    with store.connect() as conn:
+        return set(conn.execute(select(outbox.c.id).where(outbox.c.id.in_(ids))).scalars())
+
+
 def retry_commands(store: Engine, ids: Iterable[int] = (), member: str | None = None,
                    now: datetime | None = None) -> int:
     """Dead or unsupported commands back to pending, with a fresh attempt budget."""
