@@ -7,6 +7,7 @@ hub has to work out the rest.
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -96,6 +97,10 @@ class World:
         self.people: list[Person] = []
         self.stats = Stats()
         self.journal: list[tuple[datetime, str, str, str]] = []  # (at, action, barcode, member)
+
+    def member_constants(self) -> dict[str, dict]:
+        """Each member's `constants` for the consortium config (see config_toml)."""
+        return {code: desk.member_constants() for code, desk in self.desks.items()}
 
     # -- seeding -------------------------------------------------------------------------
     def seed(self, readers_per_member: int, items_per_member: int, bad_readers: int = 0) -> None:
@@ -242,13 +247,20 @@ def sqlite_world(folder: Path, n_members: int, seed: int, start: datetime) -> tu
 
 
 def config_toml(specs, urls: dict[str, str], central: str, name: str, demo: bool,
-                profiles: dict[str, str] | None = None) -> str:
-    """The consortium TOML; `profiles` names each member's ILS kind (default koha)."""
+                profiles: dict[str, str] | None = None,
+                constants: dict[str, dict] | None = None) -> str:
+    """The consortium TOML; `profiles` names each member's ILS kind (default koha),
+    `constants` a member's constants (World.member_constants gives its desks')."""
     lines = ["[consortium]", f'name = "{name}"', f'central_store = "{central}"',
              "max_source_connections = 8", f"demo = {str(demo).lower()}", ""]
     for code, title, region, level in specs:
         lines += ["[[members]]", f'code = "{code}"', f'name = "{title}"',
                   f'region = "{region}"', f'level = "{level}"',
                   f'profile = "{(profiles or {}).get(code, "koha")}"',
-                  f'connection = "{urls[code]}"', ""]
+                  f'connection = "{urls[code]}"']
+        given = (constants or {}).get(code)
+        if given:
+            lines.append("constants = { " + ", ".join(
+                f"{k} = {json.dumps(v)}" for k, v in given.items()) + " }")
+        lines.append("")
     return "\n".join(lines)
