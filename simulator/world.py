@@ -100,7 +100,8 @@ class World:
 
     def member_constants(self) -> dict[str, dict]:
         """Each member's `constants` for the consortium config (see config_toml)."""
-        return {code: desk.member_constants() for code, desk in self.desks.items()}
+        return {code: getattr(desk, "member_constants", dict)()  # KohaDesk is no Desk
+                for code, desk in self.desks.items()}
 
     # -- seeding -------------------------------------------------------------------------
     def seed(self, readers_per_member: int, items_per_member: int, bad_readers: int = 0) -> None:
