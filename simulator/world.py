@@ -18,6 +18,7 @@ from sqlalchemy import create_engine
 from circhub.domain.identity import check_character
 from circhub.simulator.evergreen import EvergreenDesk
 from circhub.simulator.koha import KohaDesk
+from circhub.simulator.openbiblio import OpenBiblioDesk
 from circhub.simulator.polaris import PolarisDesk
 
 # (code, name, region, level) — modelled on the Sichuan–Chongqing reading one-card.
@@ -40,7 +41,8 @@ AREA_CODES = {"Chengdu": ["510104", "510105", "510107", "510116"], "Mianyang": [
               "Chongqing": ["500101", "500102", "500118", "500117"]}
 LOAN_DAYS = 28
 # The desk that plays each ILS profile, so one world can mix kinds (see mixed_world).
-DESKS = {"koha": KohaDesk, "evergreen": EvergreenDesk, "polaris": PolarisDesk}
+DESKS = {"koha": KohaDesk, "evergreen": EvergreenDesk, "polaris": PolarisDesk,
+         "openbiblio": OpenBiblioDesk}
 SURNAMES = ["Li", "Wang", "Zhang", "Liu", "Chen", "Yang", "Huang", "Zhao", "Wu", "Zhou"]
 
 

@@ -21,6 +21,7 @@ from circhub.connections.sql import extract_query
 from circhub.domain.records import entities
 from circhub.simulator.evergreen import EvergreenDesk
 from circhub.simulator.koha import KohaDesk
+from circhub.simulator.openbiblio import OpenBiblioDesk
 from circhub.simulator.polaris import PolarisDesk
 from circhub.simulator.world import make_id_number
 from circhub.tasks.sync.cycle import sync_member
@@ -46,6 +47,7 @@ CASES = [
     ProfileCase("koha", "mariadb", KohaDesk),
     ProfileCase("evergreen", "postgresql", EvergreenDesk),
     ProfileCase("polaris", "odbc", PolarisDesk),
+    ProfileCase("openbiblio", "mariadb", OpenBiblioDesk),
 ]
 
 

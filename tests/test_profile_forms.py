@@ -26,7 +26,7 @@ def raw_profile(kind: str) -> dict:
     return tomllib.loads((PROFILE_DIR / f"{kind}.toml").read_text())
 
 
-@pytest.mark.parametrize("kind", ["koha", "evergreen", "polaris"])
+@pytest.mark.parametrize("kind", ["koha", "evergreen", "polaris", "openbiblio"])
 def test_every_shipped_profile_loads(kind):
     assert kind in available_profiles()
     assert load_profile(kind).kind == kind
