@@ -23,11 +23,19 @@ import random
 from datetime import datetime, timedelta
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import delete, select, text, update
 
 from circhub.connections.engines import engine_for
 from circhub.connections.profile import load_profile
-from circhub.domain.schema import loans, member_items, metadata, outbox, watermarks
+from circhub.domain.schema import (
+    loans,
+    member_items,
+    metadata,
+    outbox,
+    reader_accounts,
+    watermarks,
+)
+from circhub.simulator import koha
 from circhub.simulator.evergreen import EvergreenDesk
 from circhub.simulator.koha import KohaDesk
 from circhub.simulator.polaris import PolarisDesk
@@ -75,6 +83,36 @@ def test_a_late_commit_inside_the_lookback_is_found_by_the_next_sync(tmp_path, m
 
     assert f"{code}0000100" in _barcodes(rt, code)
     assert _mark(rt, code, "items") == mark  # found without moving the watermark back
+
+
+def test_each_member_reads_from_its_own_watermark(tmp_path, mariadb_db, pg_db):
+    """Two members, each without a watermark the other has: the first code in sort order has
+    no items yet, the last no readers. Rows they then get, stamped hours ago, are read in
+    full: a member that took the other's watermark (a member comparison that leaks, either
+    way) would start at it and miss them, whatever order the store returns its rows in."""
+    world, config = koha_consortium(tmp_path, [mariadb_db(), mariadb_db()], pg_db(),
+                                    readers=2, items=2)
+    first, last = sorted(world.desks)
+    with world.desks[first].engine.begin() as conn:
+        conn.execute(delete(koha.items))
+    with world.desks[last].engine.begin() as conn:
+        conn.execute(delete(koha.borrowers))
+    rt = sync_cycle(config)
+    assert _mark(rt, first, "items") is None and _mark(rt, last, "readers") is None
+    hours_ago = datetime.now().replace(microsecond=0) - timedelta(hours=3)
+    add_koha_items(world.desks[first], first, [hours_ago], first=100)
+    (reader,) = world.desks[last].add_readers([world._reader_row(world._person(last))])
+    with world.desks[last].engine.begin() as conn:
+        conn.execute(update(koha.borrowers).where(koha.borrowers.c.borrowernumber == reader)
+                     .values(updated_on=hours_ago))
+
+    rt = sync_cycle(config)
+
+    assert f"{first}0000100" in _barcodes(rt, first)
+    with rt.store.connect() as conn:
+        accounts = conn.execute(select(reader_accounts.c.local_id).where(
+            reader_accounts.c.member == last)).scalars().all()
+    assert accounts == [str(reader)]
 
 
 # -- the watermark never moves backwards --------------------------------------------------------
