@@ -112,6 +112,8 @@ def test_each_member_reads_from_its_own_watermark(tmp_path, mariadb_db, pg_db):
         conn.execute(delete(koha.borrowers))
     rt = sync_cycle(config)
     assert _mark(rt, first, "items") is None and _mark(rt, last, "readers") is None
+    # An entity that read nothing moves no watermark, and holds back none of the others.
+    assert _mark(rt, first, "readers") is not None and _mark(rt, last, "items") is not None
     hours_ago = datetime.now().replace(microsecond=0) - timedelta(hours=3)
     add_koha_items(world.desks[first], first, [hours_ago], first=100)
     (reader,) = world.desks[last].add_readers([world._reader_row(world._person(last))])
@@ -173,12 +175,19 @@ def test_a_sync_that_reads_nothing_past_the_watermark_never_proposes_to_write_it
     INSERT .. ON CONFLICT fires it even when the conflict's WHERE would then refuse)."""
     world, config, rt, code = _one_member(tmp_path, mariadb_db, pg_db)
     marks = {e: _mark(rt, code, e) for e in ("readers", "items", "loans")}
+    desk = world.desks[code]
+    # Items: the rows at the mark deleted at the source, one committed late behind it: the
+    # newest item read is older than the mark (readers, loans: the same rows again).
+    with desk.engine.begin() as conn:
+        conn.execute(delete(koha.items).where(koha.items.c.timestamp >= marks["items"]))
+    add_koha_items(desk, code, [marks["items"] - timedelta(seconds=60)], first=100)
     with rt.store.begin() as conn:
         conn.execute(text(REFUSE_BACKWARD_MARKS))
 
     rt = sync_cycle(config)  # re-reads the lookback: rows at or behind each mark only
 
     assert {e: _mark(rt, code, e) for e in marks} == marks
+    assert f"{code}0000100" in _barcodes(rt, code)
 
 
 # -- one transaction per member's merge ---------------------------------------------------------
