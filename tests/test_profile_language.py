@@ -65,7 +65,8 @@ def test_source_conditions_beyond_equality(koha):
     on_loan = parse_profile("on-loan", _items_with(where={"onloan": "$not_null",
                                                           "itype": {"in": ["BK", "X"]}}))
     assert list(_extract(desk, on_loan)["barcode"]) == [f"{HERE}0000001"]
-    later = parse_profile("later", _items_with(where={"datelastseen": {">": "2026-10-01 09:30:00"}}))
+    seen_after = {"datelastseen": {">": "2026-10-01 09:30:00"}}
+    later = parse_profile("later", _items_with(where=seen_after))
     assert list(_extract(desk, later)["barcode"]) == [f"{HERE}0000001"]
 
 

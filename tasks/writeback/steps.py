@@ -197,11 +197,21 @@ def same(read: Any, meant: Any) -> bool:
     padding of CHAR columns, numbers whatever their Python type."""
     if read is None or meant is None:
         return read is None and meant is None
+    if isinstance(read, str) and isinstance(meant, date):  # SQLite keeps times as text
+        read = _parsed(read, type(meant))
     if isinstance(read, datetime) and isinstance(meant, datetime):
         return _naive(read) == _naive(meant)
     if isinstance(read, str) and isinstance(meant, str):
         return read.rstrip() == meant.rstrip()
     return read == meant or str(read).rstrip() == str(meant).rstrip()
+
+
+def _parsed(text: str, kind: type) -> Any:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        return text
+    return value if kind is datetime else value.date()
 
 
 def _naive(value: datetime) -> datetime:
