@@ -27,6 +27,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from circhub.connections.config import Consortium, Member
 from circhub.connections.engines import ConnectionSetupError, member_engine
+from circhub.connections.errors import is_permanent
 from circhub.connections.live_schema import column_renderer, column_types
 from circhub.connections.profile import Profile, load_profile
 from circhub.connections.step_sql import Binding
@@ -166,7 +167,8 @@ class _Pusher:
 
     def _failed(self, cmd, exc: SQLAlchemyError | StepFailed, now: datetime) -> bool:
         message = _cause(exc)
-        status = record_failure(self.store, cmd, message, self.policy, now, self.rng)
+        status = record_failure(self.store, cmd, message, self.policy, now, self.rng,
+                                permanent=is_permanent(exc))
         self.blocked.add(cmd.barcode)
         self.report.failed += 1
         self.report.dead += status == DEAD
