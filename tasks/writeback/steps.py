@@ -32,6 +32,7 @@ from circhub.connections.step_sql import (
     identity_count,
     lookup_query,
     readback_query,
+    returning_insert,
     row_exists,
     step_statement,
 )
@@ -86,15 +87,13 @@ def _run(conn: Connection, step: Step, b: Binding, copy_columns: CopyColumns) ->
 
 def _execute(conn: Connection, step: Step, b: Binding, copy_columns: CopyColumns
              ) -> tuple[int, dict[str, Any] | None]:
-    columns = copy_columns(step) if step.op == "copy_row" else None
-    stmt = step_statement(step, b, columns)
     if not step.returns:
-        return conn.execute(stmt).rowcount, None
+        columns = copy_columns(step) if step.op == "copy_row" else None
+        return conn.execute(step_statement(step, b, columns)).rowcount, None
     column, name = step.returns
-    if conn.dialect.insert_returning:
-        new_key = conn.execute(stmt.returning(stmt.table.c[column])).scalar_one()
-    else:
-        new_key = conn.execute(stmt).lastrowid
+    can_return = conn.dialect.insert_returning
+    result = conn.execute(returning_insert(step, b, can_return))
+    new_key = result.scalar_one() if can_return else result.lastrowid
     b.params[name] = new_key
     return 1, {column: new_key}
 
