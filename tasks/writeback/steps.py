@@ -58,7 +58,13 @@ CopyColumns = Callable[[Step], list[str]]
 
 def run_steps(conn: Connection, steps: Iterable[Step], b: Binding,
               copy_columns: CopyColumns) -> list[StepOutcome]:
-    return [_run(conn, step, b, copy_columns) for step in steps]
+    outcomes = []
+    for step in steps:
+        try:
+            outcomes.append(_run(conn, step, b, copy_columns))
+        except KeyError as exc:  # a parameter or member constant the command does not carry
+            raise StepFailed(f"{step.label}: {exc.args[0]}") from None
+    return outcomes
 
 
 def _run(conn: Connection, step: Step, b: Binding, copy_columns: CopyColumns) -> StepOutcome:
