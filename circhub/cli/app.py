@@ -21,12 +21,14 @@ from circhub.cli.common import (
     runtime,
     say_empty,
     usage_error,
+    use_one_prefect_home,
 )
 from circhub.cli.members import member_app
 from circhub.cli.ops import ops_app
 from circhub.cli.outbox import outbox_app
 from circhub.cli.readers import reader_app
 
+use_one_prefect_home()
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no outbound network
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
@@ -183,22 +185,24 @@ def backfill_cmd(member: str, entity: str,
                  until: str = typer.Option(None, help="End (exclusive); default now."),
                  window_hours: int = 24, config: str = ConfigOpt) -> None:
     """Load one entity of one member over a date range; rerun to resume after a crash."""
-    from circhub.connections.config import ConfigError
+    from circhub.tasks.loads.backfill import backfill_range
+
+    try:  # checked before anything starts: no Prefect server, no flow, no Data Docs folder
+        backfill_range(entity, since, until, window_hours)
+    except ValueError as exc:
+        usage_error(f"backfill: {exc}")
+    rt = runtime(config)
+    known_member(rt, member)
     from circhub.flows.backfill import backfill
 
-    rt = runtime(config)
-    try:
-        rt.consortium.member(member)  # a clear error for an unknown member, before any work
-    except ConfigError as exc:
-        err.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from None
     state = backfill(member=member, entity=entity, since=since, until=until,
                      window_hours=window_hours, config=config_path(config), show_progress=True,
                      return_state=True)
     if not state.is_completed():
-        err.print(f"[red]backfill failed:[/] {state.message}")
+        err.print(f"[red]backfill failed:[/] {state.message}", highlight=False,
+                  soft_wrap=True)
         raise typer.Exit(1)
-    console.print(state.result())
+    console.print(state.result()["summary"], highlight=False, soft_wrap=True)
 
 
 @app.command("quarantine")
