@@ -15,6 +15,7 @@ from pathlib import Path
 from rich.console import Console
 from sqlalchemy import func, select
 
+from circhub.connections.runtime import upgrade_store
 from circhub.domain.schema import circulation_events, items, outbox, quarantine
 from circhub.simulator.world import World, config_toml, member_specs, mixed_world
 
@@ -98,6 +99,7 @@ def build_world(folder: Path, size: DemoSize) -> tuple[World, Path]:
     config.write_text(config_toml(member_specs(size.members), urls, central,
                                   "Sichuan-Chongqing reading one-card (simulated)", demo=True,
                                   profiles=profiles))
+    upgrade_store(config)  # the demo makes its store; a process start only checks it
     return world, config
 
 

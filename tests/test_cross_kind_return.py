@@ -14,6 +14,7 @@ from helpers import sync_cycle
 from member_databases import member_database
 from sqlalchemy import text
 
+from circhub.connections.runtime import upgrade_store
 from circhub.simulator.world import config_toml, member_specs, mixed_world
 
 KINDS = [("evergreen", "postgresql"), ("koha", "mariadb"), ("polaris", "odbc")]
@@ -32,6 +33,7 @@ def consortium(request, pg_db, tmp_path):
     config.write_text(config_toml(member_specs(len(KINDS)), dict(zip(codes, urls, strict=True)),
                                   pg_db(), "mixed", demo=True,
                                   profiles={c: k for c, (k, _) in zip(codes, KINDS, strict=True)}))
+    upgrade_store(config)
     return world, config
 
 
