@@ -88,9 +88,8 @@ def simulate(out: Path = typer.Option(Path("sim"), help="Folder for the member d
                   f"{s.secondary_loans} secondary loans, {s.renewals} renewals")
 
 
-@db_app.command("upgrade")
-def db_upgrade(config: str = ConfigOpt) -> None:
-    """Create or upgrade the central store schema (never drops data)."""
+def _store_engine(config: str):
+    """The central store's engine, after the checks every command makes (config, key)."""
     from circhub.connections.config import ConfigError, load_config
     from circhub.connections.engines import (
         ConnectionSetupError,
@@ -98,18 +97,37 @@ def db_upgrade(config: str = ConfigOpt) -> None:
         engine_for,
         id_hash_key,
     )
-    from circhub.connections.store import current_version, upgrade
 
     try:
         consortium = load_config(config_path(config))
         id_hash_key(consortium)  # the rule of every command: no reader-ID key, no start
-        engine = engine_for(central_url(consortium))
+        return engine_for(central_url(consortium))
     except (ConfigError, ConnectionSetupError) as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from None
-    applied = upgrade(engine)
-    console.print(f"central store at schema version {current_version(engine)}"
-                  + (f"; applied {', '.join(applied)}" if applied else "; already current"))
+
+
+@db_app.command("upgrade")
+def db_upgrade(config: str = ConfigOpt) -> None:
+    """Create or upgrade the central store schema (never drops data)."""
+    from circhub.connections.migrations import status, upgrade
+
+    engine = _store_engine(config)
+    done = upgrade(engine)
+    console.print(f"central store at revision {status(engine).current}"
+                  + (f"; {', '.join(done)}" if done else "; already current"))
+
+
+@db_app.command("status")
+def db_status(config: str = ConfigOpt) -> None:
+    """The central store's schema revision beside the code's; exit 1 when it is behind."""
+    from circhub.connections.migrations import UPGRADE_COMMAND, status
+
+    version = status(_store_engine(config))
+    if version.behind:
+        console.print(f"{version.describe()}: run `{UPGRADE_COMMAND} -c {config_path(config)}`")
+        raise typer.Exit(1)
+    console.print(f"central store at revision {version.current} (head)")
 
 
 @app.command()
