@@ -22,6 +22,7 @@ from typing import Any
 
 from sqlalchemy import column, table
 
+from circhub.connections.prepare import PrepareObject, parse_prepare
 from circhub.domain.records import canonical_fields, is_optional
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
@@ -158,6 +159,8 @@ class Profile:
     writeback: dict[str, tuple[Step, ...]]
     copy_item_type: str | None  # the item type that marks a consortium copy of a foreign book
     capabilities: frozenset[str] = frozenset()
+    # What a member agrees to have created at onboarding (circhub.connections.prepare).
+    prepare: tuple[PrepareObject, ...] = ()
 
     def referenced_columns(self) -> dict[str, set[str]]:
         """Every (table -> columns) the profile reads or writes: what must exist live."""
@@ -167,7 +170,8 @@ class Profile:
                 tables = source.tables()
                 for alias, col in source.column_refs():
                     found.setdefault(tables[alias].dotted, set()).add(col)
-        for steps in self.writeback.values():
+        prepared = tuple(obj.step for obj in self.prepare)
+        for steps in [*self.writeback.values(), prepared]:
             for step in steps:
                 cols = set(step.where) | set(step.set) | set(step.unless_newer)
                 found.setdefault(step.table.dotted, set()).update(cols)
@@ -236,6 +240,8 @@ def parse_profile(kind: str, data: dict[str, Any]) -> Profile:
         writeback=writeback,
         copy_item_type=data.get("consortium_copy_item_type"),
         capabilities=frozenset(data.get("capabilities", [])),
+        prepare=parse_prepare(where, data.get("prepare"),
+                              lambda here, raw: _parse_step(here, raw, lookups)),
     )
 
 

@@ -226,3 +226,15 @@ def _insert_missing(step: Step, tbl, params: dict[str, Any]):
     known = [_value(v, params).is_not(None) for v in step.where.values()
              if isinstance(v, Lookup)]
     return insert(tbl).from_select(list(row), select(*values).where(~already, *known))
+
+
+def lookup_query(lk: Lookup, params: dict[str, Any]) -> Select:
+    """The value one lookup reads, on its own: `circhub check` and a failed push ask it to
+    name an empty look-up (an org unit the ILS does not have) instead of a NOT NULL error."""
+    return select(_lookup(lk, params))
+
+
+def exists_query(step: Step, params: dict[str, Any]) -> Select:
+    """Is the row a step's `where` names there? (the check of a `[[prepare]]` object)"""
+    tbl = step.table.sql(*sorted(step.where))
+    return select(literal(1)).select_from(tbl).where(_where(tbl, step.where, params)).limit(1)

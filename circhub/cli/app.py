@@ -11,6 +11,7 @@ from rich.table import Table
 
 from circhub.cli.books import books_app
 from circhub.cli.common import ConfigOpt, config_path, console, err, runtime
+from circhub.cli.onboarding import onboarding_app
 from circhub.cli.ops import ops_app
 from circhub.cli.outbox import outbox_app
 from circhub.cli.readers import reader_app
@@ -26,6 +27,7 @@ app.add_typer(reader_app, name="reader")
 app.add_typer(outbox_app, name="outbox")
 app.add_typer(books_app, name="books")
 app.add_typer(ops_app)  # serve, status, report: top-level commands
+app.add_typer(onboarding_app)  # prepare: a top-level command
 @app.command()
 def demo(folder: Path = typer.Option(Path("demo"), help="Where the demo's databases go."),
          members: int = 12, seed: int = 7) -> None:
@@ -108,6 +110,10 @@ def _run_flow(flow_fn, what: str, config: str | None, **params) -> None:
     if not state.is_completed():
         err.print(f"[red]{what} failed:[/] {state.message}")
         raise typer.Exit(1)
+    if isinstance(rows, dict):
+        from circhub.cli.onboarding import exit_on_failed_writebacks
+
+        exit_on_failed_writebacks(rows.values())
 
 
 @app.command()

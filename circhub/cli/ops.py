@@ -27,9 +27,10 @@ def status(config: str = ConfigOpt,
                                         "or CIRCHUB_SYNC_INTERVAL_SECONDS)."),
            stale_after: int = typer.Option(None, help="Intervals without a good sync before "
                                            "a member is stale (default 3).")) -> None:
-    """Per member: last good sync, lag, write-backs pending and dead, quarantine.
+    """Per member: last good sync, lag, write-backs pending, failing and dead, quarantine.
 
-    Exits 1 when something needs a person: a stale member or dead-lettered write-backs.
+    Exits 1 when something needs a person: a stale member, failing or dead-lettered
+    write-backs.
     """
     from circhub.tasks.reporting.status import Staleness, member_statuses, needs_attention
 
@@ -44,18 +45,20 @@ def status(config: str = ConfigOpt,
                   + "; ".join(f"{s.code}: {', '.join(s.problems(rule))}" for s in attention))
         raise typer.Exit(1)
     console.print(f"all {len(rows)} members fresh (stale after {rule.limit}), "
-                  "no dead-lettered write-backs")
+                  "no failing or dead-lettered write-backs")
 
 
 def _status_table(rows, rule, title: str) -> Table:
-    table = Table("member", "region", "last good sync", "lag", "last run", "pending", "dead",
-                  "quarantined", "needs a person", title=f"{title}: member status")
+    table = Table("member", "region", "last good sync", "lag", "last run", "pending",
+                  "failing", "dead", "quarantined", "needs a person",
+                  title=f"{title}: member status")
     for s in rows:
         problems = s.problems(rule)
         table.add_row(
             s.code, s.region,
             f"{s.last_good_sync:%m-%d %H:%M}" if s.last_good_sync else "never",
             _lag(s.lag), s.last_status or "-", str(s.pending),
+            f"[red]{s.failing}[/]" if s.failing else "0",
             f"[red]{s.dead}[/]" if s.dead else "0", str(s.quarantined),
             f"[red]{'; '.join(problems)}[/]" if problems else "")
     return table

@@ -49,6 +49,8 @@ class MemberStatus:
     pending: int
     dead: int
     quarantined: int
+    failing: int = 0  # pending write-backs whose last attempt the ILS refused
+    failing_error: str | None = None  # the latest of their errors, in plain words
 
     def stale(self, rule: Staleness) -> bool:
         if not self.sync_enabled:
@@ -63,6 +65,8 @@ class MemberStatus:
                          f"not synced for {_minutes(self.lag)} min")
         if self.dead:
             found.append(f"{self.dead} write-back(s) dead-lettered")
+        if self.failing:
+            found.append(f"{self.failing} write-back(s) failing: {self.failing_error}")
         return found
 
 
@@ -73,6 +77,7 @@ def member_statuses(store: Engine, consortium: Consortium,
     latest = _latest_runs(store)
     backlog = _outbox_counts(store)
     held = _quarantine_counts(store)
+    failing = _failing_writebacks(store)
     rows = []
     for m in consortium.members:
         last_status, last_error = latest.get(m.code, (None, None))
@@ -80,7 +85,8 @@ def member_statuses(store: Engine, consortium: Consortium,
         rows.append(MemberStatus(
             m.code, m.name, m.region, m.level, m.sync, at, last_status, last_error,
             now - at if at else None, backlog.get((m.code, "pending"), 0),
-            backlog.get((m.code, "dead"), 0), held.get(m.code, 0)))
+            backlog.get((m.code, "dead"), 0), held.get(m.code, 0),
+            *failing.get(m.code, (0, None))))
     return rows
 
 
@@ -111,6 +117,19 @@ def _outbox_counts(store: Engine) -> dict[tuple[str, str], int]:
             .where(outbox.c.status.in_(("pending", "dead")))
             .group_by(outbox.c.target, outbox.c.status)).all()
     return {(t, s): n for t, s, n in rows}
+
+
+def _failing_writebacks(store: Engine) -> dict[str, tuple[int, str | None]]:
+    """Per member: pending commands that failed their last attempt, and the latest error (an
+    error is cleared when its command is applied, so one here still stands)."""
+    failing = select(outbox.c.target, outbox.c.id, outbox.c.last_error).where(
+        outbox.c.status == "pending", outbox.c.last_error.is_not(None))
+    found: dict[str, tuple[int, str | None]] = {}
+    with store.connect() as conn:
+        for r in conn.execute(failing.order_by(outbox.c.id)):
+            count, _ = found.get(r.target, (0, None))
+            found[r.target] = (count + 1, r.last_error)
+    return found
 
 
 def _quarantine_counts(store: Engine) -> dict[str, int]:

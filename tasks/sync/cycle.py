@@ -96,6 +96,12 @@ class MemberOutcome:
             return self.push_failure.cause
         return self.pushed.errors[0] if self.pushed and self.pushed.errors else None
 
+    @property
+    def push_failed(self) -> int:
+        """Write-backs this member's push tried and the ILS refused, or its profile cannot
+        apply: never silent (the CLI exits non-zero on them)."""
+        return self.pushed.failed + self.pushed.unsupported if self.pushed else 0
+
     def counts(self) -> dict:
         """What `sync_runs.counts` keeps of a successful sync."""
         return {"extracted": self.extract.counts() if self.extract else {},
@@ -112,6 +118,7 @@ class MemberOutcome:
                 "events": self.merged.events if self.merged else 0,
                 "commands": self.merged.commands if self.merged else 0,
                 "pushed": self.pushed.applied if self.pushed else 0,
+                "push_failed": self.push_failed,
                 "catching_up": ", ".join(self.catching_up),
                 "error": self.error() or ""}
 

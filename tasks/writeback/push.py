@@ -23,13 +23,14 @@ from datetime import datetime
 from functools import cache
 from pathlib import Path
 
-from sqlalchemy import Engine, inspect, text
+from sqlalchemy import Connection, Engine, inspect, text
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from circhub.connections.config import Consortium, Member
 from circhub.connections.engines import ConnectionSetupError, member_engine
 from circhub.connections.profile import Profile, load_profile
 from circhub.connections.sql import step_statement
+from circhub.tasks.writeback.explain import StepFailed, diagnose, explain
 from circhub.tasks.writeback.outbox import (
     DEAD,
     RetryPolicy,
@@ -87,15 +88,29 @@ def apply_command(engine: Engine, profile: Profile, member: Member, kind: str,
                   payload: dict) -> list[int]:
     """All steps of one command in one ILS transaction; the rows each step matched."""
     params = command_params(member, payload)
-    matched = []
     with engine.begin() as conn:
-        for step in profile.writeback[kind]:
-            shared = None
-            if step.op == "copy_row":
-                dest = set(_columns(engine, step.into.dotted))
-                shared = [c for c in _columns(engine, step.table.dotted) if c in dest]
-            matched.append(conn.execute(step_statement(step, params, shared)).rowcount)
+        return apply_steps(conn, profile, kind, params)
+
+
+def apply_steps(conn: Connection, profile: Profile, kind: str, params: dict) -> list[int]:
+    """The steps of one command on an open ILS transaction (the push commits it, `circhub
+    check` rolls it back); a refused step raises StepFailed, naming it."""
+    matched = []
+    for number, step in enumerate(profile.writeback[kind], start=1):
+        try:
+            matched.append(conn.execute(step_statement(step, params,
+                                                       _shared(conn, step))).rowcount)
+        except SQLAlchemyError as exc:
+            raise StepFailed(kind, number, step, params, exc) from exc
     return matched
+
+
+def _shared(conn: Connection, step) -> list[str] | None:
+    """The columns a copy_row's two tables share, read from the live schema."""
+    if step.op != "copy_row":
+        return None
+    dest = set(_columns(conn.engine, step.into.dotted))
+    return [c for c in _columns(conn.engine, step.table.dotted) if c in dest]
 
 
 def push_member(store: Engine, consortium: Consortium, member: Member, *,
@@ -162,22 +177,34 @@ class _Pusher:
         try:
             matched = apply_command(self.engine, self.profile, self.member, cmd.kind,
                                     cmd.payload)
-        except SQLAlchemyError as exc:
+        except StepFailed as failed:
+            return self._failed(cmd, failed.error, now, self._explain(failed))
+        except SQLAlchemyError as exc:  # before any step: the transaction could not begin
             return self._failed(cmd, exc, now)
         _pause_for_tests(cmd.id)
         acknowledge(self.store, cmd, _outcome(self.profile, cmd.kind, matched), now)
         self.report.applied += 1
         return True
 
-    def _failed(self, cmd, exc: SQLAlchemyError, now: datetime) -> bool:
-        message = _cause(exc)
+    def _explain(self, failed: StepFailed) -> str:
+        """The member, command, step and missing thing, in plain words (explain.py)."""
+        empty = [] if _connection_lost(failed.error) else diagnose(self.engine, failed)
+        return explain(self.member, self.profile, failed, empty)
+
+    def _failed(self, cmd, exc: SQLAlchemyError, now: datetime,
+                explained: str | None = None) -> bool:
+        message = explained or f"member {cmd.target}: {cmd.kind} {cmd.barcode}: {_cause(exc)}"
         status = record_failure(self.store, cmd, message, self.policy, now, self.rng)
         self.blocked.add(cmd.barcode)
         self.report.failed += 1
         self.report.dead += status == DEAD
-        self.report.errors.append(f"member {cmd.target}: {cmd.kind} {cmd.barcode}: {message}")
+        self.report.errors.append(message)
         # A dropped connection means the member went away mid-push: stop, keep the rest.
-        return not (isinstance(exc, DBAPIError) and exc.connection_invalidated)
+        return not _connection_lost(exc)
+
+
+def _connection_lost(exc: SQLAlchemyError) -> bool:
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
 
 
 def _outcome(profile: Profile, kind: str, matched: list[int]) -> str:
