@@ -38,7 +38,7 @@ _FAULTS = (
                        r'not exist'),
     ("unknown_column", r"Invalid column name '(?P<column>[^']+)'"),
     ("permission", r"(?P<verb>[A-Z]+) command denied to user '[^']*'@'[^']*' for table "
-                   r"[`']?(?P<table>[^`'\s]+)"),
+                   r"(?:`[^`]+`\.)?[`']?(?P<table>[^`'\s]+)"),
     ("permission", r"permission denied for (?:table|relation) (?P<table>\S+)"),
     ("permission", r"The (?P<verb>[A-Z]+) permission was denied on the object '(?P<table>"
                    r"[^']+)'"),

@@ -12,19 +12,24 @@ members, as a real member's Koha never had them.
 from __future__ import annotations
 
 import random
+import tomllib
 from datetime import datetime, timedelta
 
+import pytest
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
 from circhub.cli import app
 from circhub.connections.config import load_config, parse_config
 from circhub.connections.engines import engine_for
+from circhub.connections.profile import PROFILE_DIR, ProfileError, parse_profile
 from circhub.connections.runtime import open_runtime
 from circhub.simulator.evergreen import EvergreenDesk
 from circhub.simulator.world import make_id_number
 from circhub.tasks.onboarding.check import check_member
 from circhub.tasks.onboarding.prepare import prepare_member
+from tests.conftest import MARIADB_ADMIN
 from tests.member_databases import member_database
 from tests.writeback import BOOK, A, B, C, commands, item_row, push, reader, sync
 
@@ -97,6 +102,7 @@ def test_check_names_the_missing_branches_prepare_creates_them_once_then_check_i
     ready = check_member(load_config(config), A)
     assert ready.ready, ready.lines()
     assert [r.problem for r in ready.rehearsals] == [None] * 5
+    assert not any(r.idle for r in ready.rehearsals)  # every step reached its real row
 
 
 def test_after_prepare_the_first_push_applies_at_the_owner(koha):
@@ -169,3 +175,40 @@ def test_evergreen_check_names_the_org_unit_its_lookup_cannot_find_and_prepare_a
     created = prepare_member(consortium, consortium.member("AA001"), engine_for(url))
     assert created.created == ["consortium org unit BB002 for member BB002 (Beta)"]
     assert check_member(consortium, "AA001").ready
+
+
+def test_check_names_a_write_the_hubs_login_may_not_do(koha, mariadb_db):
+    world, config = koha
+    world.checkout(BOOK, A, reader(world, A))
+    url = make_url(load_config(config).member(A).connection)
+    user = f"circhub_ro_{url.database[-10:]}"
+    admin = engine_for(MARIADB_ADMIN)
+    with admin.begin() as conn:  # a login that may read the member's Koha, and only read
+        conn.execute(text(f"CREATE USER '{user}'@'%' IDENTIFIED BY 'pw'"))
+        conn.execute(text(f"GRANT SELECT ON `{url.database}`.* TO '{user}'@'%'"))
+    try:
+        read_only = url.set(username=user, password="pw").render_as_string(hide_password=False)
+        config.write_text(config.read_text().replace(str(url.render_as_string(
+            hide_password=False)), read_only))
+
+        report = check_member(load_config(config), A)
+
+        assert not report.ready
+        assert any(f"the hub's database login at member {A} may not INSERT old_issues; "
+                   "grant it" in r for r in report.reasons), report.reasons
+        assert any("may not UPDATE items; grant it" in r for r in report.reasons)
+    finally:
+        engine_for(read_only).dispose()
+        with admin.begin() as conn:
+            conn.execute(text(f"DROP USER '{user}'@'%'"))
+
+
+def test_a_prepare_object_with_a_parameter_its_loop_does_not_give_is_refused_at_load():
+    data = tomllib.loads((PROFILE_DIR / "koha.toml").read_text())
+    data["prepare"][0]["for_each"] = "member"  # ":branch" and "{code}" belong to the loop
+
+    with pytest.raises(ProfileError, match=r"profile 'koha' prepare 1: describe uses 'branch'"):
+        parse_profile("koha", data)
+    data["prepare"][0]["describe"] = "the member's own branch {member_branch}"
+    with pytest.raises(ProfileError, match=r"unknown parameter\(s\) \['branch', 'name'\]"):
+        parse_profile("koha", data)
