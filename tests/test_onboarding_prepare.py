@@ -47,6 +47,19 @@ def as_real_koha(world, member: str) -> None:
                               "REFERENCES branches (branchcode)"))
 
 
+def returned_unprepared(world, at: str) -> None:
+    """A's book lent at A and returned at another member, before A was prepared."""
+    as_real_koha(world, A)
+    world.checkout(BOOK, A, reader(world, A))
+    world.checkin(BOOK, at)
+
+
+@pytest.fixture(autouse=True)
+def _id_key(monkeypatch):
+    """The CLI commands refuse to start without a reader-ID key."""
+    monkeypatch.setenv("CIRCHUB_ID_KEY", "a-test-key-of-enough-length-0123456789")
+
+
 def fingerprint(world, member: str) -> dict:
     """Row count and MariaDB's checksum of every table a write-back or prepare touches."""
     with world.desks[member].engine.connect() as conn:
@@ -59,9 +72,8 @@ def cli(*args: str):
 
 
 def test_check_names_the_missing_branches_prepare_creates_them_once_then_check_is_ready(
-        koha, monkeypatch):
+        koha):
     world, config = koha
-    monkeypatch.setenv("CIRCHUB_ID_KEY", "a-test-key-of-enough-length-0123456789")
     as_real_koha(world, A)
     world.checkout(BOOK, A, reader(world, A))  # an open loan to rehearse close_loan on
     consortium = load_config(config)
@@ -120,12 +132,9 @@ def test_after_prepare_the_first_push_applies_at_the_owner(koha):
 
 
 def test_a_refused_write_back_makes_push_exit_non_zero_naming_the_missing_branch(
-        koha, monkeypatch, prefect_server):
+        koha, prefect_server):
     world, config = koha
-    monkeypatch.setenv("CIRCHUB_ID_KEY", "a-test-key-of-enough-length-0123456789")
-    as_real_koha(world, A)
-    world.checkout(BOOK, A, reader(world, A))
-    world.checkin(BOOK, B)
+    returned_unprepared(world, B)
     sync(config)
 
     pushed = cli("push", "-c", str(config))
@@ -212,3 +221,17 @@ def test_a_prepare_object_with_a_parameter_its_loop_does_not_give_is_refused_at_
     data["prepare"][0]["describe"] = "the member's own branch {member_branch}"
     with pytest.raises(ProfileError, match=r"unknown parameter\(s\) \['branch', 'name'\]"):
         parse_profile("koha", data)
+
+
+def test_a_sync_whose_push_is_refused_exits_non_zero_naming_member_command_and_step(
+        koha, prefect_server):
+    world, config = koha
+    returned_unprepared(world, C)
+
+    synced = cli("sync", "-c", str(config))
+
+    assert synced.exit_code == 1, synced.output
+    said = " ".join(synced.output.split())
+    assert "1 write-back(s) failed at 1 member(s)" in said
+    assert (f"member {A}: close_loan {BOOK}: step 3 (update items): member {A}'s Koha has no "
+            f"consortium branch '{C}'") in said
