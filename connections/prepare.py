@@ -30,6 +30,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from circhub.connections.profile_forms import ProfileError
+
 FOR_EACH = ("member", "other_member")
 PARAMETERS = {"member": ("member", "member_branch", "consortium"),
               "other_member": ("member", "member_branch", "consortium", "code", "name",
@@ -60,8 +62,6 @@ def parse_prepare(where: str, raw: Any, parse_step: Callable[[str, dict], Any]
                   ) -> tuple[PrepareObject, ...]:
     """The `[[prepare]]` array of a profile; `parse_step` turns a table/where/set into the
     profile's own Step (passed in, so this module needs no import of the profile's)."""
-    from circhub.connections.profile import ProfileError
-
     if raw is None:
         return ()
     if not isinstance(raw, list):
@@ -87,8 +87,6 @@ def _first_error(exc: ValidationError) -> str:
 
 def _check_parameters(where: str, obj: PrepareObject) -> None:
     """A parameter the loop does not give is a typo, found when the profile loads."""
-    from circhub.connections.profile import ProfileError
-
     known = PARAMETERS[obj.for_each]
     used = [v[1:] for v in _strings([*obj.where.values(), *obj.set.values()])
             if v.startswith(":")]

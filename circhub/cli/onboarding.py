@@ -22,7 +22,8 @@ def prepare(member: str, config: str = ConfigOpt,
     from circhub.connections.errors import driver_message
     from circhub.connections.profile import load_profile
     from circhub.tasks.onboarding.prepare import prepare_member
-    from circhub.tasks.writeback.explain import StepFailed, explain
+    from circhub.tasks.writeback.explain import explain
+    from circhub.tasks.writeback.steps import StepFailed
 
     try:
         consortium = load_config(config_path(config))
@@ -44,14 +45,15 @@ def prepare(member: str, config: str = ConfigOpt,
         console.print(line, highlight=False, soft_wrap=True)
 
 
-def exit_on_failed_writebacks(rows) -> None:
-    """`push` and `sync`: a write-back the ILS refused is never silent (exit 1), each member
-    named with its first error (the outbox keeps every command's: `circhub outbox list`)."""
-    failed = [r for r in rows if r.get("push_failed")]
+def exit_on_member_errors(rows) -> None:
+    """`push` and `sync` exit 1 when a member needs a person (scripts must know), a refused
+    write-back among them: each member's error printed whole on a line of its own (a table
+    cell would cut it), naming the command, the step and what the ILS is missing."""
+    failed = sorted((r for r in rows if r.get("error")), key=lambda r: r["member"])
     if not failed:
         return
-    total = sum(r["push_failed"] for r in failed)
-    err.print(f"[red]{total} write-back(s) failed[/] at {len(failed)} member(s):", soft_wrap=True)
-    for r in sorted(failed, key=lambda r: r["member"]):
-        err.print(f"  {r['error']}", highlight=False, soft_wrap=True, markup=False)
+    err.print(f"[red]{len(failed)} member(s) need a person:[/]")
+    for r in failed:
+        err.print(f"  {r['member']}: {r['error']}", highlight=False, soft_wrap=True,
+                  markup=False)
     raise typer.Exit(1)

@@ -171,7 +171,8 @@ def _count(member: Member, engine: Engine, report: CheckReport) -> None:
     profile = load_profile(member.profile)
     with engine.connect() as conn:
         for entity in mapped_entities(member):
-            query = key_count_query(profile.entities[entity], member.own_branches())
+            query = key_count_query(profile.entities[entity], member.own_branches(),
+                                    member.constants)
             report.backfill_rows[entity] = int(conn.execute(query).scalar_one())
 
 
@@ -200,5 +201,3 @@ def _rehearse(consortium: Consortium, member: Member, engine: Engine,
     for r in report.rehearsals:
         if r.problem:
             report.reasons.append(f"write-back {r.what} refused: {r.problem}")
-        elif r.idle:
-            report.warnings.append(f"write-back {r.what}: {r.idle} matched no row")

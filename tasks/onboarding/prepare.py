@@ -1,8 +1,8 @@
 """`circhub prepare MEMBER`: create in a member's ILS what its profile's `[[prepare]]` section
 says the write-backs need (Koha: a branch standing for each other member), and nothing else.
 
-Each object is checked first ("is it there?", its `where`) and inserted only when missing, by
-the replay-safe `insert_missing` statement, all in one ILS transaction: a second run creates
+Each object is checked first ("is it there?", its `where`) and inserted only when missing, as
+the write-back step `insert_missing` is, all in one ILS transaction: a second run creates
 nothing, and a run that fails half-way leaves the ILS as it was. `--dry-run` only checks.
 """
 
@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import SQLAlchemyError
 
 from circhub.connections.config import Consortium, Member
+from circhub.connections.live_schema import column_renderer
 from circhub.connections.prepare import PrepareObject
 from circhub.connections.profile import load_profile
-from circhub.connections.sql import exists_query, step_statement
-from circhub.tasks.writeback.explain import StepFailed
+from circhub.connections.step_sql import Binding, as_binding, row_exists
+from circhub.tasks.writeback.steps import run_steps
 
 
 @dataclass(frozen=True)
@@ -74,13 +74,14 @@ def missing_objects(conn: Connection, planned: list[Planned]) -> list[Planned]:
 
 
 def _present(conn: Connection, p: Planned) -> bool:
-    return conn.execute(exists_query(p.obj.step, p.params)).first() is not None
+    return bool(conn.execute(row_exists(p.obj.step, as_binding(dict(p.params)))).scalar())
 
 
 def prepare_member(consortium: Consortium, member: Member, engine: Engine, *,
                    dry_run: bool = False) -> PrepareReport:
-    """Create what is missing (or, dry, list it), in one ILS transaction. A refused insert
-    raises StepFailed (circhub.tasks.writeback.explain puts it in plain words)."""
+    """Create what is missing (or, dry, list it), in one ILS transaction, each insert run and
+    verified as a write-back step is (circhub.tasks.writeback.steps: its look-ups read first,
+    the row read back). A failure raises StepFailed, and nothing is created."""
     report = PrepareReport(member.code, member.profile, dry_run=dry_run)
     planned = planned_objects(consortium, member)
     with engine.begin() as conn:
@@ -89,14 +90,10 @@ def prepare_member(consortium: Consortium, member: Member, engine: Engine, *,
         if dry_run:
             report.missing = [p.description for p in missing]
             return report
-        for number, p in enumerate(missing, start=1):
-            if _create(conn, number, p):
+        render = column_renderer(engine)
+        for p in missing:
+            [done] = run_steps(conn, [p.obj.step], Binding(dict(p.params), render=render),
+                               lambda step: [])
+            if done.changed:
                 report.created.append(p.description)
     return report
-
-
-def _create(conn: Connection, number: int, p: Planned) -> bool:
-    try:
-        return bool(conn.execute(step_statement(p.obj.step, p.params)).rowcount)
-    except SQLAlchemyError as exc:  # named in plain words by the caller (explain.py)
-        raise StepFailed("prepare", number, p.obj.step, p.params, exc) from exc

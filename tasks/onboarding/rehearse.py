@@ -6,9 +6,10 @@ real ILS refuses what the hub writes (Koha: `items.holdingbranch` is a foreign k
 not there, and `asset.copy.circ_lib` is NOT NULL). So each command kind of the member's
 profile is applied here as the push applies it (`apply_steps`, the same statements), to a real
 row of the member (an open loan, one of its own books, a consortium copy), for a holder that is
-another member, inside an ILS transaction that is always rolled back. Look-ups are asked one by
-one first, so an empty one is named rather than surfacing as a NOT NULL error. What a refused
-statement lacked is said in plain words (circhub.tasks.writeback.explain).
+another member, inside an ILS transaction that is always rolled back. The steps verify
+themselves as in a push (circhub.tasks.writeback.steps: an empty look-up, a row not found, a
+value that does not read back); what a refused statement lacked is said in plain words
+(circhub.tasks.writeback.explain).
 
 Nothing stays in the ILS: every statement runs in the one transaction that is rolled back.
 (Sequences and AUTO_INCREMENT counters are not transactional in any database: a rehearsed
@@ -25,8 +26,9 @@ from sqlalchemy import Connection, Engine, select
 from circhub.connections.config import Consortium, Member
 from circhub.connections.profile import Profile, load_profile
 from circhub.tasks.sync.extract import entity_query
-from circhub.tasks.writeback.explain import StepFailed, empty_lookups, explain, step_name
-from circhub.tasks.writeback.push import apply_steps, command_params
+from circhub.tasks.writeback.explain import explain
+from circhub.tasks.writeback.push import apply_on
+from circhub.tasks.writeback.steps import StepFailed
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,6 @@ class Rehearsal:
 
     what: str  # "close_loan of loan 12 (book SC0010000001), returned at CQ001"
     problem: str | None = None
-    idle: str | None = None  # a step that matched no row (the command would change nothing)
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ def rehearse_writebacks(consortium: Consortium, member: Member, engine: Engine,
         if payload is None:
             skipped.append(f"{what}: not rehearsed, no such row in its ILS yet")
             continue
-        done.append(_rehearse(engine, profile, member, what, kinds, payload))
+        done.append(_rehearse(engine, member, what, kinds, payload))
     return done, skipped
 
 
@@ -102,36 +103,19 @@ def _iso(at: datetime) -> str:
     return at.isoformat(sep=" ")
 
 
-def _rehearse(engine: Engine, profile: Profile, member: Member, what: str,
-              kinds: tuple[str, ...], payload: dict) -> Rehearsal:
-    params = command_params(member, payload)
+def _rehearse(engine: Engine, member: Member, what: str, kinds: tuple[str, ...],
+              payload: dict) -> Rehearsal:
     with engine.connect() as conn:
         trans = conn.begin()
         try:
-            idle = []
             for kind in kinds:
-                empty = _empty_lookup(conn, profile, kind, params)
-                if empty:
-                    return Rehearsal(what, problem=explain(member, profile, *empty))
-                matched = apply_steps(conn, profile, kind, params)
-                idle += [step_name(n, s) for n, (s, m) in
-                         enumerate(zip(profile.writeback[kind], matched, strict=True), 1)
-                         if m == 0]
-            return Rehearsal(what, idle=", ".join(idle) or None)
+                apply_on(conn, load_profile(member.profile), member, kind, payload)
+            return Rehearsal(what)
         except StepFailed as failed:
-            return Rehearsal(what, problem=explain(member, profile, failed))
+            return Rehearsal(what, problem=explain(member, load_profile(member.profile),
+                                                   failed))
         finally:
             trans.rollback()
-
-
-def _empty_lookup(conn: Connection, profile: Profile, kind: str, params: dict):
-    """An empty look-up is the missing thing, whether or not the statement would then fail:
-    (the step it is in, the empty look-ups), or None."""
-    for number, step in enumerate(profile.writeback[kind], start=1):
-        empty = empty_lookups(conn, step, params)
-        if empty:
-            return StepFailed(kind, number, step, params, None), empty
-    return None
 
 
 def _sample(conn: Connection, member: Member, profile: Profile) -> Sample:

@@ -20,17 +20,18 @@ import random
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import cache
 from pathlib import Path
 
-from sqlalchemy import Connection, Engine, inspect, text
+from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from circhub.connections.config import Consortium, Member
 from circhub.connections.engines import ConnectionSetupError, member_engine
+from circhub.connections.errors import is_permanent
+from circhub.connections.live_schema import column_renderer, column_types
 from circhub.connections.profile import Profile, load_profile
-from circhub.connections.sql import step_statement
-from circhub.tasks.writeback.explain import StepFailed, diagnose, explain
+from circhub.connections.step_sql import Binding
+from circhub.tasks.writeback.explain import explain
 from circhub.tasks.writeback.outbox import (
     DEAD,
     RetryPolicy,
@@ -41,6 +42,7 @@ from circhub.tasks.writeback.outbox import (
     record_failure,
     targets_with_pending,
 )
+from circhub.tasks.writeback.steps import StepFailed, StepOutcome, run_steps
 
 __all__ = ["PushReport", "push_member", "pending_commands", "targets_with_pending"]
 
@@ -73,44 +75,32 @@ def command_params(member: Member, payload: dict) -> dict:
     for key in ("due_at", "returned_at", "state_at", "requested_at", "arrived_at"):
         if params.get(key):
             params[key] = datetime.fromisoformat(params[key])
-    # ILS kinds that keep a due *date* on the item (Koha's items.onloan) bind this one.
-    params["due_date"] = params["due_at"].date() if params.get("due_at") else None
+    # Each value is bound in the type and precision of the column it meets (a DATE column
+    # gets the due day): no hand-made variant of a parameter per column shape.
+    params.update({f"$member.{name}": value for name, value in member.constants.items()})
     return params
 
 
-@cache
-def _columns(engine: Engine, dotted: str) -> tuple[str, ...]:
-    schema, _, name = dotted.rpartition(".")
-    return tuple(c["name"] for c in inspect(engine).get_columns(name, schema=schema or None))
-
-
 def apply_command(engine: Engine, profile: Profile, member: Member, kind: str,
-                  payload: dict) -> list[int]:
-    """All steps of one command in one ILS transaction; the rows each step matched."""
-    params = command_params(member, payload)
+                  payload: dict) -> list[StepOutcome]:
+    """All steps of one command in one ILS transaction, each verified (tasks.writeback.steps):
+    a step that cannot do what it must raises StepFailed and the ILS keeps nothing of it."""
     with engine.begin() as conn:
-        return apply_steps(conn, profile, kind, params)
+        return apply_on(conn, profile, member, kind, payload)
 
 
-def apply_steps(conn: Connection, profile: Profile, kind: str, params: dict) -> list[int]:
-    """The steps of one command on an open ILS transaction (the push commits it, `circhub
-    check` rolls it back); a refused step raises StepFailed, naming it."""
-    matched = []
-    for number, step in enumerate(profile.writeback[kind], start=1):
-        try:
-            matched.append(conn.execute(step_statement(step, params,
-                                                       _shared(conn, step))).rowcount)
-        except SQLAlchemyError as exc:
-            raise StepFailed(kind, number, step, params, exc) from exc
-    return matched
+def apply_on(conn: Connection, profile: Profile, member: Member, kind: str,
+             payload: dict) -> list[StepOutcome]:
+    """One command's steps on an open ILS transaction: the push commits it, `circhub check`
+    rehearses it and rolls it back (circhub.tasks.onboarding.rehearse)."""
+    engine = conn.engine
+    binding = Binding(command_params(member, payload), render=column_renderer(engine))
 
+    def shared(step) -> list[str]:  # the columns both tables of a copy_row have
+        dest = column_types(engine, step.into.dotted)
+        return [c for c in column_types(engine, step.table.dotted) if c in dest]
 
-def _shared(conn: Connection, step) -> list[str] | None:
-    """The columns a copy_row's two tables share, read from the live schema."""
-    if step.op != "copy_row":
-        return None
-    dest = set(_columns(conn.engine, step.into.dotted))
-    return [c for c in _columns(conn.engine, step.table.dotted) if c in dest]
+    return run_steps(conn, profile.writeback[kind], binding, shared)
 
 
 def push_member(store: Engine, consortium: Consortium, member: Member, *,
@@ -175,42 +165,31 @@ class _Pusher:
         if not claim(self.store, cmd, now):
             return True  # superseded (or taken) since it was read
         try:
-            matched = apply_command(self.engine, self.profile, self.member, cmd.kind,
-                                    cmd.payload)
-        except StepFailed as failed:
-            return self._failed(cmd, failed.error, now, self._explain(failed))
-        except SQLAlchemyError as exc:  # before any step: the transaction could not begin
+            outcomes = apply_command(self.engine, self.profile, self.member, cmd.kind,
+                                     cmd.payload)
+        except (SQLAlchemyError, StepFailed) as exc:
             return self._failed(cmd, exc, now)
         _pause_for_tests(cmd.id)
-        acknowledge(self.store, cmd, _outcome(self.profile, cmd.kind, matched), now)
+        acknowledge(self.store, cmd, _outcome(outcomes), now)
         self.report.applied += 1
         return True
 
-    def _explain(self, failed: StepFailed) -> str:
-        """The member, command, step and missing thing, in plain words (explain.py)."""
-        empty = [] if _connection_lost(failed.error) else diagnose(self.engine, failed)
-        return explain(self.member, self.profile, failed, empty)
-
-    def _failed(self, cmd, exc: SQLAlchemyError, now: datetime,
-                explained: str | None = None) -> bool:
-        message = explained or f"member {cmd.target}: {cmd.kind} {cmd.barcode}: {_cause(exc)}"
-        status = record_failure(self.store, cmd, message, self.policy, now, self.rng)
+    def _failed(self, cmd, exc: SQLAlchemyError | StepFailed, now: datetime) -> bool:
+        message = explain(self.member, self.profile, exc) if isinstance(exc, StepFailed) \
+            else _cause(exc)
+        status = record_failure(self.store, cmd, message, self.policy, now, self.rng,
+                                permanent=is_permanent(exc))
         self.blocked.add(cmd.barcode)
         self.report.failed += 1
         self.report.dead += status == DEAD
-        self.report.errors.append(message)
+        self.report.errors.append(f"member {cmd.target}: {cmd.kind} {cmd.barcode}: {message}")
         # A dropped connection means the member went away mid-push: stop, keep the rest.
-        return not _connection_lost(exc)
+        return not (isinstance(exc, DBAPIError) and exc.connection_invalidated)
 
 
-def _connection_lost(exc: SQLAlchemyError) -> bool:
-    return isinstance(exc, DBAPIError) and exc.connection_invalidated
-
-
-def _outcome(profile: Profile, kind: str, matched: list[int]) -> str:
-    steps = ", ".join(f"{s.op} {s.table.name} {n}"
-                      for s, n in zip(profile.writeback[kind], matched, strict=True))
-    if not any(matched):
+def _outcome(outcomes: list[StepOutcome]) -> str:
+    steps = ", ".join(o.describe() for o in outcomes)
+    if not any(o.changed for o in outcomes):
         return f"no row changed (applied before, or the ILS shows newer state): {steps}"
     return f"rows matched: {steps}"
 
