@@ -4,7 +4,7 @@
 real ILS refuses what the hub writes (Koha: `items.holdingbranch` is a foreign key to
 `branches`, and no branch stands for the other members; Evergreen: the holder's org unit is
 not there, and `asset.copy.circ_lib` is NOT NULL). So each command kind of the member's
-profile is applied here as the push applies it (`apply_steps`, the same statements), to a real
+profile is applied here as the push applies it (`apply_on`, the same statements), to a real
 row of the member (an open loan, one of its own books, a consortium copy), for a holder that is
 another member, inside an ILS transaction that is always rolled back. The steps verify
 themselves as in a push (circhub.tasks.writeback.steps: an empty look-up, a row not found, a
@@ -114,6 +114,8 @@ def _rehearse(engine: Engine, member: Member, what: str, kinds: tuple[str, ...],
         except StepFailed as failed:
             return Rehearsal(what, problem=explain(member, load_profile(member.profile),
                                                    failed))
+        except KeyError as exc:  # a parameter or member constant the profile needs
+            return Rehearsal(what, problem=str(exc).strip("'\""))
         finally:
             trans.rollback()
 
