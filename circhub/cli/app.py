@@ -24,6 +24,7 @@ from circhub.cli.common import (
     use_one_prefect_home,
 )
 from circhub.cli.members import member_app
+from circhub.cli.onboarding import onboarding_app
 from circhub.cli.ops import ops_app
 from circhub.cli.outbox import outbox_app
 from circhub.cli.readers import reader_app
@@ -40,6 +41,7 @@ app.add_typer(reader_app, name="reader")
 app.add_typer(outbox_app, name="outbox")
 app.add_typer(books_app, name="books")
 app.add_typer(ops_app)  # serve, status, report: top-level commands
+app.add_typer(onboarding_app)  # prepare: a top-level command
 app.add_typer(member_app, name="member")
 
 
@@ -166,8 +168,10 @@ def _run_flow(flow_fn, what: str, config: str | None, **params) -> None:
         err.print(f"[red]{what} failed:[/] {state.message}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
     console.print(state.message or f"{what} done", highlight=False, soft_wrap=True)
-    if isinstance(rows, dict) and any(r.get("error") for r in rows.values()):
-        raise typer.Exit(1)  # Completed, but a member needs a person: scripts must know
+    if isinstance(rows, dict):
+        from circhub.cli.onboarding import exit_on_member_errors
+
+        exit_on_member_errors(rows.values())  # Completed, but a member needs a person: exit 1
 
 
 @app.command()

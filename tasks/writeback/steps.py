@@ -22,7 +22,9 @@ from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import Connection
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
+from circhub.connections.errors import driver_message
 from circhub.connections.profile import Step
 from circhub.connections.profile_forms import Cond, Conditional, Lookup, WhenNull, when_holds
 from circhub.connections.step_sql import (
@@ -40,6 +42,15 @@ from circhub.connections.step_sql import (
 
 class StepFailed(RuntimeError):
     """A write-back step that could not do what it must; its command wrote nothing."""
+
+
+class StepRefused(StepFailed):
+    """A step the ILS itself refused (a foreign key, a NOT NULL, a grant): the step and the
+    driver's error, for circhub.tasks.writeback.explain to name what the ILS is missing."""
+
+    def __init__(self, step: Step, params: dict, error: SQLAlchemyError):
+        super().__init__(f"{step.label}: {driver_message(error)}")
+        self.step, self.params, self.error = step, params, error
 
 
 @dataclass(frozen=True)
@@ -64,6 +75,10 @@ def run_steps(conn: Connection, steps: Iterable[Step], b: Binding,
             outcomes.append(_run(conn, step, b, copy_columns))
         except KeyError as exc:  # a parameter or member constant the command does not carry
             raise StepFailed(f"{step.label}: {exc.args[0]}") from None
+        except DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise  # the member went away: not a refusal, the push stops for it
+            raise StepRefused(step, b.params, exc) from exc
     return outcomes
 
 
