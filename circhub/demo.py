@@ -16,6 +16,7 @@ from pathlib import Path
 from rich.console import Console
 from sqlalchemy import func, select
 
+from circhub.connections.runtime import upgrade_store
 from circhub.domain.schema import (
     circulation_events,
     circulation_exceptions,
@@ -119,6 +120,7 @@ def build_world(folder: Path, size: DemoSize) -> tuple[World, Path]:
     config.write_text(config_toml(member_specs(size.members), urls, central,
                                   "Sichuan-Chongqing reading one-card (simulated)", demo=True,
                                   profiles=profiles))
+    upgrade_store(config)  # the demo makes its store; a process start only checks it
     return world, config
 
 
