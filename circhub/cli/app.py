@@ -160,8 +160,10 @@ def push(config: str = ConfigOpt) -> None:
 def _run_flow(flow_fn, what: str, config: str | None, **params) -> None:
     """Run a flow now, print its per-member table, exit non-zero when it failed."""
     runtime(config)
+    from circhub.flows.summary import run_rows
+
     state = flow_fn(config=config_path(config), return_state=True, **params)
-    rows = state.result(raise_on_failure=False)
+    rows = run_rows(state)
     if isinstance(rows, dict):
         _print_rows(rows.values())
     if not state.is_completed():
