@@ -10,6 +10,7 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
 from circhub.connections.runtime import default_config_path, open_runtime
 from circhub.flows.attempts import refuse_endless_attempts
+from circhub.flows.slots import ensure_limits, source_slots
 from circhub.tasks.loads.backfill import BackfillProgress, backfill_member
 from circhub.tasks.sync.validate import publish_data_docs
 
@@ -41,6 +42,8 @@ def backfill(member: str, entity: str, since: str, until: str | None = None,
     """
     refuse_endless_attempts()
     rt = open_runtime(config or default_config_path())
+    rt.consortium.member(member)  # an unknown code is an error by name, before any work
+    ensure_limits(rt.consortium)
     start = datetime.fromisoformat(since)
     end = datetime.fromisoformat(until) if until else datetime.now()
     log = get_run_logger()
@@ -56,8 +59,11 @@ def backfill(member: str, entity: str, since: str, until: str | None = None,
                      p.windows_done, p.windows_total, p.rows, p.done_until)
 
         try:
-            result = backfill_member(rt, rt.consortium.member(member), entity, start, end,
-                                     timedelta(hours=window_hours), on_progress=report)
+            # The member's slot for the whole load: its syncs wait (and fail by name after
+            # SLOT_WAIT_SECONDS) instead of reading its database beside the backfill.
+            with source_slots(member):
+                result = backfill_member(rt, rt.consortium.member(member), entity, start, end,
+                                         timedelta(hours=window_hours), on_progress=report)
         finally:  # a refused chunk's failing rules are worth seeing too
             publish_data_docs(rt.consortium, f"backfill-{member}-{entity}", log)
     update_progress_artifact(artifact, 100.0)

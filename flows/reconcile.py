@@ -9,13 +9,15 @@ from prefect.cache_policies import NO_CACHE
 
 from circhub.connections.runtime import default_config_path, open_runtime
 from circhub.flows.attempts import refuse_endless_attempts
+from circhub.flows.slots import ensure_limits, source_slots
 from circhub.tasks.loads.reconcile import reconcile_member
 
 
 @task(name="reconcile-member", task_run_name="reconcile-{member_code}", cache_policy=NO_CACHE)
 def reconcile_task(config: str, member_code: str, fix: bool) -> list[dict]:
     rt = open_runtime(config)
-    found = reconcile_member(rt, rt.consortium.member(member_code), fix=fix)
+    with source_slots(member_code):
+        found = reconcile_member(rt, rt.consortium.member(member_code), fix=fix)
     rows = [{"member": member_code, "entity": d.entity, "rows checked": d.rows_checked,
              "missing at hub": len(d.missing), "gone at source": len(d.extra),
              "changed without its cursor": len(d.changed)} for d in found]
@@ -34,6 +36,7 @@ def reconcile(config: str | None = None, members: list[str] | None = None,
     refuse_endless_attempts()
     config = config or default_config_path()
     rt = open_runtime(config)
+    ensure_limits(rt.consortium)
     chosen = [m.code for m in rt.consortium.members
               if m.sync and (members is None or m.code in members)]
     futures = [reconcile_task.submit(config, code, fix) for code in chosen]
