@@ -20,10 +20,9 @@ import random
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import cache
 from pathlib import Path
 
-from sqlalchemy import Engine, inspect, text
+from sqlalchemy import Connection, Engine, inspect, text
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from circhub.connections.config import Consortium, Member
@@ -77,10 +76,19 @@ def command_params(member: Member, payload: dict) -> dict:
     return params
 
 
-@cache
-def _columns(engine: Engine, dotted: str) -> tuple[str, ...]:
-    schema, _, name = dotted.rpartition(".")
-    return tuple(c["name"] for c in inspect(engine).get_columns(name, schema=schema or None))
+_column_names: dict[tuple[Engine, str], tuple[str, ...]] = {}
+
+
+def _columns(conn: Connection, dotted: str) -> tuple[str, ...]:
+    """An ILS table's column names, kept per engine. Read on the command's own connection:
+    inspecting the engine took a second connection beside the open transaction, one more than
+    the member's slot grants (found by tests/test_member_slots.py in MariaDB's session list)."""
+    key = (conn.engine, dotted)
+    if key not in _column_names:
+        schema, _, name = dotted.rpartition(".")
+        _column_names[key] = tuple(
+            c["name"] for c in inspect(conn).get_columns(name, schema=schema or None))
+    return _column_names[key]
 
 
 def apply_command(engine: Engine, profile: Profile, member: Member, kind: str,
@@ -92,8 +100,8 @@ def apply_command(engine: Engine, profile: Profile, member: Member, kind: str,
         for step in profile.writeback[kind]:
             shared = None
             if step.op == "copy_row":
-                dest = set(_columns(engine, step.into.dotted))
-                shared = [c for c in _columns(engine, step.table.dotted) if c in dest]
+                dest = set(_columns(conn, step.into.dotted))
+                shared = [c for c in _columns(conn, step.table.dotted) if c in dest]
             matched.append(conn.execute(step_statement(step, params, shared)).rowcount)
     return matched
 
