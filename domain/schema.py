@@ -200,6 +200,17 @@ circulation_exceptions = Table(
     Index("ix_exceptions_status", "status", "waiting_on"),
 )
 
+# A member an operator took out of the schedule for a while (`circhub member pause CODE
+# --reason ...`): sync and push pass it by until it is resumed. Unlike `sync = false` in the
+# config it needs no deployment, and it carries who-knows-why for the next person on duty.
+member_pauses = Table(
+    "member_pauses",
+    metadata,
+    Column("member", String(32), primary_key=True),
+    Column("reason", Text, nullable=False),
+    Column("paused_at", DateTime, nullable=False),
+)
+
 sync_runs = Table(
     "sync_runs",
     metadata,
@@ -252,15 +263,6 @@ reader_key_epochs = Table(
     Column("retired_at", DateTime),  # set by a key rotation; the current key has none
     Column("note", Text),  # what the rotation did (counts only)
 )
-
-schema_migrations = Table(
-    "schema_migrations",
-    metadata,
-    Column("version", Integer, primary_key=True),
-    Column("name", String(100), nullable=False),
-    Column("applied_at", DateTime, nullable=False),
-)
-
 
 # -- per-member mirrors of declared entities (domain.records) ------------------------------------
 _KIND_TYPES = {"text": lambda: String(200), "human_text": lambda: Text(),

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from sqlalchemy import insert
 
-from circhub.connections.runtime import Runtime, open_runtime
+from circhub.connections.runtime import Runtime, open_runtime, upgrade_store
 from circhub.simulator import koha
 from circhub.simulator.world import World, config_toml, koha_world, member_specs
 from circhub.tasks.sync.cycle import run_cycle
@@ -19,7 +19,9 @@ from circhub.tasks.sync.cycle import run_cycle
 
 def koha_consortium(tmp_path: Path, member_urls: list[str], central_url: str, *, seed: int = 11,
                     readers: int = 6, items: int = 6, bad_readers: int = 0,
-                    demo: bool = True) -> tuple[World, Path]:
+                    demo: bool = True, upgrade: bool = True) -> tuple[World, Path]:
+    """Koha members at the given URLs, seeded, and their config; the central store made
+    (`circhub db upgrade`) unless `upgrade` is false."""
     start = datetime.now().replace(microsecond=0) - timedelta(days=20)
     world = koha_world({str(i): u for i, u in enumerate(member_urls)}, seed, start)
     world.seed(readers, items, bad_readers=bad_readers)
@@ -27,6 +29,8 @@ def koha_consortium(tmp_path: Path, member_urls: list[str], central_url: str, *,
     config = tmp_path / "consortium.toml"
     config.write_text(config_toml(member_specs(len(member_urls)), urls, central_url,
                                   "test consortium", demo=demo))
+    if upgrade:
+        upgrade_store(config)
     return world, config
 
 

@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy.dialects import mysql
 
 from circhub.connections.profile import PROFILE_DIR, ProfileError, load_profile, parse_profile
+from circhub.connections.runtime import upgrade_store
 from circhub.connections.sql import step_statement
 from circhub.simulator.world import config_toml, member_specs, mixed_world
 from circhub.tasks.circulation.transfers import request_transfer
@@ -25,7 +26,7 @@ def _koha_with(**writeback) -> dict:
 
 def test_the_koha_item_update_leaves_an_item_that_shows_newer_state_alone():
     step = load_profile("koha").writeback["set_item"][0]
-    sql = str(step_statement(step, {"barcode": "X1", "holder_branch": "B", "due_date": None,
+    sql = str(step_statement(step, {"barcode": "X1", "holder_branch": "B", "due_at": None,
                                     "state_at": datetime(2026, 11, 1, 9)})
               .compile(dialect=mysql.dialect()))
     assert "(items.datelastseen IS NULL OR items.datelastseen <= %s)" in sql
@@ -61,6 +62,7 @@ def koha_and_evergreen(request, tmp_path, mariadb_db, pg_db):
     config.write_text(config_toml(member_specs(2), dict(zip(codes, urls, strict=True)), pg_db(),
                                   "mixed", demo=True,
                                   profiles={codes[0]: "koha", codes[1]: "evergreen"}))
+    upgrade_store(config)
     yield world, config, codes
     dispose(world, config)
 

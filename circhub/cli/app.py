@@ -10,11 +10,26 @@ import typer
 from rich.table import Table
 
 from circhub.cli.books import books_app
-from circhub.cli.common import ConfigOpt, config_path, console, err, runtime
+from circhub.cli.common import (
+    ConfigOpt,
+    JsonOpt,
+    config_path,
+    console,
+    err,
+    known_member,
+    print_json,
+    runtime,
+    say_empty,
+    usage_error,
+    use_one_prefect_home,
+)
+from circhub.cli.members import member_app
+from circhub.cli.onboarding import onboarding_app
 from circhub.cli.ops import ops_app
 from circhub.cli.outbox import outbox_app
 from circhub.cli.readers import reader_app
 
+use_one_prefect_home()
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no outbound network
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
@@ -26,6 +41,25 @@ app.add_typer(reader_app, name="reader")
 app.add_typer(outbox_app, name="outbox")
 app.add_typer(books_app, name="books")
 app.add_typer(ops_app)  # serve, status, report: top-level commands
+app.add_typer(onboarding_app)  # prepare: a top-level command
+app.add_typer(member_app, name="member")
+
+
+def _version(show: bool) -> None:
+    if show:
+        from importlib.metadata import version
+
+        console.print(f"circhub {version('circhub')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(show_version: bool = typer.Option(False, "--version", callback=_version,
+                                            is_eager=True, help="Show the version and exit.")
+          ) -> None:
+    """circhub: the circulation data hub of a library consortium."""
+
+
 @app.command()
 def demo(folder: Path = typer.Option(Path("demo"), help="Where the demo's databases go."),
          members: int = 12, seed: int = 7) -> None:
@@ -56,9 +90,8 @@ def simulate(out: Path = typer.Option(Path("sim"), help="Folder for the member d
                   f"{s.secondary_loans} secondary loans, {s.renewals} renewals")
 
 
-@db_app.command("upgrade")
-def db_upgrade(config: str = ConfigOpt) -> None:
-    """Create or upgrade the central store schema (never drops data)."""
+def _store_engine(config: str):
+    """The central store's engine, after the checks every command makes (config, key)."""
     from circhub.connections.config import ConfigError, load_config
     from circhub.connections.engines import (
         ConnectionSetupError,
@@ -66,27 +99,53 @@ def db_upgrade(config: str = ConfigOpt) -> None:
         engine_for,
         id_hash_key,
     )
-    from circhub.connections.store import current_version, upgrade
 
     try:
         consortium = load_config(config_path(config))
         id_hash_key(consortium)  # the rule of every command: no reader-ID key, no start
-        engine = engine_for(central_url(consortium))
+        return engine_for(central_url(consortium))
     except (ConfigError, ConnectionSetupError) as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from None
-    applied = upgrade(engine)
-    console.print(f"central store at schema version {current_version(engine)}"
-                  + (f"; applied {', '.join(applied)}" if applied else "; already current"))
+
+
+@db_app.command("upgrade")
+def db_upgrade(config: str = ConfigOpt) -> None:
+    """Create or upgrade the central store schema (never drops data)."""
+    from circhub.connections.migrations import status, upgrade
+
+    engine = _store_engine(config)
+    done = upgrade(engine)
+    console.print(f"central store at revision {status(engine).current}"
+                  + (f"; {', '.join(done)}" if done else "; already current"))
+
+
+@db_app.command("status")
+def db_status(config: str = ConfigOpt) -> None:
+    """The central store's schema revision beside the code's; exit 1 when it is behind."""
+    from circhub.connections.migrations import UPGRADE_COMMAND, status
+
+    version = status(_store_engine(config))
+    if version.behind:
+        console.print(f"{version.describe()}: run `{UPGRADE_COMMAND} -c {config_path(config)}`")
+        raise typer.Exit(1)
+    console.print(f"central store at revision {version.current} (head)")
 
 
 @app.command()
 def sync(config: str = ConfigOpt,
          member: list[str] = typer.Option(None, "--member", "-m",
                                           help="Only these members (repeatable).")) -> None:
-    """Run the consortium sync flow (or one member's) now."""
+    """Run the consortium sync flow (or one member's) now.
+
+    Exits 1 when a member failed (the run may still be Completed: its message names them),
+    2 for an unknown member code (before anything runs).
+    """
     from circhub.flows.sync import sync_consortium
 
+    rt = runtime(config)
+    for code in member or ():
+        known_member(rt, code)
     _run_flow(sync_consortium, "sync", config, members=member or None)
 
 
@@ -106,12 +165,17 @@ def _run_flow(flow_fn, what: str, config: str | None, **params) -> None:
     if isinstance(rows, dict):
         _print_rows(rows.values())
     if not state.is_completed():
-        err.print(f"[red]{what} failed:[/] {state.message}")
+        err.print(f"[red]{what} failed:[/] {state.message}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
+    console.print(state.message or f"{what} done", highlight=False, soft_wrap=True)
+    if isinstance(rows, dict):
+        from circhub.cli.onboarding import exit_on_member_errors
+
+        exit_on_member_errors(rows.values())  # Completed, but a member needs a person: exit 1
 
 
 @app.command()
-def check(member: str, config: str = ConfigOpt) -> None:
+def check(member: str, config: str = ConfigOpt, as_json: bool = JsonOpt) -> None:
     """Onboarding check: profile vs live schema, sampled validation, backfill size, verdict."""
     from circhub.connections.config import ConfigError, load_config
     from circhub.connections.engines import ConnectionSetupError, id_hash_key
@@ -126,13 +190,20 @@ def check(member: str, config: str = ConfigOpt) -> None:
         with source_slots(member):  # never beside a sync or backfill of the same member
             report = check_member(consortium, member)
     except (ConfigError, ConnectionSetupError) as exc:
-        err.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from None
+        usage_error(str(exc))
     except TimeoutError as exc:
         err.print(f"[red]check not run:[/] {exc}")
         raise typer.Exit(1) from None
-    for line in report.lines():
-        console.print(line, highlight=False, soft_wrap=True)
+    if as_json:
+        print_json({"member": report.member, "profile": report.profile,
+                    "ready": report.ready, "reasons": report.reasons,
+                    "warnings": report.warnings, "schema_problems": report.schema_problems,
+                    "samples": {e: {"rows": x.rows, "failed": x.failed, "rules": x.rules}
+                                for e, x in report.samples.items()},
+                    "backfill_rows": report.backfill_rows})
+    else:
+        for line in report.lines():
+            console.print(line, highlight=False, soft_wrap=True)
     if not report.ready:
         raise typer.Exit(1)
 
@@ -143,36 +214,49 @@ def backfill_cmd(member: str, entity: str,
                  until: str = typer.Option(None, help="End (exclusive); default now."),
                  window_hours: int = 24, config: str = ConfigOpt) -> None:
     """Load one entity of one member over a date range; rerun to resume after a crash."""
-    from circhub.connections.config import ConfigError
+    from circhub.tasks.loads.backfill import backfill_range
+
+    try:  # checked before anything starts: no Prefect server, no flow, no Data Docs folder
+        backfill_range(entity, since, until, window_hours)
+    except ValueError as exc:
+        usage_error(f"backfill: {exc}")
+    rt = runtime(config)
+    known_member(rt, member)
     from circhub.flows.backfill import backfill
 
-    rt = runtime(config)
-    try:
-        rt.consortium.member(member)  # a clear error for an unknown member, before any work
-    except ConfigError as exc:
-        err.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from None
     state = backfill(member=member, entity=entity, since=since, until=until,
                      window_hours=window_hours, config=config_path(config), show_progress=True,
                      return_state=True)
     if not state.is_completed():
-        err.print(f"[red]backfill failed:[/] {state.message}")
+        err.print(f"[red]backfill failed:[/] {state.message}", highlight=False,
+                  soft_wrap=True)
         raise typer.Exit(1)
-    console.print(state.result())
+    console.print(state.result()["summary"], highlight=False, soft_wrap=True)
 
 
 @app.command("quarantine")
-def quarantine_list(config: str = ConfigOpt, limit: int = 50) -> None:
+def quarantine_list(config: str = ConfigOpt, limit: int = 50,
+                    member: str = typer.Option(None, "--member", "-m"),
+                    as_json: bool = JsonOpt) -> None:
     """Rows held back by validation, with the rules they broke (masked values)."""
     from sqlalchemy import select
 
     from circhub.domain.schema import quarantine
 
     rt = runtime(config)
+    query = select(quarantine).where(quarantine.c.released_at.is_(None))
+    if member:
+        known_member(rt, member)
+        query = query.where(quarantine.c.member == member)
     with rt.store.connect() as conn:
-        rows = conn.execute(select(quarantine).where(quarantine.c.released_at.is_(None))
-                            .order_by(quarantine.c.member, quarantine.c.entity)
+        rows = conn.execute(query.order_by(quarantine.c.member, quarantine.c.entity)
                             .limit(limit)).all()
+    if as_json:
+        print_json([{"member": r.member, "entity": r.entity, "row_key": r.row_key,
+                     "rules": list(r.rules), "row_masked": r.row_masked} for r in rows])
+        return
+    if not rows:
+        return say_empty("rows in quarantine")
     table = Table("member", "entity", "row key", "rules", "row (masked)")
     for r in rows:
         table.add_row(r.member, r.entity, r.row_key, ", ".join(r.rules),

@@ -11,6 +11,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from circhub.connections.config import ConfigError, Consortium, Member
 from circhub.connections.engines import member_engine
+from circhub.connections.errors import is_transient
 from circhub.connections.holds import MemberHold
 from circhub.connections.store import upsert_insert
 from circhub.domain.identity import check_id_number, reader_key
@@ -43,7 +44,8 @@ def map_member(conn: Connection, consortium: Consortium, code: str, mapping: Tab
             return _map_readers(conn, member, mapping, old_key, new_key)
     except SQLAlchemyError as exc:
         raise SourceUnavailable(f"member {code}: cannot read its readers for the key "
-                                f"rotation ({type(exc).__name__}); nothing was changed") from None
+                                f"rotation ({type(exc).__name__}); nothing was changed",
+                                transient=is_transient(exc)) from None
 
 
 def _map_readers(conn: Connection, member: Member, mapping: Table, old_key: bytes,

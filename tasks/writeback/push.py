@@ -22,13 +22,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import Connection, Engine, inspect, text
+from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from circhub.connections.config import Consortium, Member
 from circhub.connections.engines import ConnectionSetupError, member_engine
+from circhub.connections.errors import is_permanent
+from circhub.connections.live_schema import column_renderer, column_types
 from circhub.connections.profile import Profile, load_profile
-from circhub.connections.sql import step_statement
+from circhub.connections.step_sql import Binding
+from circhub.tasks.writeback.explain import explain
 from circhub.tasks.writeback.outbox import (
     DEAD,
     RetryPolicy,
@@ -39,6 +42,7 @@ from circhub.tasks.writeback.outbox import (
     record_failure,
     targets_with_pending,
 )
+from circhub.tasks.writeback.steps import StepFailed, StepOutcome, run_steps
 
 __all__ = ["PushReport", "push_member", "pending_commands", "targets_with_pending"]
 
@@ -71,39 +75,32 @@ def command_params(member: Member, payload: dict) -> dict:
     for key in ("due_at", "returned_at", "state_at", "requested_at", "arrived_at"):
         if params.get(key):
             params[key] = datetime.fromisoformat(params[key])
-    # ILS kinds that keep a due *date* on the item (Koha's items.onloan) bind this one.
-    params["due_date"] = params["due_at"].date() if params.get("due_at") else None
+    # Each value is bound in the type and precision of the column it meets (a DATE column
+    # gets the due day): no hand-made variant of a parameter per column shape.
+    params.update({f"$member.{name}": value for name, value in member.constants.items()})
     return params
 
 
-_column_names: dict[tuple[Engine, str], tuple[str, ...]] = {}
-
-
-def _columns(conn: Connection, dotted: str) -> tuple[str, ...]:
-    """An ILS table's column names, kept per engine. Read on the command's own connection:
-    inspecting the engine took a second connection beside the open transaction, one more than
-    the member's slot grants (found by tests/test_member_slots.py in MariaDB's session list)."""
-    key = (conn.engine, dotted)
-    if key not in _column_names:
-        schema, _, name = dotted.rpartition(".")
-        _column_names[key] = tuple(
-            c["name"] for c in inspect(conn).get_columns(name, schema=schema or None))
-    return _column_names[key]
-
-
 def apply_command(engine: Engine, profile: Profile, member: Member, kind: str,
-                  payload: dict) -> list[int]:
-    """All steps of one command in one ILS transaction; the rows each step matched."""
-    params = command_params(member, payload)
-    matched = []
+                  payload: dict) -> list[StepOutcome]:
+    """All steps of one command in one ILS transaction, each verified (tasks.writeback.steps):
+    a step that cannot do what it must raises StepFailed and the ILS keeps nothing of it."""
     with engine.begin() as conn:
-        for step in profile.writeback[kind]:
-            shared = None
-            if step.op == "copy_row":
-                dest = set(_columns(conn, step.into.dotted))
-                shared = [c for c in _columns(conn, step.table.dotted) if c in dest]
-            matched.append(conn.execute(step_statement(step, params, shared)).rowcount)
-    return matched
+        return apply_on(conn, profile, member, kind, payload)
+
+
+def apply_on(conn: Connection, profile: Profile, member: Member, kind: str,
+             payload: dict) -> list[StepOutcome]:
+    """One command's steps on an open ILS transaction: the push commits it, `circhub check`
+    rehearses it and rolls it back (circhub.tasks.onboarding.rehearse)."""
+    # Column types read on this connection: the member's slot grants it one (live_schema).
+    binding = Binding(command_params(member, payload), render=column_renderer(conn))
+
+    def shared(step) -> list[str]:  # the columns both tables of a copy_row have
+        dest = column_types(conn, step.into.dotted)
+        return [c for c in column_types(conn, step.table.dotted) if c in dest]
+
+    return run_steps(conn, profile.writeback[kind], binding, shared)
 
 
 def push_member(store: Engine, consortium: Consortium, member: Member, *,
@@ -168,18 +165,20 @@ class _Pusher:
         if not claim(self.store, cmd, now):
             return True  # superseded (or taken) since it was read
         try:
-            matched = apply_command(self.engine, self.profile, self.member, cmd.kind,
-                                    cmd.payload)
-        except SQLAlchemyError as exc:
+            outcomes = apply_command(self.engine, self.profile, self.member, cmd.kind,
+                                     cmd.payload)
+        except (SQLAlchemyError, StepFailed) as exc:
             return self._failed(cmd, exc, now)
         _pause_for_tests(cmd.id)
-        acknowledge(self.store, cmd, _outcome(self.profile, cmd.kind, matched), now)
+        acknowledge(self.store, cmd, _outcome(outcomes), now)
         self.report.applied += 1
         return True
 
-    def _failed(self, cmd, exc: SQLAlchemyError, now: datetime) -> bool:
-        message = _cause(exc)
-        status = record_failure(self.store, cmd, message, self.policy, now, self.rng)
+    def _failed(self, cmd, exc: SQLAlchemyError | StepFailed, now: datetime) -> bool:
+        message = explain(self.member, self.profile, exc) if isinstance(exc, StepFailed) \
+            else _cause(exc)
+        status = record_failure(self.store, cmd, message, self.policy, now, self.rng,
+                                permanent=is_permanent(exc))
         self.blocked.add(cmd.barcode)
         self.report.failed += 1
         self.report.dead += status == DEAD
@@ -188,10 +187,9 @@ class _Pusher:
         return not (isinstance(exc, DBAPIError) and exc.connection_invalidated)
 
 
-def _outcome(profile: Profile, kind: str, matched: list[int]) -> str:
-    steps = ", ".join(f"{s.op} {s.table.name} {n}"
-                      for s, n in zip(profile.writeback[kind], matched, strict=True))
-    if not any(matched):
+def _outcome(outcomes: list[StepOutcome]) -> str:
+    steps = ", ".join(o.describe() for o in outcomes)
+    if not any(o.changed for o in outcomes):
         return f"no row changed (applied before, or the ILS shows newer state): {steps}"
     return f"rows matched: {steps}"
 
