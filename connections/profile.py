@@ -59,6 +59,26 @@ class Join:
     inner: bool = False  # an outer join unless the profile says a match is required
 
 
+@dataclass(frozen=True)
+class Lookup:
+    """One value read from the ILS while a write-back runs (e.g. an org unit id by shortname)."""
+
+    table: TableRef
+    column: str
+    where: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Exclusion:
+    """Rows a source never yields: those whose column holds one of `values`, or the value a
+    `lookup` reads from the ILS (Koha's AnonymousPatron preference names a borrowernumber).
+    A NULL column is never excluded (an old loan whose patron was deleted stays a loan)."""
+
+    column: str
+    values: tuple[Any, ...] = ()
+    lookup: Lookup | None = None
+
+
 # A source column is "column", "alias.column", or a list of those read as one text
 # (family name then given name, as Chinese names are written).
 ColumnExpr = str | tuple[str, ...]
@@ -72,6 +92,7 @@ class Source:
     columns: dict[str, ColumnExpr]  # canonical field -> column expression
     joins: tuple[Join, ...] = ()
     where_equals: dict[str, Any] = field(default_factory=dict)  # constant | "$null"
+    exclude: tuple[Exclusion, ...] = ()  # system and non-lending rows the hub never reads
 
     def column_refs(self) -> list[tuple[str, str]]:
         """(table alias, column) pairs this source reads, for schema checks."""
@@ -81,6 +102,7 @@ class Source:
             refs += [(j.table.alias, right) for right in j.on.values()]
             refs += [(j.table.alias, col) for col in j.filter]
         refs += [self.split(c) for c in self.where_equals]
+        refs += [self.split(e.column) for e in self.exclude]
         return refs
 
     def split(self, expr: str) -> tuple[str, str]:
@@ -103,15 +125,6 @@ class Entity:
 
 def _parts(expr: ColumnExpr) -> tuple[str, ...]:
     return expr if isinstance(expr, tuple) else (expr,)
-
-
-@dataclass(frozen=True)
-class Lookup:
-    """One value read from the ILS while a write-back runs (e.g. an org unit id by shortname)."""
-
-    table: TableRef
-    column: str
-    where: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -148,6 +161,12 @@ class Step:
     # update only: column -> value; the row is left alone where the column is already newer
     # (a version guard: a late, older command cannot regress what the ILS shows now).
     unless_newer: dict[str, Any] = field(default_factory=dict)
+    # parameter -> "set" | "null": the step runs only when each parameter is (not) given
+    # (Koha: a loan to the stand-in patron is opened while the book is lent away, closed after).
+    when: dict[str, str] = field(default_factory=dict)
+
+    def applies(self, params: dict[str, Any]) -> bool:
+        return all((params.get(p) is None) == (state == "null") for p, state in self.when.items())
 
 
 @dataclass(frozen=True)
@@ -167,6 +186,8 @@ class Profile:
                 tables = source.tables()
                 for alias, col in source.column_refs():
                     found.setdefault(tables[alias].dotted, set()).add(col)
+                for lk in (e.lookup for e in source.exclude if e.lookup):
+                    found.setdefault(lk.table.dotted, set()).update({lk.column, *lk.where})
         for steps in self.writeback.values():
             for step in steps:
                 cols = set(step.where) | set(step.set) | set(step.unless_newer)
@@ -267,11 +288,24 @@ def _parse_entity(where: str, name: str, spec: dict, required: set[str]) -> Enti
                 columns={k: _column_expr(here, k, v) for k, v in src["columns"].items()},
                 joins=tuple(_parse_join(here, j) for j in src.get("joins", [])),
                 where_equals=_constants(here, src.get("where_equals", {})),
+                exclude=tuple(_parse_exclusion(here, e) for e in src.get("exclude", [])),
             )
         )
     if not sources:
         raise ProfileError(f"{where}: entity {name!r} has no sources")
     return Entity(name=name, sources=tuple(sources), cursor=spec.get("cursor", "updated_at"))
+
+
+def _parse_exclusion(where: str, raw: dict) -> Exclusion:
+    if not isinstance(raw, dict) or not raw.get("column") or (
+            "values" in raw) == ("lookup" in raw):
+        raise ProfileError(f"{where}: an exclusion needs 'column' and either 'values' or 'lookup'")
+    if "lookup" in raw:
+        return Exclusion(raw["column"], lookup=_parse_lookup(where, raw["lookup"], {}))
+    values = raw["values"]
+    if not isinstance(values, list) or not values:
+        raise ProfileError(f"{where}: exclusion of {raw['column']!r}: 'values' is a non-empty list")
+    return Exclusion(raw["column"], tuple(values))
 
 
 def _column_expr(where: str, field_name: str, raw: Any) -> ColumnExpr:
@@ -350,4 +384,7 @@ def _parse_step(where: str, raw: dict, lookups: dict[str, Lookup]) -> Step:
     guard = {c: _parse_value(where, v, lookups) for c, v in raw.get("unless_newer", {}).items()}
     if guard and op != "update":
         raise ProfileError(f"{where}: 'unless_newer' guards an update step only")
-    return Step(op, table_ref, conds, values, into, guard)
+    when = dict(raw.get("when", {}))
+    if any(state not in ("set", "null") for state in when.values()):
+        raise ProfileError(f"{where}: 'when' maps a parameter to \"set\" or \"null\"")
+    return Step(op, table_ref, conds, values, into, guard, when)

@@ -29,7 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import NullType
 
-from circhub.connections.profile import Entity, Lookup, Source, Step, WhenNull
+from circhub.connections.profile import Entity, Exclusion, Lookup, Source, Step, WhenNull
 from circhub.domain.records import field_names, spec
 
 NOW = "$now"
@@ -90,9 +90,22 @@ def source_select(entity: Entity, source: Source, since: datetime | None,
     query = select(*cols).select_from(frm)
     for col, value in source.where_equals.items():
         query = query.where(_equals_constant(_col(tables, source, col), value))
+    for exclusion in source.exclude:
+        query = query.where(_not_excluded(_col(tables, source, exclusion.column), exclusion))
     query = _branch_filter(query, entity, source, tables, branches)
     cursor = _ref(tables, source, source.columns[entity.cursor])
     return _cursor_window(query, cursor, since, until)
+
+
+def _not_excluded(col: ColumnElement, exclusion: Exclusion) -> ColumnElement:
+    """The row is not one the profile excludes; a NULL column is never excluded."""
+    if exclusion.lookup is None:
+        return or_(col.is_(None), col.not_in([_bound(v) for v in exclusion.values]))
+    lk = exclusion.lookup
+    tbl = lk.table.sql(*sorted({lk.column, *lk.where})).alias()
+    named = select(literal(1)).select_from(tbl).where(tbl.c[lk.column] == col,
+                                                     _where(tbl, lk.where, {}))
+    return ~named.exists()
 
 
 def _branch_filter(query: Select, entity: Entity, source: Source, tables: dict[str, Any],

@@ -90,6 +90,9 @@ def apply_command(engine: Engine, profile: Profile, member: Member, kind: str,
     matched = []
     with engine.begin() as conn:
         for step in profile.writeback[kind]:
+            if not step.applies(params):
+                matched.append(0)
+                continue
             shared = None
             if step.op == "copy_row":
                 dest = set(_columns(engine, step.into.dotted))
