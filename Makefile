@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: demo test bench lint services odbc chromium cluster-tools serve clean
+.PHONY: demo test bench mutants lint services odbc chromium cluster-tools serve clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -30,6 +30,12 @@ test: $(STAMP) services odbc chromium cluster-tools
 
 bench: $(STAMP) services odbc
 	$(BIN)/python -m bench
+
+# Mutation testing of the modules that carry the guarantees (not part of `make test`: hours on
+# two cores). MODULES= limits it to some (paths as in scripts/mutants.toml); a run cut short
+# resumes. Report: mutants/report.md; figures quoted in docs/reliability.md.
+mutants: $(STAMP) services odbc
+	$(BIN)/python scripts/mutants.py $(MODULES)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

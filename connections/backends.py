@@ -37,6 +37,9 @@ class Backend:
     upsert_insert: Callable | None = None
     copy_from: bool = False  # psycopg's COPY ... FROM STDIN: large batches staged or loaded
     json_rows: bool = False  # a batch of rows as one JSON parameter (json_populate_recordset)
+    # Fraction-of-second digits a time column keeps when its type names none (MySQL DATETIME
+    # and TIMESTAMP: whole seconds; SQL Server DATETIME: about 3; PostgreSQL: microseconds).
+    time_digits: int = 6
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
@@ -81,7 +84,7 @@ POSTGRESQL_ODBC = Backend(
     upsert_insert=postgresql.insert)
 
 MYSQL = Backend(
-    "mysql/mariadb", ("mysql", "mariadb"),
+    "mysql/mariadb", ("mysql", "mariadb"), time_digits=0,
     connect_args=_frozen(connect_timeout=10, read_timeout=STATEMENT_TIMEOUT_SECONDS,
                          write_timeout=STATEMENT_TIMEOUT_SECONDS))
 
@@ -90,7 +93,8 @@ MYSQL = Backend(
 # which the tests reach Polaris-style members through, refuses the attribute and takes
 # statement_timeout as the PostgreSQL connections do.
 MSSQL = Backend(
-    "mssql", ("mssql",), connect_args=_frozen(timeout=10),  # pyodbc: the login timeout
+    "mssql", ("mssql",), time_digits=3,
+    connect_args=_frozen(timeout=10),  # pyodbc: the login timeout
     on_connect=(_query_timeout(STATEMENT_TIMEOUT_SECONDS),))
 
 OTHER = Backend("other", ())  # any other dialect: SQLAlchemy's defaults, portable paths only

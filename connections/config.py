@@ -60,6 +60,10 @@ class Settings(CheckedTable):
         0.5, gt=0, le=1,
         description="Share of failing rows above which a member's batch (10 rows or more) "
                     "is refused whole")
+    max_failed_share: float = Field(
+        0.25, ge=0, le=1,
+        description="Share of the members synced in one run that may fail (unreachable, "
+                    "refused) while the run still counts as Completed; more fails the run")
     data_docs_dir: Annotated[Path | None, Field(strict=False)] = Field(
         "data-docs", validate_default=True,
         description="Folder of the Great Expectations Data Docs, one site per flow, "
@@ -137,7 +141,8 @@ class Consortium(Settings):
         for m in self.members:
             if m.code == code:
                 return m
-        raise ConfigError(f"no member {code!r} in the consortium config")
+        raise ConfigError(f"no member {code!r} in the consortium config"
+                          f"{nearest(code, self.codes)}; its members: {known_codes(self.codes)}")
 
     @property
     def codes(self) -> set[str]:
@@ -171,6 +176,14 @@ class Consortium(Settings):
     @cached_property
     def _prefix_lengths(self) -> list[int]:
         return sorted({len(p) for p in self._owner_by_prefix}, reverse=True)
+
+
+def known_codes(codes: set[str], shown: int = 20) -> str:
+    """The valid member codes for an error message: all of a small consortium's, the first
+    `shown` of a large one's and how many more."""
+    ordered = sorted(codes)
+    more = f" and {len(ordered) - shown} more" if len(ordered) > shown else ""
+    return ", ".join(ordered[:shown]) + more
 
 
 def load_config(path: str | Path) -> Consortium:

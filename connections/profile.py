@@ -3,13 +3,8 @@
 A profile maps each canonical entity (see `circhub.domain.records`) onto one or more source tables,
 with joins, names the cursor and key, and lists the write-back steps per command kind.
 Every table and column name becomes a quoted SQLAlchemy identifier; every value a bound parameter.
-
-Value forms in write-back steps (`where`, `set`) and lookups:
-  ":name"   a parameter of the command (see circhub.tasks.writeback.push.command_params)
-  "$now"    the ILS's own clock;  "$null"  SQL NULL (in a `where`: IS NULL)
-  "@name"   a named lookup from the profile's [lookups.name] table
-  { lookup = { table, column, where } }     a scalar subquery: one value read from the ILS
-  { if_null = ":name", then = A, else = B }  A when the parameter is missing, else B
+The value, condition and column forms are listed in `circhub.connections.profile_forms`;
+docs/ils-profiles.md shows each with an example.
 """
 
 from __future__ import annotations
@@ -22,13 +17,26 @@ from typing import Any
 
 from sqlalchemy import column, table
 
+from circhub.connections.profile_forms import (
+    SPECIAL_VALUES,
+    Conditional,
+    Lookup,
+    ProfileError,
+    WhenNull,
+    column_parts,
+    is_member_constant,
+    lookups_in,
+    parse_column_form,
+    parse_condition,
+    parse_filter,
+    parse_when,
+)
 from circhub.domain.records import canonical_fields, is_optional
 
+__all__ = ["Lookup", "WhenNull", "lookups_in", "ProfileError", "Profile", "Step", "load_profile",
+           "parse_profile", "available_profiles"]
+
 PROFILE_DIR = Path(__file__).parent / "profiles"
-
-
-class ProfileError(ValueError):
-    """A profile file that does not describe a usable ILS kind."""
 
 
 @dataclass(frozen=True)
@@ -55,33 +63,25 @@ class TableRef:
 class Join:
     table: TableRef
     on: dict[str, str]  # "alias.column" or base column  ->  column of the joined table
-    filter: dict[str, Any] = field(default_factory=dict)  # joined column -> constant | "$null"
+    filter: dict[str, Any] = field(default_factory=dict)  # joined column -> condition
     inner: bool = False  # an outer join unless the profile says a match is required
-
-
-@dataclass(frozen=True)
-class Lookup:
-    """One value read from the ILS while a write-back runs (e.g. an org unit id by shortname)."""
-
-    table: TableRef
-    column: str
-    where: dict[str, Any]
 
 
 @dataclass(frozen=True)
 class Exclusion:
     """Rows a source never yields: those whose column holds one of `values`, or the value a
     `lookup` reads from the ILS (Koha's AnonymousPatron preference names a borrowernumber).
-    A NULL column is never excluded (an old loan whose patron was deleted stays a loan)."""
+    A NULL column is never excluded (an old loan whose patron was deleted stays a loan), which
+    `where` conditions (`!=`, SQL's three-valued logic) would not give."""
 
     column: str
     values: tuple[Any, ...] = ()
     lookup: Lookup | None = None
 
 
-# A source column is "column", "alias.column", or a list of those read as one text
-# (family name then given name, as Chinese names are written).
-ColumnExpr = str | tuple[str, ...]
+# A source column is "column", "alias.column", a list of those read as one text (family name
+# then given name, as Chinese names are written), or a form of circhub.connections.profile_forms.
+ColumnExpr = Any
 
 
 @dataclass(frozen=True)
@@ -91,12 +91,13 @@ class Source:
     table: TableRef
     columns: dict[str, ColumnExpr]  # canonical field -> column expression
     joins: tuple[Join, ...] = ()
-    where_equals: dict[str, Any] = field(default_factory=dict)  # constant | "$null"
+    where_equals: dict[str, Any] = field(default_factory=dict)  # column -> condition
     exclude: tuple[Exclusion, ...] = ()  # system and non-lending rows the hub never reads
 
     def column_refs(self) -> list[tuple[str, str]]:
         """(table alias, column) pairs this source reads, for schema checks."""
-        refs = [self.split(part) for expr in self.columns.values() for part in _parts(expr)]
+        refs = [self.split(part) for expr in self.columns.values()
+                for part in column_parts(expr)]
         for j in self.joins:
             refs += [self.split(left) for left in j.on]
             refs += [(j.table.alias, right) for right in j.on.values()]
@@ -123,34 +124,36 @@ class Entity:
     key: str = "local_id"
 
 
-def _parts(expr: ColumnExpr) -> tuple[str, ...]:
-    return expr if isinstance(expr, tuple) else (expr,)
+@dataclass(frozen=True)
+class NewerIn:
+    """A version guard over another table: the step leaves its row alone where a row of `table`
+    joined on `on` (this table's column -> that table's column) shows `column` newer than
+    `value` (e.g. a copy whose current status-history row is newer than the command)."""
+
+    table: TableRef
+    on: dict[str, str]
+    column: str
+    value: Any
 
 
 @dataclass(frozen=True)
-class WhenNull:
-    """A value chosen by whether a command parameter is missing (e.g. a status code)."""
+class RowExists:
+    """A row of `table` matching `where`: a step it guards was applied before."""
 
-    param: str
-    then: Any
-    otherwise: Any
-
-
-def lookups_in(value: Any) -> list[Lookup]:
-    """Every lookup a value form reads, nested ones included."""
-    if isinstance(value, Lookup):
-        return [value] + [lk for v in value.where.values() for lk in lookups_in(v)]
-    if isinstance(value, WhenNull):
-        return lookups_in(value.then) + lookups_in(value.otherwise)
-    return []
+    table: TableRef
+    where: dict[str, Any]
 
 
 @dataclass(frozen=True)
 class Step:
-    """One write-back statement: update | copy_row | delete | insert_missing, on one table.
+    """One write-back statement: update | copy_row | delete | insert_missing | insert.
 
-    insert_missing inserts the row `where` + `set` unless a row matching `where` exists, so a
-    replayed command never inserts twice.
+    `where` names the row(s) the step is about; `rows` says how many it must find ("one" by
+    default: a step matching no row, or more, fails the command and nothing is written).
+    Guards (`only_if`, `unless_newer`, `newer_in`) leave a found row alone when it shows the
+    command applied already or something newer: that is a replay, not an error.
+    insert_missing inserts the row `where` + `set` unless a row matching `where` exists;
+    insert always inserts one and may hand its new key to later steps (`returns`).
     """
 
     op: str
@@ -161,12 +164,22 @@ class Step:
     # update only: column -> value; the row is left alone where the column is already newer
     # (a version guard: a late, older command cannot regress what the ILS shows now).
     unless_newer: dict[str, Any] = field(default_factory=dict)
-    # parameter -> "set" | "null": the step runs only when each parameter is (not) given
-    # (Koha: a loan to the stand-in patron is opened while the book is lent away, closed after).
-    when: dict[str, str] = field(default_factory=dict)
+    only_if: dict[str, Any] = field(default_factory=dict)  # further conditions, not identity
+    newer_in: tuple[NewerIn, ...] = ()
+    rows: str = "one"  # one | at_most_one | any
+    when: dict[str, Any] = field(default_factory=dict)  # conditions on the command's params
+    skip_if_exists: RowExists | None = None
+    returns: tuple[str, str] | None = None  # insert: (key column, parameter name for later)
+    verify: bool = True  # read back what it wrote and compare before the command is applied
+    label: str = ""  # "close_loan step 2 (update items)", for messages
 
-    def applies(self, params: dict[str, Any]) -> bool:
-        return all((params.get(p) is None) == (state == "null") for p, state in self.when.items())
+    def values(self) -> list[Any]:
+        """Every value form the step uses (for lookups and schema checks)."""
+        found = [*self.where.values(), *self.set.values(), *self.unless_newer.values(),
+                 *self.only_if.values(), *(g.value for g in self.newer_in)]
+        if self.skip_if_exists:
+            found += list(self.skip_if_exists.where.values())
+        return found
 
 
 @dataclass(frozen=True)
@@ -190,21 +203,33 @@ class Profile:
                     found.setdefault(lk.table.dotted, set()).update({lk.column, *lk.where})
         for steps in self.writeback.values():
             for step in steps:
-                cols = set(step.where) | set(step.set) | set(step.unless_newer)
-                found.setdefault(step.table.dotted, set()).update(cols)
-                if step.into:
-                    found.setdefault(step.into.dotted, set())
-                for value in [*step.where.values(), *step.set.values()]:
-                    for lk in lookups_in(value):
-                        found.setdefault(lk.table.dotted, set()).update({lk.column, *lk.where})
+                _step_columns(step, found)
         return found
+
+
+def _step_columns(step: Step, found: dict[str, set[str]]) -> None:
+    cols = set(step.where) | set(step.set) | set(step.unless_newer) | set(step.only_if)
+    cols |= {c for g in step.newer_in for c in g.on}
+    if step.returns:
+        cols.add(step.returns[0])
+    found.setdefault(step.table.dotted, set()).update(cols)
+    if step.into:
+        found.setdefault(step.into.dotted, set())
+    for guard in step.newer_in:
+        found.setdefault(guard.table.dotted, set()).update({guard.column, *guard.on.values()})
+    if step.skip_if_exists:
+        found.setdefault(step.skip_if_exists.table.dotted, set()).update(
+            step.skip_if_exists.where)
+    for value in step.values():
+        for lk in lookups_in(value):
+            found.setdefault(lk.table.dotted, set()).update({lk.column, *lk.where})
 
 
 WRITEBACK_KINDS = ("close_loan", "set_item")
 # Kinds a profile may leave out: the push marks such a command 'unsupported by profile X'.
 OPTIONAL_WRITEBACK_KINDS = ("transfer", "transfer_arrived")
-STEP_OPS = ("update", "copy_row", "delete", "insert_missing")
-SPECIAL_VALUES = ("$now", "$null")
+STEP_OPS = ("update", "copy_row", "delete", "insert_missing", "insert")
+ROW_COUNTS = ("one", "at_most_one", "any")
 
 
 def load_profile(kind: str) -> Profile:
@@ -247,8 +272,8 @@ def parse_profile(kind: str, data: dict[str, Any]) -> Profile:
         steps = data.get("writeback", {}).get(cmd)
         if not steps:
             raise ProfileError(f"{where}: write-back {cmd!r} has no steps")
-        writeback[cmd] = tuple(_parse_step(f"{where} write-back {cmd!r}", s, lookups)
-                               for s in steps)
+        writeback[cmd] = tuple(_parse_step(f"{where} write-back {cmd!r}", s, lookups, n)
+                               for n, s in enumerate(steps))
     writeback.update(_optional_writeback(where, data.get("writeback", {}), lookups))
     return Profile(
         kind=kind,
@@ -265,7 +290,8 @@ def _optional_writeback(where: str, raw: dict, lookups: dict[str, Lookup]
     unknown = set(raw) - set(WRITEBACK_KINDS) - set(OPTIONAL_WRITEBACK_KINDS)
     if unknown:
         raise ProfileError(f"{where}: unknown write-back kind(s) {sorted(unknown)}")
-    return {cmd: tuple(_parse_step(f"{where} write-back {cmd!r}", s, lookups) for s in raw[cmd])
+    return {cmd: tuple(_parse_step(f"{where} write-back {cmd!r}", s, lookups, n)
+                       for n, s in enumerate(raw[cmd]))
             for cmd in OPTIONAL_WRITEBACK_KINDS if raw.get(cmd)}
 
 
@@ -282,12 +308,13 @@ def _parse_entity(where: str, name: str, spec: dict, required: set[str]) -> Enti
         missing = required - set(src["columns"])
         if missing:
             raise ProfileError(f"{here}: required field(s) {sorted(missing)} not mapped")
+        conditions = {**src.get("where_equals", {}), **src.get("where", {})}
         sources.append(
             Source(
                 table=TableRef.parse(src["table"], src.get("alias")),
-                columns={k: _column_expr(here, k, v) for k, v in src["columns"].items()},
+                columns={k: parse_column_form(here, k, v) for k, v in src["columns"].items()},
                 joins=tuple(_parse_join(here, j) for j in src.get("joins", [])),
-                where_equals=_constants(here, src.get("where_equals", {})),
+                where_equals=parse_filter(here, conditions),
                 exclude=tuple(_parse_exclusion(here, e) for e in src.get("exclude", [])),
             )
         )
@@ -296,56 +323,49 @@ def _parse_entity(where: str, name: str, spec: dict, required: set[str]) -> Enti
     return Entity(name=name, sources=tuple(sources), cursor=spec.get("cursor", "updated_at"))
 
 
-def _parse_exclusion(where: str, raw: dict) -> Exclusion:
+def _parse_exclusion(where: str, raw: Any) -> Exclusion:
     if not isinstance(raw, dict) or not raw.get("column") or (
             "values" in raw) == ("lookup" in raw):
         raise ProfileError(f"{where}: an exclusion needs 'column' and either 'values' or 'lookup'")
     if "lookup" in raw:
-        return Exclusion(raw["column"], lookup=_parse_lookup(where, raw["lookup"], {}))
+        lookup = _parse_lookup(where, raw["lookup"], {})
+        if any(not isinstance(v, str | int) or str(v).startswith((":", "$", "@"))
+               for v in lookup.where.values()):
+            raise ProfileError(f"{where}: an exclusion's lookup compares with constants only")
+        return Exclusion(raw["column"], lookup=lookup)
     values = raw["values"]
     if not isinstance(values, list) or not values:
         raise ProfileError(f"{where}: exclusion of {raw['column']!r}: 'values' is a non-empty list")
     return Exclusion(raw["column"], tuple(values))
 
 
-def _column_expr(where: str, field_name: str, raw: Any) -> ColumnExpr:
-    if isinstance(raw, str) and raw:
-        return raw
-    if isinstance(raw, list) and raw and all(isinstance(p, str) and p for p in raw):
-        return tuple(raw)
-    raise ProfileError(f"{where}: field {field_name!r} must be a column or a list of columns")
-
-
 def _parse_join(where: str, raw: dict) -> Join:
     if "table" not in raw or not raw.get("on"):
         raise ProfileError(f"{where}: a join needs 'table' and 'on'")
     return Join(TableRef.parse(raw["table"], raw.get("alias")), dict(raw["on"]),
-                _constants(where, raw.get("filter", {})), bool(raw.get("inner", False)))
-
-
-def _constants(where: str, raw: dict) -> dict[str, Any]:
-    """Filters compare with constants only: a "$name" other than "$null" is a typo."""
-    for col, value in raw.items():
-        if isinstance(value, str) and value.startswith("$") and value != "$null":
-            raise ProfileError(f"{where}: filter on {col!r}: {value!r} is not a constant")
-    return dict(raw)
+                parse_filter(where, raw.get("filter", {})), bool(raw.get("inner", False)))
 
 
 def _parse_lookups(where: str, raw: dict) -> dict[str, Lookup]:
     """Named lookups; one may use another defined above it."""
     found: dict[str, Lookup] = {}
     for name, spec in raw.items():
-        found[name] = _parse_lookup(f"{where} lookup {name!r}", spec, found)
+        found[name] = _parse_lookup(f"{where} lookup {name!r}", spec, found, name)
     return found
 
 
-def _parse_lookup(where: str, spec: Any, named: dict[str, Lookup]) -> Lookup:
+def _parse_lookup(where: str, spec: Any, named: dict[str, Lookup], name: str = "") -> Lookup:
     if not isinstance(spec, dict) or not {"table", "column", "where"} <= set(spec):
         raise ProfileError(f"{where}: a lookup needs 'table', 'column' and 'where'")
     if not spec["where"]:
         raise ProfileError(f"{where}: a lookup needs a non-empty 'where'")
-    conds = {c: _parse_value(where, v, named) for c, v in spec["where"].items()}
-    return Lookup(TableRef.parse(spec["table"]), spec["column"], conds)
+    conds = _conditions(where, spec["where"], named)
+    return Lookup(TableRef.parse(spec["table"]), spec["column"], conds, name)
+
+
+def _conditions(where: str, raw: dict, named: dict[str, Lookup]) -> dict[str, Any]:
+    return {c: parse_condition(where, v, lambda w, x: _parse_value(w, x, named))
+            for c, v in raw.items()}
 
 
 def _parse_value(where: str, raw: Any, named: dict[str, Lookup]) -> Any:
@@ -364,27 +384,75 @@ def _parse_value(where: str, raw: Any, named: dict[str, Lookup]) -> Any:
         if raw[1:] not in named:
             raise ProfileError(f"{where}: no lookup named {raw[1:]!r}")
         return named[raw[1:]]
-    if isinstance(raw, str) and raw.startswith("$") and raw not in SPECIAL_VALUES:
-        raise ProfileError(f"{where}: {raw!r} is not one of {SPECIAL_VALUES}")
+    if isinstance(raw, str) and raw.startswith("$") and raw not in SPECIAL_VALUES \
+            and not is_member_constant(raw):
+        raise ProfileError(f"{where}: {raw!r} is not one of {SPECIAL_VALUES} or $member.NAME")
     return raw
 
 
-def _parse_step(where: str, raw: dict, lookups: dict[str, Lookup]) -> Step:
+def _set_value(where: str, raw: Any, named: dict[str, Lookup]) -> Any:
+    """A `set` value, optionally written only `when` the command's parameters allow."""
+    if isinstance(raw, dict) and "when" in raw:
+        if set(raw) != {"value", "when"}:
+            raise ProfileError(f"{where}: a conditional value is {{ value = ..., when = ... }}")
+        return Conditional(_parse_value(where, raw["value"], named),
+                           parse_when(where, raw["when"]))
+    return _parse_value(where, raw, named)
+
+
+STEP_KEYS = {"op", "table", "into", "where", "set", "unless_newer", "newer_in", "only_if",
+             "rows", "when", "skip_if_exists", "returns", "verify"}
+
+
+def _parse_step(where: str, raw: dict, lookups: dict[str, Lookup], n: int = 0) -> Step:
     op = raw.get("op")
     if op not in STEP_OPS:
         raise ProfileError(f"{where}: op {op!r} is not one of {STEP_OPS}")
-    if not raw.get("where"):
+    where = f"{where} step {n + 1} ({op} {raw.get('table')})"
+    unknown = set(raw) - STEP_KEYS
+    if unknown:
+        raise ProfileError(f"{where}: unknown key(s) {sorted(unknown)}")
+    if not raw.get("where") and op != "insert":
         raise ProfileError(f"{where}: a {op} step needs a 'where' (never touch a whole table)")
     into = TableRef.parse(raw["into"]) if raw.get("into") else None
     if op == "copy_row" and into is None:
         raise ProfileError(f"{where}: copy_row needs 'into'")
-    table_ref = TableRef.parse(raw["table"])
-    conds = {c: _parse_value(where, v, lookups) for c, v in raw["where"].items()}
-    values = {c: _parse_value(where, v, lookups) for c, v in raw.get("set", {}).items()}
     guard = {c: _parse_value(where, v, lookups) for c, v in raw.get("unless_newer", {}).items()}
-    if guard and op != "update":
+    newer_in = tuple(_parse_newer_in(where, g, lookups) for g in raw.get("newer_in", []))
+    if (guard or newer_in) and op != "update":
         raise ProfileError(f"{where}: 'unless_newer' guards an update step only")
-    when = dict(raw.get("when", {}))
-    if any(state not in ("set", "null") for state in when.values()):
-        raise ProfileError(f"{where}: 'when' maps a parameter to \"set\" or \"null\"")
-    return Step(op, table_ref, conds, values, into, guard, when)
+    rows = raw.get("rows", "one")
+    if rows not in ROW_COUNTS:
+        raise ProfileError(f"{where}: rows {rows!r} is not one of {ROW_COUNTS}")
+    return Step(
+        op, TableRef.parse(raw["table"]), _conditions(where, raw.get("where", {}), lookups),
+        {c: _set_value(where, v, lookups) for c, v in raw.get("set", {}).items()}, into, guard,
+        only_if=_conditions(where, raw.get("only_if", {}), lookups), newer_in=newer_in,
+        rows=rows, when=parse_when(where, raw["when"]) if "when" in raw else {},
+        skip_if_exists=_parse_exists(where, raw.get("skip_if_exists"), lookups),
+        returns=_parse_returns(where, op, raw.get("returns")),
+        verify=bool(raw.get("verify", True)), label=where)
+
+
+def _parse_newer_in(where: str, raw: Any, lookups: dict[str, Lookup]) -> NewerIn:
+    if not isinstance(raw, dict) or set(raw) != {"table", "on", "column", "value"}:
+        raise ProfileError(f"{where}: newer_in is {{ table, on = {{ column = its column }}, "
+                           f"column, value }}")
+    return NewerIn(TableRef.parse(raw["table"]), dict(raw["on"]), raw["column"],
+                   _parse_value(where, raw["value"], lookups))
+
+
+def _parse_exists(where: str, raw: Any, lookups: dict[str, Lookup]) -> RowExists | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or set(raw) != {"table", "where"} or not raw["where"]:
+        raise ProfileError(f"{where}: skip_if_exists is {{ table, where = {{ ... }} }}")
+    return RowExists(TableRef.parse(raw["table"]), _conditions(where, raw["where"], lookups))
+
+
+def _parse_returns(where: str, op: str, raw: Any) -> tuple[str, str] | None:
+    if raw is None:
+        return None
+    if op != "insert" or not isinstance(raw, dict) or set(raw) != {"column", "as"}:
+        raise ProfileError(f"{where}: 'returns' is {{ column, as = \"param\" }} on an insert")
+    return raw["column"], raw["as"].lstrip(":")

@@ -200,6 +200,17 @@ circulation_exceptions = Table(
     Index("ix_exceptions_status", "status", "waiting_on"),
 )
 
+# A member an operator took out of the schedule for a while (`circhub member pause CODE
+# --reason ...`): sync and push pass it by until it is resumed. Unlike `sync = false` in the
+# config it needs no deployment, and it carries who-knows-why for the next person on duty.
+member_pauses = Table(
+    "member_pauses",
+    metadata,
+    Column("member", String(32), primary_key=True),
+    Column("reason", Text, nullable=False),
+    Column("paused_at", DateTime, nullable=False),
+)
+
 sync_runs = Table(
     "sync_runs",
     metadata,

@@ -4,13 +4,16 @@ Events, emitted from the central store (the same rows `circhub status` prints) a
 every consortium sync (both kinds) and push run (dead letters), one per member needing a person:
 
 - `circhub.member.stale`: the member's last good sync is older than N sync intervals;
+- `circhub.member.sync-failed`: the member failed in this sync run (its one-line cause), and
+  `circhub.member.failing` once it has failed `CIRCHUB_ALERT_AFTER_FAILURES` (3) runs in a row;
 - `circhub.writeback.dead-lettered`: write-backs to the member were given up on.
 
 Their resource is `circhub.member.<CODE>`, so the UI's event feed filters by member.
 Automations, created or updated through the API by `ensure_automations` (at serve/deploy):
 
-- "circhub: member not synced" and "circhub: write-backs dead-lettered" react to those events,
-  at most once per member per hour (a member down all night is one message an hour, not 12);
+- "circhub: member not synced", "circhub: member failing" and "circhub: write-backs
+  dead-lettered" react to those events, at most once per member per hour (a member down all
+  night is one message an hour, not 12);
 - "circhub: consortium sync silent" is proactive: no sync-consortium run finished within N
   intervals (worker down, schedule paused) - the case where nothing runs to emit events.
 
@@ -21,6 +24,7 @@ automation still fires and shows in the UI's event feed.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 from uuid import UUID
 
@@ -39,6 +43,8 @@ from circhub.connections.runtime import Runtime
 from circhub.tasks.reporting.status import MemberStatus, Staleness, member_statuses
 
 STALE_EVENT = "circhub.member.stale"
+FAILED_EVENT = "circhub.member.sync-failed"
+FAILING_EVENT = "circhub.member.failing"
 DEAD_EVENT = "circhub.writeback.dead-lettered"
 ALERT_BLOCK = "circhub-alerts"
 RESOURCE_PREFIX = "circhub.member."
@@ -51,18 +57,21 @@ def member_resource(s: MemberStatus) -> dict[str, str]:
             "circhub.region": s.region, "circhub.level": s.level}
 
 
-def raise_alerts(rt: Runtime, rule: Staleness | None = None,
-                 stale: bool = True) -> list[tuple[str, str]]:
+def raise_alerts(rt: Runtime, rule: Staleness | None = None, stale: bool = True,
+                 failed: Sequence[str] = ()) -> list[tuple[str, str]]:
     """Emit one event per member that needs a person; returns (event, member) pairs.
 
     The push flow passes `stale=False`: freshness is the sync's to judge (a push every minute
-    right after start would otherwise call every member "never synced").
+    right after start would otherwise call every member "never synced"). `failed`: the members
+    that failed in this sync run.
     """
     rule = rule or Staleness.from_env()
     sent = []
     for s in member_statuses(rt.store, rt.consortium):
+        if s.code in failed:
+            sent += _failure_events(s, rule)
         if stale and s.stale(rule):
-            _emit(STALE_EVENT, s, {"problem": s.problems(rule)[0], "last_error": s.last_error,
+            _emit(STALE_EVENT, s, {"problem": s.staleness(), "last_error": s.last_error,
                                    "lag_seconds": s.lag.total_seconds() if s.lag else None,
                                    "threshold_seconds": rule.limit.total_seconds()})
             sent.append((STALE_EVENT, s.code))
@@ -70,6 +79,20 @@ def raise_alerts(rt: Runtime, rule: Staleness | None = None,
             _emit(DEAD_EVENT, s, {"problem": f"{s.dead} write-back(s) dead-lettered",
                                   "dead": s.dead, "pending": s.pending})
             sent.append((DEAD_EVENT, s.code))
+    return sent
+
+
+def _failure_events(s: MemberStatus, rule: Staleness) -> list[tuple[str, str]]:
+    """The failed run's event (the event feed), and the alert once it has failed N in a row.
+    Not logged here: the run's message and the member's red task run already say it."""
+    payload = {"problem": f"sync failed: {s.last_error}", "last_error": s.last_error,
+               "failures_in_a_row": s.failures_in_a_row}
+    emit_event(FAILED_EVENT, resource=member_resource(s), payload=payload)
+    sent = [(FAILED_EVENT, s.code)]
+    if s.failures_in_a_row >= rule.failures:
+        _emit(FAILING_EVENT, s, {**payload, "problem": f"{s.failures_in_a_row} sync runs "
+                                 f"failed in a row: {s.last_error}"})
+        sent.append((FAILING_EVENT, s.code))
     return sent
 
 
@@ -101,6 +124,8 @@ def automations(rule: Staleness, watched_flow: str = "sync-consortium") -> list[
     return [
         _automation("circhub: member not synced", body, EventTrigger(
             expect={STALE_EVENT}, match=member, for_each=per_member, within=REPEAT_AFTER)),
+        _automation("circhub: member failing", body, EventTrigger(
+            expect={FAILING_EVENT}, match=member, for_each=per_member, within=REPEAT_AFTER)),
         _automation("circhub: write-backs dead-lettered", body, EventTrigger(
             expect={DEAD_EVENT}, match=member, for_each=per_member, within=REPEAT_AFTER)),
         _automation("circhub: consortium sync silent",

@@ -11,6 +11,7 @@ a `Failed` value with its one-line cause.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
@@ -19,6 +20,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from sqlalchemy.exc import OperationalError
 
+from circhub.connections.errors import is_transient
 from circhub.connections.runtime import Runtime
 from circhub.flows.naming import tagged
 from circhub.flows.slots import source_slots
@@ -31,7 +33,7 @@ from circhub.tasks.sync.cycle import (
 )
 from circhub.tasks.sync.extract import Extract, SourceUnavailable
 from circhub.tasks.sync.merge import MergeReport
-from circhub.tasks.sync.validate import Validated
+from circhub.tasks.sync.validate import BatchRejected, Validated
 from circhub.tasks.writeback.push import PushReport
 
 T = TypeVar("T")
@@ -43,11 +45,15 @@ SLOT_WAIT_SECONDS = 240
 
 
 def transient(task, task_run, state) -> bool:
-    """Retry only what may go away by itself: a source that did not answer. Never bad data."""
+    """Retry only what may go away by itself: a source that did not answer, a lost connection,
+    a lock wait (the driver's error code says: `connections.errors`). Never bad data, a refused
+    login or a missing table or column: they fail at once with their cause."""
     try:
         state.result()
-    except (SourceUnavailable, OperationalError):
-        return True
+    except SourceUnavailable as exc:
+        return exc.transient
+    except OperationalError as exc:
+        return is_transient(exc)
     except Exception as exc:  # noqa: BLE001 - anything else is not worth a retry...
         return server_busy(exc)  # ...but a Prefect API that shed load for a moment is
     return False
@@ -108,6 +114,7 @@ class PrefectRunner:
 
     def __init__(self, rt: Runtime):
         self.rt = rt
+        quiet_expected_failures()
 
     def per_member(self, stage: str, fn: Callable[[str], T],
                    codes: Sequence[str]) -> dict[str, T | Failed]:
@@ -118,8 +125,43 @@ class PrefectRunner:
         return {code: _value(stage, fut) for code, fut in futures.items()}
 
     def whole(self, stage: str, fn: Callable[[], T], codes: Sequence[str]) -> T | Failed:
-        return _value(stage, whole_stage_task.with_options(name=stage).submit(stage, list(codes),
-                                                                              fn))
+        got = _value(stage, whole_stage_task.with_options(name=stage).submit(stage, list(codes),
+                                                                             fn))
+        if isinstance(got, dict):
+            _show_member_failures(self.rt, stage, got)
+        return got
+
+
+def _show_member_failures(rt: Runtime, stage: str, results: dict) -> None:
+    """A member failing inside a stage run once for many (its batch refused at validation, its
+    merge failed) gets a red task run of its own, `validate-CD001`, with its one-line cause:
+    the timeline shows each failed member, whichever stage it failed at (a task run only for
+    the failed ones: ~10 ms each)."""
+    futures = []
+    for code, value in results.items():
+        if isinstance(value, Failed):
+            with tagged(rt, code):
+                futures.append(_failure_task(stage).submit(stage, code, value.cause))
+    for fut in futures:
+        fut.wait()
+
+
+@task(name="member-failed", task_run_name="{stage}-{code}", cache_policy=NO_CACHE)
+def member_failed_task(stage: str, code: str, cause: str) -> None:
+    raise MemberStageFailed(cause)
+
+
+class MemberStageFailed(RuntimeError):
+    """One member's part of a stage run for many failed; the message is its cause."""
+
+
+_failure_tasks: dict[str, object] = {}
+
+
+def _failure_task(stage: str):
+    if stage not in _failure_tasks:
+        _failure_tasks[stage] = member_failed_task.with_options(name=stage)
+    return _failure_tasks[stage]
 
 
 def _value(stage: str, future):
@@ -128,6 +170,31 @@ def _value(stage: str, future):
         return state.result()
     except Exception as exc:  # noqa: BLE001 - the composition gets the cause as a value
         return failure(stage, exc)
+
+
+# -- an expected failure logs one line, not a traceback -----------------------------------------
+EXPECTED = (SourceUnavailable, BatchRejected, MemberStageFailed)
+
+
+class _OneLineForExpected(logging.Filter):
+    """Prefect logs a failed task run's exception with its traceback. A member that did not
+    answer or whose batch was refused is an expected condition of a 250-member consortium:
+    its line ("Task run failed with exception: SourceUnavailable('member CD001: cannot read
+    ...')") names the member and the cause, and a traceback would only bury it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if isinstance(record.exc_info, tuple) else None
+        if isinstance(exc, EXPECTED):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+_ONE_LINE = _OneLineForExpected()
+
+
+def quiet_expected_failures() -> None:
+    """Installed on Prefect's task-run logger (idempotent: a logger keeps one of each)."""
+    logging.getLogger("prefect.task_runs").addFilter(_ONE_LINE)
 
 
 # -- what the task runs log (masked values only; the quarantine table keeps every row) ----------

@@ -16,3 +16,7 @@ class Desk:
     def __init__(self, engine: Engine, branch: str):
         self.engine = engine
         self.branch = branch  # this member's own branch code inside its ILS
+
+    def member_constants(self) -> dict:
+        """The `constants` its member's config gives the profile (none for most kinds)."""
+        return {}

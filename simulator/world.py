@@ -7,6 +7,7 @@ hub has to work out the rest.
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -17,6 +18,7 @@ from sqlalchemy import create_engine
 from circhub.domain.identity import check_character
 from circhub.simulator.evergreen import EvergreenDesk
 from circhub.simulator.koha import Koha2311Desk, KohaDesk
+from circhub.simulator.openbiblio import OpenBiblioDesk
 from circhub.simulator.polaris import PolarisDesk
 
 # (code, name, region, level) — modelled on the Sichuan–Chongqing reading one-card.
@@ -40,7 +42,7 @@ AREA_CODES = {"Chengdu": ["510104", "510105", "510107", "510116"], "Mianyang": [
 LOAN_DAYS = 28
 # The desk that plays each ILS profile, so one world can mix kinds (see mixed_world).
 DESKS = {"koha": KohaDesk, "koha_2311": Koha2311Desk, "evergreen": EvergreenDesk,
-         "polaris": PolarisDesk}
+         "polaris": PolarisDesk, "openbiblio": OpenBiblioDesk}
 SURNAMES = ["Li", "Wang", "Zhang", "Liu", "Chen", "Yang", "Huang", "Zhao", "Wu", "Zhou"]
 
 
@@ -97,6 +99,11 @@ class World:
         self.people: list[Person] = []
         self.stats = Stats()
         self.journal: list[tuple[datetime, str, str, str]] = []  # (at, action, barcode, member)
+
+    def member_constants(self) -> dict[str, dict]:
+        """Each member's `constants` for the consortium config (see config_toml)."""
+        return {code: getattr(desk, "member_constants", dict)()  # KohaDesk is no Desk
+                for code, desk in self.desks.items()}
 
     # -- seeding -------------------------------------------------------------------------
     def seed(self, readers_per_member: int, items_per_member: int, bad_readers: int = 0) -> None:
@@ -245,13 +252,20 @@ def sqlite_world(folder: Path, n_members: int, seed: int, start: datetime) -> tu
 
 
 def config_toml(specs, urls: dict[str, str], central: str, name: str, demo: bool,
-                profiles: dict[str, str] | None = None) -> str:
-    """The consortium TOML; `profiles` names each member's ILS kind (default koha)."""
+                profiles: dict[str, str] | None = None,
+                constants: dict[str, dict] | None = None) -> str:
+    """The consortium TOML; `profiles` names each member's ILS kind (default koha),
+    `constants` a member's constants (World.member_constants gives its desks')."""
     lines = ["[consortium]", f'name = "{name}"', f'central_store = "{central}"',
              "max_source_connections = 8", f"demo = {str(demo).lower()}", ""]
     for code, title, region, level in specs:
         lines += ["[[members]]", f'code = "{code}"', f'name = "{title}"',
                   f'region = "{region}"', f'level = "{level}"',
                   f'profile = "{(profiles or {}).get(code, "koha")}"',
-                  f'connection = "{urls[code]}"', ""]
+                  f'connection = "{urls[code]}"']
+        given = (constants or {}).get(code)
+        if given:
+            lines.append("constants = { " + ", ".join(
+                f"{k} = {json.dumps(v)}" for k, v in given.items()) + " }")
+        lines.append("")
     return "\n".join(lines)

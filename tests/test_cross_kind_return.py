@@ -1,7 +1,8 @@
 """A book crosses between ILS kinds and the owner's own database shows where it went.
 
-One consortium of three kinds: an Evergreen member (PostgreSQL), a Koha member (MariaDB) and a
-Polaris-style member (PostgreSQL through pyodbc). The stages run as a sync cycle does: every
+One consortium of four kinds: an Evergreen member (PostgreSQL), a Koha member (MariaDB), a
+Polaris-style member (PostgreSQL through pyodbc) and an OpenBiblio member (MariaDB), the kind
+added as a profile alone. The stages run as a sync cycle does: every
 member's extract-validate-merge, then the push of every pending outbox command.
 """
 
@@ -14,10 +15,11 @@ from helpers import sync_cycle
 from member_databases import member_database
 from sqlalchemy import text
 
-from circhub.simulator.world import config_toml, member_specs, mixed_world
+from circhub.simulator.world import LOAN_DAYS, config_toml, member_specs, mixed_world
 
-KINDS = [("evergreen", "postgresql"), ("koha", "mariadb"), ("polaris", "odbc")]
-EVERGREEN, KOHA, POLARIS = (spec[0] for spec in member_specs(len(KINDS)))
+KINDS = [("evergreen", "postgresql"), ("koha", "mariadb"), ("polaris", "odbc"),
+         ("openbiblio", "mariadb")]
+EVERGREEN, KOHA, POLARIS, OPENBIBLIO = (spec[0] for spec in member_specs(len(KINDS)))
 
 
 @pytest.fixture
@@ -31,7 +33,8 @@ def consortium(request, pg_db, tmp_path):
     config = tmp_path / "consortium.toml"
     config.write_text(config_toml(member_specs(len(KINDS)), dict(zip(codes, urls, strict=True)),
                                   pg_db(), "mixed", demo=True,
-                                  profiles={c: k for c, (k, _) in zip(codes, KINDS, strict=True)}))
+                                  profiles={c: k for c, (k, _) in zip(codes, KINDS, strict=True)},
+                                  constants=world.member_constants()))
     return world, config
 
 
@@ -105,6 +108,35 @@ def test_once_the_owner_has_applied_the_return_later_cycles_owe_nothing(consorti
     assert ("close_loan", EVERGREEN, "applied") in before
     rt = sync_cycle(config)
     assert outbox_rows(rt) == before
+
+
+def test_an_openbiblio_book_returned_at_a_koha_member_lands_back_in_openbiblio(consortium):
+    world, config = consortium
+    book = f"{OPENBIBLIO}0000001"
+    loan_id = lend_then_return(world, config, book, OPENBIBLIO, KOHA)
+    returned_at = next(at for at, action, barcode, _ in reversed(world.journal)
+                       if action == "returned" and barcode == book)
+    sync_cycle(config)
+    owner = world.desks[OPENBIBLIO]
+    # OpenBiblio's own tables: the booking returned at the Koha desk's whole second, the
+    # copy's status pointer on a new 'in' history row, the copy at the Koha member's site.
+    assert owner.loan_view(loan_id) == {"open": False,
+                                        "returned_at": returned_at.replace(microsecond=0)}
+    assert owner.item_view(book) == {"holding": KOHA, "status": "in", "onloan": None,
+                                     "open_loan": None}
+
+
+def test_an_openbiblio_book_lent_again_at_koha_is_on_loan_there_in_openbiblio(consortium):
+    world, config = consortium
+    book = f"{OPENBIBLIO}0000002"
+    lend_then_return(world, config, book, OPENBIBLIO, KOHA)
+    world.checkout(book, KOHA, local_reader(world, KOHA))  # secondary circulation
+    lent_at = world.journal[-1][0]
+    sync_cycle(config)
+    # On loan to the consortium (OpenBiblio's 'ln'), due the day the Koha desk set.
+    view = world.desks[OPENBIBLIO].item_view(book)
+    assert (view["holding"], view["status"]) == (KOHA, "ln")
+    assert view["onloan"] == (lent_at + timedelta(days=LOAN_DAYS)).date()
 
 
 def outbox_rows(rt) -> list[tuple]:

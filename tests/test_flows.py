@@ -57,11 +57,11 @@ def test_a_member_with_more_changes_than_a_sync_reads_shows_as_catching_up(tmp_p
     sync_consortium(config=str(config))
 
     rows = _artifact_rows()
-    assert all(r["status"] == "ok" and "items" in r["catching_up"] for r in rows)
+    assert all(r["status"] == "ok" and "items" in r["catching up"] for r in rows)
     for _ in range(10):  # the next runs go on with the rest
-        if not any(r["catching_up"] for r in sync_consortium(config=str(config)).values()):
+        if not any(r["catching up"] for r in sync_consortium(config=str(config)).values()):
             break
-    assert not any(r["catching_up"] for r in _artifact_rows())
+    assert not any(r["catching up"] for r in _artifact_rows())
 
 
 def test_an_unreachable_member_fails_by_name_while_the_others_sync_and_it_catches_up_later(
@@ -102,6 +102,9 @@ def test_a_batch_failing_wholesale_fails_the_run_by_name_up_to_the_configured_sh
     """12 items of nobody's beside a member's own: at the default share (half) its batch is
     refused, the run fails naming it, and the other members sync; with `max_bad_share` at 0.8
     the same rows are quarantined and the run completes."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
     from circhub.connections.runtime import open_runtime
     from circhub.domain.schema import member_items, quarantine
 
@@ -114,6 +117,11 @@ def test_a_batch_failing_wholesale_fails_the_run_by_name_up_to_the_configured_sh
     assert state.is_failed()
     assert f"{bad_code}: member {bad_code}: 12 of" in state.message
     assert "fail validation" in state.message and "barcode_matches_owner=12" in state.message
+    with get_client(sync_client=True) as client:  # its own red task run, with the cause
+        red = [t for t in client.read_task_runs(flow_run_filter=FlowRunFilter(
+            id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
+            if t.name == f"validate-{bad_code}"]
+    assert len(red) == 1 and red[0].state.is_failed() and "12 of" in red[0].state.message
     rt = open_runtime(str(config))
     with rt.store.connect() as conn:
         marked = set(conn.execute(select(watermarks.c.member).distinct()).scalars())

@@ -13,15 +13,22 @@ from datetime import datetime
 import pytest
 from sqlalchemy.dialects import mssql
 
-from circhub.connections.profile import load_profile
+from circhub.connections.profile import load_profile, lookups_in
 from circhub.connections.sql import extract_query, key_count_query, step_statement
+from circhub.connections.step_sql import (
+    Binding,
+    identity_count,
+    lookup_query,
+    readback_query,
+    row_exists,
+)
 
 PROFILE = load_profile("polaris")
 SINCE, UNTIL = datetime(2026, 10, 1), datetime(2026, 10, 2)
 PARAMS = {"barcode": "AA0010000001", "holder": "BB001", "holder_branch": "BB001",
           "loan_local_id": "17", "returned_at": datetime(2026, 10, 2, 10, 0),
           "return_member": "BB001", "return_branch": "BB001", "due_at": None,
-          "due_date": None, "state_at": datetime(2026, 10, 2, 10, 0)}
+          "state_at": datetime(2026, 10, 2, 10, 0)}
 NOT_TSQL = {
     "LIMIT": r"\bLIMIT\b",
     "double-quoted identifier": r'"',
@@ -54,9 +61,17 @@ def extraction_statements():
 
 
 def writeback_statements():
+    """Each step, and what the push runs around it: its look-ups, the count of the rows it is
+    about, the check for a row there already, the read-back."""
     for kind, steps in PROFILE.writeback.items():
         for i, step in enumerate(steps, 1):
-            yield f"{kind}-step{i}-{step.op}", step_statement(step, PARAMS)
+            label = f"{kind}-step{i}-{step.op}"
+            yield label, step_statement(step, PARAMS)
+            yield f"{label}-count", identity_count(step, Binding(PARAMS))
+            yield f"{label}-exists", row_exists(step, Binding(PARAMS))
+            yield f"{label}-read-back", readback_query(step, Binding(PARAMS))
+            for lk in {id(lk): lk for v in step.values() for lk in lookups_in(v)}.values():
+                yield f"{label}-lookup-{lk.label}", lookup_query(lk, Binding(PARAMS))
 
 
 @pytest.mark.parametrize(("label", "statement"), list(extraction_statements()),
@@ -92,6 +107,12 @@ def test_the_server_clock_is_current_timestamp():
 
 
 def test_the_check_in_is_inserted_only_when_missing():
-    sql = tsql(step_statement(PROFILE.writeback["close_loan"][0], PARAMS))
+    step = PROFILE.writeback["close_loan"][0]
+    sql = tsql(step_statement(step, PARAMS))
     assert sql.startswith("INSERT INTO [PolarisTransactions].[Polaris].[TransactionHeaders]")
-    assert "WHERE NOT (EXISTS (SELECT" in sql
+    assert tsql(row_exists(step, Binding(PARAMS))).startswith("SELECT count(*)")
+
+
+def test_a_lookup_reads_at_most_two_rows_with_top():
+    lookup = PROFILE.writeback["close_loan"][0].where["ItemRecordID"]
+    assert tsql(lookup_query(lookup, Binding(PARAMS))).startswith("SELECT TOP __[POSTCOMPILE")

@@ -21,6 +21,7 @@ from circhub.connections.sql import extract_query
 from circhub.domain.records import entities
 from circhub.simulator.evergreen import EvergreenDesk
 from circhub.simulator.koha import Koha2311Desk, KohaDesk
+from circhub.simulator.openbiblio import OpenBiblioDesk
 from circhub.simulator.polaris import PolarisDesk
 from circhub.simulator.world import make_id_number
 from circhub.tasks.sync.cycle import sync_member
@@ -47,6 +48,7 @@ CASES = [
     ProfileCase("koha_2311", "mariadb", Koha2311Desk),  # Koha without checkin_library
     ProfileCase("evergreen", "postgresql", EvergreenDesk),
     ProfileCase("polaris", "odbc", PolarisDesk),
+    ProfileCase("openbiblio", "mariadb", OpenBiblioDesk),
 ]
 
 
@@ -67,8 +69,12 @@ class Member:
     def profile(self):
         return load_profile(self.case.profile)
 
+    def query(self, entity: str, since=None):
+        return extract_query(self.profile.entities[entity], since,
+                             constants=self.desk.member_constants())
+
     def extract(self, entity: str) -> pd.DataFrame:
-        return read_entity(self.engine, extract_query(self.profile.entities[entity]), entity)
+        return read_entity(self.engine, self.query(entity), entity)
 
 
 @pytest.fixture(params=CASES, ids=str)
@@ -93,7 +99,8 @@ def member(request):
 @pytest.fixture
 def runtime(member, pg_db):
     return make_runtime(pg_db(), [
-        {"code": HERE, "name": "Alpha", "profile": member.case.profile, "connection": member.url},
+        {"code": HERE, "name": "Alpha", "profile": member.case.profile, "connection": member.url,
+         "constants": member.desk.member_constants()},
         {"code": THERE, "name": "Beta", "profile": "koha", "connection": "sqlite://",
          "sync": False},
     ])
@@ -117,7 +124,7 @@ def test_rows_come_in_cursor_order_and_the_cursor_window_cuts_there(member, enti
     cursor = pd.to_datetime(frame["updated_at"], utc=True)
     assert cursor.is_monotonic_increasing
     mark = frame["updated_at"].iloc[len(frame) // 2]
-    since = extract_query(member.profile.entities[entity], since=mark)
+    since = member.query(entity, since=mark)
     later = read_entity(member.engine, since, entity)
     assert sorted(later["local_id"].astype(str)) == sorted(
         frame.loc[cursor >= cursor.iloc[len(frame) // 2], "local_id"].astype(str))

@@ -18,7 +18,7 @@ from circhub.connections.profile import (
 )
 from circhub.connections.sql import extract_query, step_statement
 
-PARAMS = {"barcode": "AA0010000001", "holder_branch": "BB001", "due_date": None,
+PARAMS = {"barcode": "AA0010000001", "holder_branch": "BB001", "due_at": None,
           "loan_local_id": "7", "returned_at": None, "return_branch": "BB001"}
 
 
@@ -26,7 +26,7 @@ def raw_profile(kind: str) -> dict:
     return tomllib.loads((PROFILE_DIR / f"{kind}.toml").read_text())
 
 
-@pytest.mark.parametrize("kind", ["koha", "evergreen", "polaris"])
+@pytest.mark.parametrize("kind", ["koha", "evergreen", "polaris", "openbiblio"])
 def test_every_shipped_profile_loads(kind):
     assert kind in available_profiles()
     assert load_profile(kind).kind == kind
@@ -48,7 +48,7 @@ def test_an_unknown_special_value_is_refused():
 
 def test_if_null_needs_a_parameter_then_and_else():
     data = raw_profile("evergreen")
-    data["writeback"]["set_item"][0]["set"]["status"] = {"if_null": ":due_date", "then": 0}
+    data["writeback"]["set_item"][0]["set"]["status"] = {"if_null": ":due_at", "then": 0}
     with pytest.raises(ProfileError, match="if_null needs"):
         parse_profile("evergreen", data)
 
@@ -83,10 +83,10 @@ def test_a_list_of_columns_is_read_as_one_text_in_each_dialect(dialect, joined):
     assert joined in sql
 
 
-@pytest.mark.parametrize(("due_date", "status"), [(None, 0), ("2026-11-01", 1)])
-def test_if_null_picks_the_value_by_the_command_parameter(due_date, status):
+@pytest.mark.parametrize(("due_at", "status"), [(None, 0), ("2026-11-01", 1)])
+def test_if_null_picks_the_value_by_the_command_parameter(due_at, status):
     step = load_profile("evergreen").writeback["set_item"][0]
-    compiled = step_statement(step, {**PARAMS, "due_date": due_date}).compile(
+    compiled = step_statement(step, {**PARAMS, "due_at": due_at}).compile(
         dialect=postgresql.dialect())
     assert status in compiled.params.values()
 

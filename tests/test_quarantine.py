@@ -55,10 +55,13 @@ def test_a_row_fixed_at_the_source_is_released_and_merged(tmp_path):
     (bad,) = _quarantined(rt)
     desk = world.desks[bad.member]
     person = world._person(bad.member)  # a correct number for the same reader
+    row = koha.borrowers.c.borrowernumber == int(bad.row_key)
     with desk.engine.begin() as conn:
-        conn.execute(update(koha.borrowers).where(
-            koha.borrowers.c.borrowernumber == int(bad.row_key)).values(
-            cardnumber=person.id_number, updated_on=func.current_timestamp()))
+        # The fix's cursor is chosen, not read off the wall clock: one second after the bad
+        # row's own, so it is past the watermark whatever the clocks of the ILS and the hub.
+        stamped = conn.execute(select(koha.borrowers.c.updated_on).where(row)).scalar_one()
+        conn.execute(update(koha.borrowers).where(row).values(
+            cardnumber=person.id_number, updated_on=stamped + timedelta(seconds=1)))
 
     rt = sync_cycle(config)
 

@@ -25,7 +25,7 @@ def _koha_with(**writeback) -> dict:
 
 def test_the_koha_item_update_leaves_an_item_that_shows_newer_state_alone():
     step = load_profile("koha").writeback["set_item"][0]
-    sql = str(step_statement(step, {"barcode": "X1", "holder_branch": "B", "due_date": None,
+    sql = str(step_statement(step, {"barcode": "X1", "holder_branch": "B", "due_at": None,
                                     "state_at": datetime(2026, 11, 1, 9)})
               .compile(dialect=mysql.dialect()))
     assert "(items.datelastseen IS NULL OR items.datelastseen <= %s)" in sql

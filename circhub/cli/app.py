@@ -10,7 +10,19 @@ import typer
 from rich.table import Table
 
 from circhub.cli.books import books_app
-from circhub.cli.common import ConfigOpt, config_path, console, err, runtime
+from circhub.cli.common import (
+    ConfigOpt,
+    JsonOpt,
+    config_path,
+    console,
+    err,
+    known_member,
+    print_json,
+    runtime,
+    say_empty,
+    usage_error,
+)
+from circhub.cli.members import member_app
 from circhub.cli.ops import ops_app
 from circhub.cli.outbox import outbox_app
 from circhub.cli.readers import reader_app
@@ -26,6 +38,24 @@ app.add_typer(reader_app, name="reader")
 app.add_typer(outbox_app, name="outbox")
 app.add_typer(books_app, name="books")
 app.add_typer(ops_app)  # serve, status, report: top-level commands
+app.add_typer(member_app, name="member")
+
+
+def _version(show: bool) -> None:
+    if show:
+        from importlib.metadata import version
+
+        console.print(f"circhub {version('circhub')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(show_version: bool = typer.Option(False, "--version", callback=_version,
+                                            is_eager=True, help="Show the version and exit.")
+          ) -> None:
+    """circhub: the circulation data hub of a library consortium."""
+
+
 @app.command()
 def demo(folder: Path = typer.Option(Path("demo"), help="Where the demo's databases go."),
          members: int = 12, seed: int = 7) -> None:
@@ -84,9 +114,16 @@ def db_upgrade(config: str = ConfigOpt) -> None:
 def sync(config: str = ConfigOpt,
          member: list[str] = typer.Option(None, "--member", "-m",
                                           help="Only these members (repeatable).")) -> None:
-    """Run the consortium sync flow (or one member's) now."""
+    """Run the consortium sync flow (or one member's) now.
+
+    Exits 1 when a member failed (the run may still be Completed: its message names them),
+    2 for an unknown member code (before anything runs).
+    """
     from circhub.flows.sync import sync_consortium
 
+    rt = runtime(config)
+    for code in member or ():
+        known_member(rt, code)
     _run_flow(sync_consortium, "sync", config, members=member or None)
 
 
@@ -106,12 +143,15 @@ def _run_flow(flow_fn, what: str, config: str | None, **params) -> None:
     if isinstance(rows, dict):
         _print_rows(rows.values())
     if not state.is_completed():
-        err.print(f"[red]{what} failed:[/] {state.message}")
+        err.print(f"[red]{what} failed:[/] {state.message}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
+    console.print(state.message or f"{what} done", highlight=False, soft_wrap=True)
+    if isinstance(rows, dict) and any(r.get("error") for r in rows.values()):
+        raise typer.Exit(1)  # Completed, but a member needs a person: scripts must know
 
 
 @app.command()
-def check(member: str, config: str = ConfigOpt) -> None:
+def check(member: str, config: str = ConfigOpt, as_json: bool = JsonOpt) -> None:
     """Onboarding check: profile vs live schema, sampled validation, backfill size, verdict."""
     from circhub.connections.config import ConfigError, load_config
     from circhub.connections.engines import ConnectionSetupError, id_hash_key
@@ -122,10 +162,17 @@ def check(member: str, config: str = ConfigOpt) -> None:
         id_hash_key(consortium)  # samples use a throwaway key, but no command starts keyless
         report = check_member(consortium, member)
     except (ConfigError, ConnectionSetupError) as exc:
-        err.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from None
-    for line in report.lines():
-        console.print(line, highlight=False, soft_wrap=True)
+        usage_error(str(exc))
+    if as_json:
+        print_json({"member": report.member, "profile": report.profile,
+                    "ready": report.ready, "reasons": report.reasons,
+                    "warnings": report.warnings, "schema_problems": report.schema_problems,
+                    "samples": {e: {"rows": x.rows, "failed": x.failed, "rules": x.rules}
+                                for e, x in report.samples.items()},
+                    "backfill_rows": report.backfill_rows})
+    else:
+        for line in report.lines():
+            console.print(line, highlight=False, soft_wrap=True)
     if not report.ready:
         raise typer.Exit(1)
 
@@ -155,17 +202,28 @@ def backfill_cmd(member: str, entity: str,
 
 
 @app.command("quarantine")
-def quarantine_list(config: str = ConfigOpt, limit: int = 50) -> None:
+def quarantine_list(config: str = ConfigOpt, limit: int = 50,
+                    member: str = typer.Option(None, "--member", "-m"),
+                    as_json: bool = JsonOpt) -> None:
     """Rows held back by validation, with the rules they broke (masked values)."""
     from sqlalchemy import select
 
     from circhub.domain.schema import quarantine
 
     rt = runtime(config)
+    query = select(quarantine).where(quarantine.c.released_at.is_(None))
+    if member:
+        known_member(rt, member)
+        query = query.where(quarantine.c.member == member)
     with rt.store.connect() as conn:
-        rows = conn.execute(select(quarantine).where(quarantine.c.released_at.is_(None))
-                            .order_by(quarantine.c.member, quarantine.c.entity)
+        rows = conn.execute(query.order_by(quarantine.c.member, quarantine.c.entity)
                             .limit(limit)).all()
+    if as_json:
+        print_json([{"member": r.member, "entity": r.entity, "row_key": r.row_key,
+                     "rules": list(r.rules), "row_masked": r.row_masked} for r in rows])
+        return
+    if not rows:
+        return say_empty("rows in quarantine")
     table = Table("member", "entity", "row key", "rules", "row (masked)")
     for r in rows:
         table.add_row(r.member, r.entity, r.row_key, ", ".join(r.rules),

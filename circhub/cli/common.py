@@ -1,15 +1,39 @@
-"""What every `circhub` command shares: the consoles, the config option, the runtime."""
+"""What every `circhub` command shares: the consoles, the config option, the runtime, and how a
+command answers a script (`--json`, exit codes).
+
+Exit codes, the same in every command: 0 all well, 1 something needs a person (a failed
+member, a dead write-back, a refused check), 2 the command was used wrongly (an unknown member
+code, outbox id or option value; the message lists what is valid).
+"""
 
 from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterable
+from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
 
-console = Console()
-err = Console(stderr=True)
+# Piped output keeps the table's width: rich falls back to 80 columns when stdout is not a
+# terminal, which cuts a member table mid-word in `circhub status | less` or a cron mail.
+PIPED_WIDTH = 250
+
+
+def _console(stderr: bool = False) -> Console:
+    stream = sys.stderr if stderr else sys.stdout
+    piped = not stream.isatty() and "COLUMNS" not in os.environ
+    return Console(stderr=stderr, width=PIPED_WIDTH if piped else None)
+
+
+console = _console()
+err = _console(stderr=True)
 
 ConfigOpt = typer.Option(None, "--config", "-c", envvar="CIRCHUB_CONFIG",
                          help="Consortium config (TOML). Default: ./consortium.toml")
+JsonOpt = typer.Option(False, "--json", help="JSON on stdout, for scripts.")
 
 
 def config_path(path: str | None) -> str:
@@ -24,5 +48,37 @@ def runtime(path: str | None):
     try:
         return open_runtime(config_path(path))
     except (ConfigError, ConnectionSetupError) as exc:
-        err.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from None
+        usage_error(str(exc))
+
+
+def usage_error(message: str) -> NoReturn:
+    """The command was used wrongly: the message says how, exit 2."""
+    err.print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def known_member(rt, code: str) -> None:
+    """An unknown member code is an error (exit 2) that lists the known ones."""
+    from circhub.connections.config import ConfigError
+
+    try:
+        rt.consortium.member(code)
+    except ConfigError as exc:
+        usage_error(str(exc))
+
+
+def one_of(option: str, value: str | None, valid: Iterable[str]) -> None:
+    """An option value outside its choices is an error (exit 2) that lists them."""
+    valid = list(valid)
+    if value is not None and value not in valid:
+        usage_error(f"{option} {value!r} is not one of: {', '.join(valid)}")
+
+
+def print_json(data: Any) -> None:
+    """JSON for scripts, on stdout as is (no rich markup, no wrapping)."""
+    sys.stdout.write(json.dumps(data, default=str, ensure_ascii=False, indent=1) + "\n")
+
+
+def say_empty(what: str) -> None:
+    """An empty result says so, instead of printing a table with no rows."""
+    console.print(f"no {what}", highlight=False)

@@ -13,7 +13,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from circhub.cli.common import ConfigOpt, config_path, console, err, runtime
+from circhub.cli.common import ConfigOpt, JsonOpt, config_path, console, err, print_json, runtime
 
 ops_app = typer.Typer()  # merged into the main app: top-level commands
 
@@ -26,38 +26,61 @@ def status(config: str = ConfigOpt,
            interval: int = typer.Option(None, help="Sync interval in seconds (default 300, "
                                         "or CIRCHUB_SYNC_INTERVAL_SECONDS)."),
            stale_after: int = typer.Option(None, help="Intervals without a good sync before "
-                                           "a member is stale (default 3).")) -> None:
-    """Per member: last good sync, lag, write-backs pending and dead, quarantine.
+                                           "a member is stale (default 3)."),
+           as_json: bool = JsonOpt) -> None:
+    """Per member, problems first: last good sync, lag, last error, write-backs, quarantine.
 
-    Exits 1 when something needs a person: a stale member or dead-lettered write-backs.
+    Exits 1 when something needs a person: a member whose last run failed or that is stale,
+    dead-lettered or failing write-backs.
     """
-    from circhub.tasks.reporting.status import Staleness, member_statuses, needs_attention
+    from circhub.tasks.reporting.status import (
+        Staleness,
+        member_statuses,
+        needs_attention,
+        problems_first,
+    )
 
     rt = runtime(config)
     base = Staleness.from_env()
-    rule = Staleness(interval or base.interval_seconds, stale_after or base.intervals)
-    rows = member_statuses(rt.store, rt.consortium)
-    console.print(_status_table(rows, rule, rt.consortium.name))
+    rule = Staleness(interval or base.interval_seconds, stale_after or base.intervals,
+                     base.failures)
+    rows = problems_first(member_statuses(rt.store, rt.consortium), rule)
     attention = needs_attention(rows, rule)
+    if as_json:
+        print_json({"consortium": rt.consortium.name, "needs_a_person": len(attention),
+                    "members": [s.to_json(rule) for s in rows]})
+    else:
+        _print_status(rows, attention, rule, rt.consortium.name)
     if attention:
-        err.print(f"[red]{len(attention)} member(s) need a person:[/] "
-                  + "; ".join(f"{s.code}: {', '.join(s.problems(rule))}" for s in attention))
         raise typer.Exit(1)
-    console.print(f"all {len(rows)} members fresh (stale after {rule.limit}), "
-                  "no dead-lettered write-backs")
+
+
+def _print_status(rows, attention, rule, title: str) -> None:
+    console.print(_status_table(rows, rule, title))
+    paused = [s.code for s in rows if s.paused]
+    note = f"; {len(paused)} paused: {', '.join(paused)}" if paused else ""
+    if attention:
+        err.print(f"[red]{len(attention)} of {len(rows)} member(s) need a person:[/] "
+                  + "; ".join(f"{s.code}: {', '.join(s.problems(rule))}" for s in attention)
+                  + note, highlight=False, soft_wrap=True)
+    else:
+        console.print(f"all {len(rows)} members fresh (stale after {rule.limit}), "
+                      f"no failed runs, no dead or failing write-backs{note}", highlight=False)
 
 
 def _status_table(rows, rule, title: str) -> Table:
-    table = Table("member", "region", "last good sync", "lag", "last run", "pending", "dead",
+    table = Table("member", "name", "last good sync", "lag", "last run", "pending", "dead",
                   "quarantined", "needs a person", title=f"{title}: member status")
     for s in rows:
         problems = s.problems(rule)
+        last = s.last_status or "-"
         table.add_row(
-            s.code, s.region,
+            s.code, s.name,
             f"{s.last_good_sync:%m-%d %H:%M}" if s.last_good_sync else "never",
-            _lag(s.lag), s.last_status or "-", str(s.pending),
+            _lag(s.lag), f"[red]{last}[/]" if last == "failed" else last, str(s.pending),
             f"[red]{s.dead}[/]" if s.dead else "0", str(s.quarantined),
-            f"[red]{'; '.join(problems)}[/]" if problems else "")
+            f"[red]{'; '.join(problems)}[/]" if problems
+            else f"[yellow]paused: {s.paused}[/]" if s.paused else "")
     return table
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from circhub.cli.common import ConfigOpt
+from circhub.cli.common import ConfigOpt, JsonOpt
 
 outbox_app = typer.Typer(no_args_is_help=True,
                          help="Write-backs owed to member ILS: list, retry, resolve; "
@@ -30,22 +30,54 @@ def _ui():
 @outbox_app.command("list")
 def list_commands(config: str = ConfigOpt, status: str = "pending",
                   member: str = typer.Option(None, "--member", "-m"),
-                  limit: int = 50) -> None:
-    """Commands by status: pending, applied, dead, superseded, resolved, unsupported."""
+                  limit: int = 50, as_json: bool = JsonOpt) -> None:
+    """Commands by status: pending, applied, superseded, dead, resolved, unsupported."""
+    from circhub.cli.common import known_member, one_of, print_json, say_empty
+    from circhub.tasks.writeback.outbox import STATUSES
     from circhub.tasks.writeback.outbox import list_commands as rows_of
 
     runtime, console, _ = _ui()
+    one_of("--status", status, STATUSES)
     rt = runtime(config)
+    if member:
+        known_member(rt, member)
     dry = {m.code for m in rt.consortium.members if not m.writeback}
+    rows = rows_of(rt.store, status, member, limit)
+    if as_json:
+        print_json([_command_json(r, dry) for r in rows])
+        return
+    if not rows:
+        return say_empty(f"{status} write-backs" + (f" for {member}" if member else ""))
     table = Table("id", "member", "kind", "barcode", "holder", "due", "attempts",
                   "next attempt", "outcome / last error")
-    for r in rows_of(rt.store, status, member, limit):
-        mode = "dry run (write-back off)" if r.target in dry and r.status == "pending" else ""
+    for r in rows:
         table.add_row(str(r.id), r.target, r.kind, r.barcode, r.payload.get("holder", ""),
                       r.payload.get("due_at") or "", str(r.attempts),
                       f"{r.next_attempt_at:%Y-%m-%d %H:%M:%S}" if r.next_attempt_at else "",
-                      mode or r.last_error or r.outcome or "")
+                      _mode(r, dry) or r.last_error or r.outcome or "")
     console.print(table)
+
+
+def _mode(r, dry: set[str]) -> str:
+    return "dry run (write-back off)" if r.target in dry and r.status == "pending" else ""
+
+
+def _command_json(r, dry: set[str]) -> dict:
+    return {"id": r.id, "member": r.target, "kind": r.kind, "barcode": r.barcode,
+            "status": r.status, "payload": r.payload, "attempts": r.attempts,
+            "next_attempt_at": r.next_attempt_at, "last_error": r.last_error,
+            "outcome": r.outcome, "dry_run": bool(_mode(r, dry))}
+
+
+def _known_ids(store, ids: list[int]) -> None:
+    """Unknown command ids are an error (exit 2) naming them."""
+    from circhub.cli.common import usage_error
+    from circhub.tasks.writeback.outbox import existing_ids
+
+    missing = sorted(set(ids) - existing_ids(store, ids))
+    if missing:
+        usage_error(f"no write-back command with id {', '.join(map(str, missing))}; "
+                    "`circhub outbox list --status dead` lists the ones to retry or resolve")
 
 
 @outbox_app.command("retry")
@@ -54,13 +86,20 @@ def retry(ids: list[int] = typer.Argument(None),
                                      help="Every dead command of this member."),
           config: str = ConfigOpt) -> None:
     """Dead (or unsupported) commands back to pending, with a fresh attempt budget."""
+    from circhub.cli.common import known_member, usage_error
     from circhub.tasks.writeback.outbox import retry_commands
 
     runtime, console, err = _ui()
     if not ids and not member:
-        err.print("[red]error:[/] name the command ids or --member")
-        raise typer.Exit(2)
-    n = retry_commands(runtime(config).store, ids or (), member)
+        usage_error("name the command ids or --member")
+    rt = runtime(config)
+    if member:
+        known_member(rt, member)
+    _known_ids(rt.store, ids or [])
+    n = retry_commands(rt.store, ids or (), member)
+    if not n:
+        err.print("nothing to retry: only dead or unsupported commands are retried")
+        raise typer.Exit(1)
     console.print(f"{n} command(s) pending again; `circhub push` applies them")
 
 
@@ -69,8 +108,13 @@ def resolve(ids: list[int], note: str = NoteOpt, config: str = ConfigOpt) -> Non
     """Dead (or unsupported) commands settled by hand at the ILS: the hub never applies them."""
     from circhub.tasks.writeback.outbox import resolve_commands
 
-    runtime, console, _ = _ui()
-    n = resolve_commands(runtime(config).store, ids, note)
+    runtime, console, err = _ui()
+    rt = runtime(config)
+    _known_ids(rt.store, ids)
+    n = resolve_commands(rt.store, ids, note)
+    if not n:
+        err.print("nothing to resolve: only dead or unsupported commands are resolved")
+        raise typer.Exit(1)
     console.print(f"{n} command(s) resolved")
 
 

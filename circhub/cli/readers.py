@@ -15,7 +15,7 @@ from datetime import datetime
 import typer
 from rich.table import Table
 
-from circhub.cli.common import ConfigOpt
+from circhub.cli.common import ConfigOpt, JsonOpt
 
 reader_app = typer.Typer(no_args_is_help=True,
                          help="Readers across members: lookup, review, stats, key rotation.")
@@ -82,14 +82,25 @@ def review(config: str = ConfigOpt, member: str = typer.Option(None, "--member",
 @reader_app.command("stats")
 def stats(config: str = ConfigOpt,
           since: str = typer.Option(None, help="Loans issued from (ISO date/time)."),
-          until: str = typer.Option(None, help="Loans issued before (ISO date/time).")) -> None:
+          until: str = typer.Option(None, help="Loans issued before (ISO date/time)."),
+          as_json: bool = JsonOpt) -> None:
     """Readers who borrowed across members, cross loans per reader."""
+    from dataclasses import asdict
+
+    from circhub.cli.common import print_json, usage_error
     from circhub.tasks.readers.stats import reader_stats
 
     runtime, console, _ = _ui()
     rt = runtime(config)
-    window = [datetime.fromisoformat(v) if v else None for v in (since, until)]
-    console.print(reader_stats(rt.store, *window).line())
+    try:
+        window = [datetime.fromisoformat(v) if v else None for v in (since, until)]
+    except ValueError as exc:
+        usage_error(f"--since/--until: {exc} (give an ISO date, e.g. 2026-01-01)")
+    found = reader_stats(rt.store, *window)
+    if as_json:
+        print_json({**asdict(found), "cross_loans_per_reader": found.cross_loans_per_reader})
+    else:
+        console.print(found.line())
 
 
 @reader_app.command("rotate-key")

@@ -57,6 +57,7 @@ class ReaderDone:
 class _Failed:
     source: bool  # the member's database failed (SourceUnavailable), or anything else
     message: str
+    transient: bool = False  # the driver's code says a retry may succeed (connections.errors)
 
 
 def read_in_child(job: ReadJob) -> Iterator[pd.DataFrame | WindowRead | ReaderDone]:
@@ -72,7 +73,9 @@ def read_in_child(job: ReadJob) -> Iterator[pd.DataFrame | WindowRead | ReaderDo
         while True:
             message = _next_message(child, job.member.code)
             if isinstance(message, _Failed):
-                raise (SourceUnavailable if message.source else RuntimeError)(message.message)
+                if message.source:
+                    raise SourceUnavailable(message.message, transient=message.transient)
+                raise RuntimeError(message.message)
             yield message
             if isinstance(message, ReaderDone):
                 return
@@ -95,6 +98,7 @@ def _read(job: ReadJob, out: BinaryIO) -> None:
     from sqlalchemy.exc import SQLAlchemyError
 
     from circhub.connections.engines import engine_for
+    from circhub.connections.errors import is_transient
     from circhub.domain.rowhash import with_row_hash
     from circhub.tasks.sync.extract import entity_query, iter_chunks, prepare_frame
 
@@ -108,7 +112,8 @@ def _read(job: ReadJob, out: BinaryIO) -> None:
             _send(out, WindowRead(end))
     except SQLAlchemyError as exc:
         _send(out, _Failed(True, f"member {job.member.code}: backfill of {job.entity} stopped: "
-                                 f"{type(getattr(exc, 'orig', exc)).__name__}"))
+                                 f"{type(getattr(exc, 'orig', exc)).__name__}",
+                           is_transient(exc)))
         return
     except Exception as exc:  # noqa: BLE001 - handed to the backfill, raised there
         _send(out, _Failed(False, f"member {job.member.code}: reading {job.entity} failed: "

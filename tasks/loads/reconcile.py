@@ -148,7 +148,6 @@ def reconcile_member(rt: Runtime, member: Member, fix: bool = True) -> list[Enti
                 if not found.clean:
                     repair(rt, member, found)
     except SQLAlchemyError as exc:
-        orig = getattr(exc, "orig", None) or exc
-        raise SourceUnavailable(f"member {member.code}: reconcile stopped: "
-                                f"{type(orig).__name__}: {str(orig).splitlines()[0]}") from None
+        raise SourceUnavailable.from_error(f"member {member.code}: reconcile stopped",
+                                           exc) from None
     return results

@@ -160,6 +160,7 @@ def _count(member: Member, engine: Engine, report: CheckReport) -> None:
     profile = load_profile(member.profile)
     with engine.connect() as conn:
         for entity in mapped_entities(member):
-            query = key_count_query(profile.entities[entity], member.own_branches())
+            query = key_count_query(profile.entities[entity], member.own_branches(),
+                                    member.constants)
             report.backfill_rows[entity] = int(conn.execute(query).scalar_one())
 

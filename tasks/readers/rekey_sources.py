@@ -11,6 +11,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from circhub.connections.config import ConfigError, Consortium
 from circhub.connections.engines import member_engine
+from circhub.connections.errors import is_transient
 from circhub.connections.store import upsert_insert
 from circhub.domain.identity import check_id_number, reader_key
 from circhub.domain.prepare import coerce_types
@@ -48,7 +49,8 @@ def map_member(conn: Connection, consortium: Consortium, code: str, mapping: Tab
             _add_pairs(conn, mapping, confirmed)
     except SQLAlchemyError as exc:
         raise SourceUnavailable(f"member {code}: cannot read its readers for the key "
-                                f"rotation ({type(exc).__name__}); nothing was changed") from None
+                                f"rotation ({type(exc).__name__}); nothing was changed",
+                                transient=is_transient(exc)) from None
     return matched, stale
 
 

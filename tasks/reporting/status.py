@@ -14,21 +14,26 @@ from sqlalchemy import Engine, func, select
 
 from circhub.connections.config import Consortium
 from circhub.domain.schema import outbox, quarantine, sync_runs
+from circhub.tasks.sync.pauses import paused_members
 
 INTERVAL_ENV = "CIRCHUB_SYNC_INTERVAL_SECONDS"
 STALE_ENV = "CIRCHUB_STALE_AFTER_INTERVALS"
+FAILURES_ENV = "CIRCHUB_ALERT_AFTER_FAILURES"
 
 
 @dataclass(frozen=True)
 class Staleness:
-    """A member is stale when its last good sync is older than `intervals` sync intervals."""
+    """A member is stale when its last good sync is older than `intervals` sync intervals; it
+    is failing (an alert) after `failures` failed runs in a row."""
 
     interval_seconds: int = 300  # the consortium sync deployment's schedule (prefect.yaml)
     intervals: int = 3
+    failures: int = 3
 
     @classmethod
     def from_env(cls) -> Staleness:
-        return cls(int(os.environ.get(INTERVAL_ENV, 300)), int(os.environ.get(STALE_ENV, 3)))
+        return cls(int(os.environ.get(INTERVAL_ENV, 300)), int(os.environ.get(STALE_ENV, 3)),
+                   int(os.environ.get(FAILURES_ENV, 3)))
 
     @property
     def limit(self) -> timedelta:
@@ -49,21 +54,43 @@ class MemberStatus:
     pending: int
     dead: int
     quarantined: int
+    failing: int = 0  # pending write-backs whose last attempt failed (backing off)
+    failures_in_a_row: int = 0  # the latest runs that failed, back to the last good one
+    paused: str | None = None  # why an operator paused it (`circhub member pause`)
 
     def stale(self, rule: Staleness) -> bool:
-        if not self.sync_enabled:
+        if not self.sync_enabled or self.paused:
             return False
         return self.lag is None or self.lag > rule.limit
 
     def problems(self, rule: Staleness) -> list[str]:
         """What needs a person; empty when the member is fine."""
         found = []
+        if self.last_status == "failed" and not self.paused:
+            row = f" ({self.failures_in_a_row} in a row)" if self.failures_in_a_row > 1 else ""
+            found.append(f"last run failed{row}: {self.last_error}")
         if self.stale(rule):
-            found.append("never synced" if self.lag is None else
-                         f"not synced for {_minutes(self.lag)} min")
+            found.append(self.staleness())
         if self.dead:
             found.append(f"{self.dead} write-back(s) dead-lettered")
+        if self.failing:
+            found.append(f"{self.failing} write-back(s) failing, retried with backoff")
         return found
+
+    def staleness(self) -> str:
+        return "never synced" if self.lag is None else f"not synced for {_minutes(self.lag)} min"
+
+    def to_json(self, rule: Staleness) -> dict:
+        """Its line of `circhub status --json`."""
+        return {"member": self.code, "name": self.name, "region": self.region,
+                "sync_enabled": self.sync_enabled, "paused": self.paused,
+                "last_good_sync": self.last_good_sync.isoformat() if self.last_good_sync
+                else None,
+                "lag_seconds": int(self.lag.total_seconds()) if self.lag else None,
+                "last_status": self.last_status, "last_error": self.last_error,
+                "failures_in_a_row": self.failures_in_a_row, "pending": self.pending,
+                "failing": self.failing, "dead": self.dead, "quarantined": self.quarantined,
+                "problems": self.problems(rule)}
 
 
 def member_statuses(store: Engine, consortium: Consortium,
@@ -73,19 +100,48 @@ def member_statuses(store: Engine, consortium: Consortium,
     latest = _latest_runs(store)
     backlog = _outbox_counts(store)
     held = _quarantine_counts(store)
+    in_a_row = failures_in_a_row(store)
+    paused = paused_members(store)
     rows = []
     for m in consortium.members:
         last_status, last_error = latest.get(m.code, (None, None))
         at = good.get(m.code)
+        pause = paused.get(m.code)
         rows.append(MemberStatus(
             m.code, m.name, m.region, m.level, m.sync, at, last_status, last_error,
             now - at if at else None, backlog.get((m.code, "pending"), 0),
-            backlog.get((m.code, "dead"), 0), held.get(m.code, 0)))
+            backlog.get((m.code, "dead"), 0), held.get(m.code, 0),
+            backlog.get((m.code, "failing"), 0), in_a_row.get(m.code, 0),
+            f"{pause.reason} (since {pause.paused_at:%Y-%m-%d %H:%M})" if pause else None))
     return rows
 
 
 def needs_attention(rows: list[MemberStatus], rule: Staleness) -> list[MemberStatus]:
     return [r for r in rows if r.problems(rule)]
+
+
+def problems_first(rows: list[MemberStatus], rule: Staleness) -> list[MemberStatus]:
+    """Members needing a person first (most problems, then longest lag), then paused ones,
+    then the rest by code: at 250 members the ones to act on are on the first screen."""
+    def order(s: MemberStatus):
+        lag = s.lag.total_seconds() if s.lag else float("inf")
+        return (-len(s.problems(rule)), s.paused is None, -lag if s.problems(rule) else 0,
+                s.code)
+    return sorted(rows, key=order)
+
+
+def failures_in_a_row(store: Engine) -> dict[str, int]:
+    """Per member, its failed runs since its last good one (0 when the latest was good)."""
+    last_ok = (select(sync_runs.c.member, func.max(sync_runs.c.id).label("ok_id"))
+               .where(sync_runs.c.status == "ok").group_by(sync_runs.c.member).subquery())
+    with store.connect() as conn:
+        rows = conn.execute(
+            select(sync_runs.c.member, func.count())
+            .select_from(sync_runs.outerjoin(last_ok, last_ok.c.member == sync_runs.c.member))
+            .where(sync_runs.c.status == "failed",
+                   (last_ok.c.ok_id.is_(None)) | (sync_runs.c.id > last_ok.c.ok_id))
+            .group_by(sync_runs.c.member)).all()
+    return dict(rows)
 
 
 def _last_good(store: Engine) -> dict[str, datetime]:
@@ -105,12 +161,18 @@ def _latest_runs(store: Engine) -> dict[str, tuple[str, str | None]]:
 
 
 def _outbox_counts(store: Engine) -> dict[tuple[str, str], int]:
+    """(member, pending | dead | failing) -> commands; failing: pending after a failure."""
     with store.connect() as conn:
         rows = conn.execute(
             select(outbox.c.target, outbox.c.status, func.count())
             .where(outbox.c.status.in_(("pending", "dead")))
             .group_by(outbox.c.target, outbox.c.status)).all()
-    return {(t, s): n for t, s, n in rows}
+        failing = conn.execute(
+            select(outbox.c.target, func.count())
+            .where(outbox.c.status == "pending", outbox.c.attempts > 0,
+                   outbox.c.last_error.is_not(None))
+            .group_by(outbox.c.target)).all()
+    return {(t, s): n for t, s, n in rows} | {(t, "failing"): n for t, n in failing}
 
 
 def _quarantine_counts(store: Engine) -> dict[str, int]:

@@ -25,10 +25,12 @@ from sqlalchemy import insert, update
 from sqlalchemy.exc import OperationalError
 
 from circhub.connections.config import Member
+from circhub.connections.errors import is_transient
 from circhub.connections.runtime import Runtime
 from circhub.domain.schema import sync_runs
 from circhub.tasks.sync.extract import Extract, SourceUnavailable, extract_member
 from circhub.tasks.sync.merge import MergeReport, hash_good_rows, merge_batch
+from circhub.tasks.sync.pauses import without_paused
 from circhub.tasks.sync.validate import BatchRejected, Validated, validate_members
 from circhub.tasks.writeback.push import PushReport, push_member, targets_with_pending
 
@@ -104,24 +106,6 @@ class MemberOutcome:
                 "events": self.merged.events if self.merged else 0,
                 "commands": self.merged.commands if self.merged else 0}
 
-    def row(self) -> dict:
-        """One line of the run's summary table."""
-        return {"member": self.member, "status": self.status,
-                **{e: self.entity_cell(e) for e in ("readers", "items", "loans")},
-                "quarantined": len(self.validated.bad) if self.validated else 0,
-                "events": self.merged.events if self.merged else 0,
-                "commands": self.merged.commands if self.merged else 0,
-                "pushed": self.pushed.applied if self.pushed else 0,
-                "catching_up": ", ".join(self.catching_up),
-                "error": self.error() or ""}
-
-    def entity_cell(self, entity: str) -> str:
-        extracted = self.extract.counts().get(entity, 0) if self.extract else 0
-        checked = self.validated.counts().get(entity, {}) if self.validated else {}
-        merged = self.merged.merged.get(entity, 0) if self.merged else 0
-        return "/".join(str(n) for n in (extracted, checked.get("valid", 0),
-                                         checked.get("quarantined", 0), merged))
-
 
 class Runner(Protocol):
     """Who runs the stages. Either way a failure comes back as a `Failed` value."""
@@ -183,7 +167,9 @@ def _merge_one(rt: Runtime, code: str, ext: Extract, val: Validated) -> MergeRep
     try:
         try:
             return merge_batch(rt.store, rt.consortium, member, ext, val)
-        except OperationalError:  # a deadlock, a dropped connection: once more
+        except OperationalError as exc:  # a deadlock, a dropped connection: once more
+            if not is_transient(exc):
+                raise
             time.sleep(MERGE_RETRY_SECONDS)
             return merge_batch(rt.store, rt.consortium, member, ext, val)
     except Exception as exc:  # noqa: BLE001 - that member's result; the others go on
@@ -248,6 +234,7 @@ def run_push(rt: Runtime, runner: Runner = PLAIN,
     `outcomes` (a member pushed to but not synced gets an outcome of its own)."""
     outcomes = {} if outcomes is None else outcomes
     targets = list(targets) if targets is not None else targets_with_pending(rt.store)
+    targets, _ = without_paused(rt.store, targets)  # a paused member's commands wait
     for code, got in runner.per_member(PUSH, lambda c: push_stage(rt, c), targets).items():
         out = outcomes.setdefault(code, MemberOutcome(code))
         if isinstance(got, Failed):

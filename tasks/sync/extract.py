@@ -19,7 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from circhub.connections.config import Consortium, Member
 from circhub.connections.engines import member_engine
-from circhub.connections.errors import driver_message
+from circhub.connections.errors import driver_message, is_transient
 from circhub.connections.profile import load_profile
 from circhub.connections.sql import extract_query
 from circhub.domain.prepare import coerce_types, protect_readers
@@ -31,7 +31,19 @@ CHUNK_ROWS = 50_000
 
 
 class SourceUnavailable(RuntimeError):
-    """A member's ILS could not be read; the message names the member and the cause."""
+    """A member's ILS could not be read; the message names the member and the cause.
+
+    `transient`: the driver's error code says it may go away by itself (no answer, a lost
+    connection, a lock wait), so a retry is worth it; a refused login or a missing table or
+    column is not (`connections.errors`)."""
+
+    def __init__(self, message: str, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient
+
+    @classmethod
+    def from_error(cls, message: str, exc: BaseException) -> SourceUnavailable:
+        return cls(f"{message}: {driver_message(exc)}", transient=is_transient(exc))
 
 
 @dataclass(frozen=True)
@@ -123,7 +135,7 @@ def entity_query(member: Member, entity: str, since: datetime | None,
     hosts several members)."""
     profile = load_profile(member.profile)
     return extract_query(profile.entities[entity], since, until,
-                         branches=member.own_branches())
+                         branches=member.own_branches(), constants=member.constants)
 
 
 def extract_member(consortium: Consortium, member: Member, store: Engine, id_key: bytes,
@@ -144,10 +156,8 @@ def extract_member(consortium: Consortium, member: Member, store: Engine, id_key
             if sliced:
                 catching_up.append(entity)
     except SQLAlchemyError as exc:
-        raise SourceUnavailable(
-            f"member {member.code}: cannot read its {member.profile} database: "
-            f"{driver_message(exc)}"
-        ) from None
+        raise SourceUnavailable.from_error(
+            f"member {member.code}: cannot read its {member.profile} database", exc) from None
     return Extract(member.code, frames, marks, key_check=key_fingerprint(id_key),
                    catching_up=tuple(catching_up))
 

@@ -149,11 +149,16 @@ def acknowledge(store: Engine, cmd, outcome: str, now: datetime) -> None:
 
 
 def record_failure(store: Engine, cmd, message: str, policy: RetryPolicy, now: datetime,
-                   rng: random.Random) -> str:
+                   rng: random.Random, permanent: bool = False) -> str:
+    """A failed delivery: tried again later with backoff, or dead-lettered when its attempts
+    are spent or the error is `permanent` (a refused login, a missing table or column, a
+    constraint: it comes back every time, so retrying only hides it)."""
     attempts = cmd.attempts + 1  # the claim counted this delivery
-    if attempts >= policy.max_attempts:
+    if permanent or attempts >= policy.max_attempts:
+        why = ("dead at once: the error does not go away by retrying" if permanent
+               else f"dead after {attempts} attempts")
         _set(store, cmd.id, status=DEAD, last_error=message, next_attempt_at=None,
-             outcome=f"dead after {attempts} attempts")
+             outcome=why)
         return DEAD
     wait = timedelta(seconds=policy.delay(attempts, rng))
     _set(store, cmd.id, last_error=message, next_attempt_at=now + wait,
@@ -180,6 +185,15 @@ def list_commands(store: Engine, status: str | None = PENDING, member: str | Non
         q = q.where(outbox.c.target == member)
     with store.connect() as conn:
         return conn.execute(q).all()
+
+
+def existing_ids(store: Engine, ids: Iterable[int]) -> set[int]:
+    """The ids among `ids` that name a command (whatever its status)."""
+    ids = list(ids)
+    if not ids:
+        return set()
+    with store.connect() as conn:
+        return set(conn.execute(select(outbox.c.id).where(outbox.c.id.in_(ids))).scalars())
 
 
 def retry_commands(store: Engine, ids: Iterable[int] = (), member: str | None = None,

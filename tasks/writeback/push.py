@@ -20,16 +20,17 @@ import random
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import cache
 from pathlib import Path
 
-from sqlalchemy import Engine, inspect, text
+from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from circhub.connections.config import Consortium, Member
 from circhub.connections.engines import ConnectionSetupError, member_engine
+from circhub.connections.errors import is_permanent
+from circhub.connections.live_schema import column_renderer, column_types
 from circhub.connections.profile import Profile, load_profile
-from circhub.connections.sql import step_statement
+from circhub.connections.step_sql import Binding
 from circhub.tasks.writeback.outbox import (
     DEAD,
     RetryPolicy,
@@ -40,6 +41,7 @@ from circhub.tasks.writeback.outbox import (
     record_failure,
     targets_with_pending,
 )
+from circhub.tasks.writeback.steps import StepFailed, StepOutcome, run_steps
 
 __all__ = ["PushReport", "push_member", "pending_commands", "targets_with_pending"]
 
@@ -72,33 +74,24 @@ def command_params(member: Member, payload: dict) -> dict:
     for key in ("due_at", "returned_at", "state_at", "requested_at", "arrived_at"):
         if params.get(key):
             params[key] = datetime.fromisoformat(params[key])
-    # ILS kinds that keep a due *date* on the item (Koha's items.onloan) bind this one.
-    params["due_date"] = params["due_at"].date() if params.get("due_at") else None
+    # Each value is bound in the type and precision of the column it meets (a DATE column
+    # gets the due day): no hand-made variant of a parameter per column shape.
+    params.update({f"$member.{name}": value for name, value in member.constants.items()})
     return params
 
 
-@cache
-def _columns(engine: Engine, dotted: str) -> tuple[str, ...]:
-    schema, _, name = dotted.rpartition(".")
-    return tuple(c["name"] for c in inspect(engine).get_columns(name, schema=schema or None))
-
-
 def apply_command(engine: Engine, profile: Profile, member: Member, kind: str,
-                  payload: dict) -> list[int]:
-    """All steps of one command in one ILS transaction; the rows each step matched."""
-    params = command_params(member, payload)
-    matched = []
+                  payload: dict) -> list[StepOutcome]:
+    """All steps of one command in one ILS transaction, each verified (tasks.writeback.steps):
+    a step that cannot do what it must raises StepFailed and the ILS keeps nothing of it."""
+    binding = Binding(command_params(member, payload), render=column_renderer(engine))
+
+    def shared(step) -> list[str]:  # the columns both tables of a copy_row have
+        dest = column_types(engine, step.into.dotted)
+        return [c for c in column_types(engine, step.table.dotted) if c in dest]
+
     with engine.begin() as conn:
-        for step in profile.writeback[kind]:
-            if not step.applies(params):
-                matched.append(0)
-                continue
-            shared = None
-            if step.op == "copy_row":
-                dest = set(_columns(engine, step.into.dotted))
-                shared = [c for c in _columns(engine, step.table.dotted) if c in dest]
-            matched.append(conn.execute(step_statement(step, params, shared)).rowcount)
-    return matched
+        return run_steps(conn, profile.writeback[kind], binding, shared)
 
 
 def push_member(store: Engine, consortium: Consortium, member: Member, *,
@@ -163,18 +156,19 @@ class _Pusher:
         if not claim(self.store, cmd, now):
             return True  # superseded (or taken) since it was read
         try:
-            matched = apply_command(self.engine, self.profile, self.member, cmd.kind,
-                                    cmd.payload)
-        except SQLAlchemyError as exc:
+            outcomes = apply_command(self.engine, self.profile, self.member, cmd.kind,
+                                     cmd.payload)
+        except (SQLAlchemyError, StepFailed) as exc:
             return self._failed(cmd, exc, now)
         _pause_for_tests(cmd.id)
-        acknowledge(self.store, cmd, _outcome(self.profile, cmd.kind, matched), now)
+        acknowledge(self.store, cmd, _outcome(outcomes), now)
         self.report.applied += 1
         return True
 
-    def _failed(self, cmd, exc: SQLAlchemyError, now: datetime) -> bool:
+    def _failed(self, cmd, exc: SQLAlchemyError | StepFailed, now: datetime) -> bool:
         message = _cause(exc)
-        status = record_failure(self.store, cmd, message, self.policy, now, self.rng)
+        status = record_failure(self.store, cmd, message, self.policy, now, self.rng,
+                                permanent=is_permanent(exc))
         self.blocked.add(cmd.barcode)
         self.report.failed += 1
         self.report.dead += status == DEAD
@@ -183,10 +177,9 @@ class _Pusher:
         return not (isinstance(exc, DBAPIError) and exc.connection_invalidated)
 
 
-def _outcome(profile: Profile, kind: str, matched: list[int]) -> str:
-    steps = ", ".join(f"{s.op} {s.table.name} {n}"
-                      for s, n in zip(profile.writeback[kind], matched, strict=True))
-    if not any(matched):
+def _outcome(outcomes: list[StepOutcome]) -> str:
+    steps = ", ".join(o.describe() for o in outcomes)
+    if not any(o.changed for o in outcomes):
         return f"no row changed (applied before, or the ILS shows newer state): {steps}"
     return f"rows matched: {steps}"
 

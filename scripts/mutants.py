@@ -1,0 +1,293 @@
+"""`make mutants`: mutation testing (cosmic-ray) of the modules that carry the guarantees.
+
+Each module listed in scripts/mutants.toml is mutated one change at a time, and each mutant
+runs the tests that guard that module (`pytest -x`, a timeout per mutant). A mutant the tests
+pass with has survived: either it is equivalent, or a guarantee lacks a test. The report,
+mutants/report.md, gives the kill rate per module and in total and lists every survivor.
+
+Cosmic-ray rewrites the module's file in place while a mutant runs, so everything happens in
+a copy of the working tree (mutants/work/<module>, gitignored; one per module, so modules may
+run at once with `--jobs`), never in the tree being edited. The copy imports as `circhub` by
+itself: its own circhub/ folder gets links to its domain/, tasks/, ... (the mapping
+pyproject.toml gives setuptools), and Python finds that folder first, before the editable
+install's finder, since the tests run with the copy as the current directory. (A test that
+starts a circhub subprocess from another directory would import the tree, not the copy: none
+of the guarding tests listed does.)
+
+A module may list `functions`: only mutants inside those are run (the others are marked
+out of scope and counted nowhere), to spend a short run on the code carrying the guarantee.
+
+A module's session (mutants/sessions/*.sqlite) is named by a hash of the module and its
+tests: a run cut short resumes where it stopped; a changed module or test starts afresh.
+
+    python scripts/mutants.py                      # every module
+    python scripts/mutants.py tasks/sync/merge.py  # the modules named (path or name)
+    python scripts/mutants.py --jobs 2             # two modules at a time
+    python scripts/mutants.py --report             # the report from the sessions so far
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import hashlib
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+import tomllib
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "mutants"
+WORK = OUT / "work"  # one copy per module
+SESSIONS = OUT / "sessions"
+CONFIG = ROOT / "scripts" / "mutants.toml"
+BIN = Path(sys.executable).parent
+
+
+def settings() -> dict:
+    return tomllib.loads(CONFIG.read_text())
+
+
+# -- the copy ------------------------------------------------------------------------------------
+def make_work_copy(work: Path) -> None:
+    """The tracked and untracked (not ignored) files of the tree, copied afresh."""
+    shutil.rmtree(work, ignore_errors=True)
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT,
+                            check=True, capture_output=True).stdout.decode().split("\0")
+    for name in filter(None, listed):
+        source = ROOT / name
+        if name.startswith("mutants/") or not source.is_file():
+            continue
+        target = work / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target)
+    package_dirs = tomllib.loads((ROOT / "pyproject.toml").read_text())[
+        "tool"]["setuptools"]["package-dir"]
+    for package, folder in package_dirs.items():
+        if package == "circhub":
+            continue
+        link = work / "circhub" / package.split(".", 1)[1]
+        link.symlink_to(Path("..") / folder, target_is_directory=True)
+    _check_imports_from_copy(work)
+
+
+def _check_imports_from_copy(work: Path) -> None:
+    probe = ("import circhub.tasks.sync.merge as m, circhub.domain.identity as i;"
+             "print(m.__file__); print(i.__file__)")
+    files = subprocess.run([sys.executable, "-c", probe], cwd=work, check=True,
+                           capture_output=True, text=True).stdout.split()
+    stray = [f for f in files if not f.startswith(str(work))]
+    if stray:
+        sys.exit(f"the copy does not import itself: {stray}")
+
+
+# -- one module ----------------------------------------------------------------------------------
+def test_command(tests: list[str]) -> str:
+    return shlex.join([str(BIN / "python"), "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
+                       "-o", "addopts=", *tests])
+
+
+def session_of(module: dict) -> Path:
+    digest = hashlib.sha256()
+    for name in [module["path"], *(t.split("::")[0] for t in module["tests"])]:
+        digest.update((ROOT / name).read_bytes())
+    digest.update(test_command(module["tests"]).encode())
+    digest.update(repr(module.get("functions")).encode())
+    return SESSIONS / f"{slug_of(module)}-{digest.hexdigest()[:10]}.sqlite"
+
+
+def latest_session(module: dict) -> Path:
+    """The module's session for its current code and tests, or else the last one run (the
+    report says what was measured, even if a test was added since)."""
+    exact = session_of(module)
+    if exact.exists():
+        return exact
+    runs = sorted(SESSIONS.glob(f"{slug_of(module)}-??????????.sqlite"),
+                  key=lambda p: p.stat().st_mtime)
+    return runs[-1] if runs else exact
+
+
+def slug_of(module: dict) -> str:
+    slug = module["path"].replace("/", "_").removesuffix(".py")
+    return slug + "-scoped" if module.get("functions") else slug
+
+
+def excluded_operators(keep: list[str]) -> list[str]:
+    """cosmic-ray filters by exclusion: every operator that none of `keep` matches."""
+    names = subprocess.run([str(BIN / "cosmic-ray"), "operators"], check=True,
+                           capture_output=True, text=True).stdout.split()
+    kept = re.compile("|".join(f"(?:{k})" for k in keep))
+    return [re.escape(n) + "$" for n in names if not kept.match(n)]
+
+
+def run_module(module: dict, conf: dict) -> None:
+    work = WORK / slug_of(module)
+    make_work_copy(work)
+    session = session_of(module)
+    config = session.with_suffix(".toml")
+    if not session.exists():
+        seconds = baseline(module, work)
+        timeout = module.get("timeout", conf["default_timeout"])
+        print(f"[mutants] {module['path']}: tests take {seconds:.0f} s unmutated; "
+              f"timeout {timeout} s a mutant", flush=True)
+        write_config(config, module, timeout, excluded_operators(conf["keep_operators"]))
+        cosmic("init", config, session, work)
+        subprocess.run([str(BIN / "cr-filter-operators"), str(session), str(config)],
+                       cwd=work, check=True, capture_output=True)
+        if module.get("functions"):
+            out_of_scope(session, work / module["path"], module["functions"])
+    print(f"[mutants] {module['path']}: {count(session)}", flush=True)
+    cosmic("exec", config, session, work)
+    print(f"[mutants] {module['path']}: done, {count(session)}", flush=True)
+
+
+def out_of_scope(session: Path, source: Path, functions: list[str]) -> None:
+    """Mark the mutants outside the functions named as skipped ("out of scope")."""
+    from cosmic_ray.work_db import WorkDB, use_db
+    from cosmic_ray.work_item import WorkerOutcome, WorkResult
+
+    spans = [(node.lineno, node.end_lineno) for node in ast.walk(ast.parse(source.read_text()))
+             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+             and node.name in functions]
+    with use_db(str(session), WorkDB.Mode.open) as db:
+        outside = [item.job_id for item in db.pending_work_items
+                   if not any(lo <= item.mutations[0].start_pos[0] <= hi for lo, hi in spans)]
+        db.set_multiple_results(outside, WorkResult(output=OUT_OF_SCOPE,
+                                                    worker_outcome=WorkerOutcome.SKIPPED))
+
+
+OUT_OF_SCOPE = "out of scope"
+
+
+def baseline(module: dict, work: Path) -> float:
+    started = time.monotonic()
+    done = subprocess.run(shlex.split(test_command(module["tests"])), cwd=work,
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"{module['path']}: its tests fail unmutated:\n{done.stdout[-3000:]}")
+    return time.monotonic() - started
+
+
+def write_config(path: Path, module: dict, timeout: float, exclude: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    quoted = ", ".join(f'"{e}"' for e in exclude)
+    path.write_text(
+        "[cosmic-ray]\n"
+        f'module-path = "{module["path"]}"\n'
+        f"timeout = {float(timeout)}\n"
+        "excluded-modules = []\n"
+        f"test-command = {tomllib_str(test_command(module['tests']))}\n"
+        "[cosmic-ray.distributor]\n"
+        'name = "local"\n'
+        "[cosmic-ray.filters.operators-filter]\n"
+        f"exclude-operators = [{quoted}]\n")
+
+
+def tomllib_str(value: str) -> str:
+    return "'" + value + "'" if "'" not in value else '"' + value.replace('"', '\\"') + '"'
+
+
+def cosmic(command: str, config: Path, session: Path, work: Path) -> None:
+    subprocess.run([str(BIN / "cosmic-ray"), command, str(config), str(session)], cwd=work,
+                   check=True)
+
+
+# -- the report ----------------------------------------------------------------------------------
+def outcomes(session: Path) -> list[dict]:
+    from cosmic_ray.work_db import WorkDB, use_db
+
+    rows = []
+    with use_db(str(session), WorkDB.Mode.open) as db:
+        done = dict(db.results)
+        for item in db.work_items:
+            result = done.get(item.job_id)
+            (mutation,) = item.mutations
+            rows.append({"operator": mutation.operator_name, "line": mutation.start_pos[0],
+                         "state": _state(result), "diff": result.diff if result else None})
+    return rows
+
+
+def _state(result) -> str:
+    if result is None:
+        return "pending"
+    if result.worker_outcome == "skipped":
+        return "filtered"
+    if result.worker_outcome != "normal":
+        return "error"
+    return str(result.test_outcome)  # killed | survived | incompetent
+
+
+def count(session: Path) -> str:
+    rows = [r for r in outcomes(session) if r["state"] != "filtered"]
+    by = {s: sum(r["state"] == s for r in rows) for s in ("killed", "survived", "pending")}
+    return f"{len(rows)} mutants: {by['killed']} killed, {by['survived']} survived, " \
+           f"{by['pending']} to run"
+
+
+def report(conf: dict) -> str:
+    lines = ["# Mutation testing (cosmic-ray)", "",
+             f"Operators kept: `{'`, `'.join(conf['keep_operators'])}`.", "",
+             "| module (functions mutated) | guarded by | mutants | run | killed | survived "
+             "| kill rate |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    total_killed = total_survived = 0
+    survivors = []
+    for module in conf["module"]:
+        session = latest_session(module)
+        rows = [r for r in outcomes(session) if r["state"] != "filtered"] \
+            if session.exists() else []
+        killed = sum(r["state"] == "killed" for r in rows)
+        lost = [r for r in rows if r["state"] == "survived"]
+        run = killed + len(lost)
+        total_killed, total_survived = total_killed + killed, total_survived + len(lost)
+        rate = f"{100 * killed / run:.1f} %" if run else "not run"
+        tests = ", ".join(f"`{t}`" for t in module["tests"])
+        scope = ", ".join(f"`{f}`" for f in module.get("functions", ())) or "whole module"
+        lines.append(f"| `{module['path']}` ({scope}) | {tests} | {len(rows) or '-'} | {run} "
+                     f"| {killed} "
+                     f"| {len(lost)} | {rate} |")
+        survivors += [(module["path"], r) for r in lost]
+    run = total_killed + total_survived
+    total = f"{100 * total_killed / run:.1f} %" if run else "not run"
+    lines += ["", f"**Total over the mutants run: {total_killed} killed of {run} ({total}).**",
+              "", "## Survivors", ""]
+    for path, r in survivors:
+        changed = [ln for ln in (r["diff"] or "").splitlines()
+                   if ln[:1] in "+-" and not ln.startswith(("+++", "---"))]
+        lines.append(f"- `{path}:{r['line']}` {r['operator']}: "
+                     + " / ".join(f"`{c.strip()}`" for c in changed))
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("paths", nargs="*",
+                        help="modules to run, by path or name (default: all listed)")
+    parser.add_argument("--report", action="store_true", help="only write the report")
+    parser.add_argument("--jobs", type=int, default=1, help="modules run at once")
+    args = parser.parse_args()
+    conf = settings()
+    OUT.mkdir(exist_ok=True)
+    if not args.report:
+        chosen = [m for m in conf["module"]
+                  if not args.paths or m["path"] in args.paths or m["name"] in args.paths]
+
+        def one(module: dict) -> None:
+            run_module(module, conf)
+            (OUT / "report.md").write_text(report(conf))
+
+        with ThreadPoolExecutor(args.jobs) as pool:
+            list(pool.map(one, chosen))
+    (OUT / "report.md").write_text(report(conf))
+    print(f"[mutants] report: {OUT / 'report.md'}", flush=True)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    main()
