@@ -249,6 +249,15 @@ class KohaDesk:
             return {"holding": item.holdingbranch, "onloan": item.onloan,
                     "open_loan": open_loan.issue_id if open_loan else None}
 
+    def lent_to(self, barcode: str) -> str | None:
+        """The card of the patron the book is issued to here, if it is (the stand-in's card
+        while the owner's book is lent at another member)."""
+        with self.engine.connect() as conn:
+            return conn.execute(select(borrowers.c.cardnumber).select_from(
+                self.t["issues"].join(items, items.c.itemnumber == self.t["issues"].c.itemnumber)
+                .join(borrowers, borrowers.c.borrowernumber == self.t["issues"].c.borrowernumber))
+                .where(items.c.barcode == barcode)).scalar()
+
     def loan_view(self, issue_id: int) -> dict:
         with self.engine.connect() as conn:
             open_row = conn.execute(select(self.t["issues"]).where(
