@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import column, table
 
+from circhub.connections.prepare import PrepareObject, parse_prepare
 from circhub.connections.profile_forms import (
     SPECIAL_VALUES,
     Conditional,
@@ -190,6 +191,8 @@ class Profile:
     writeback: dict[str, tuple[Step, ...]]
     copy_item_type: str | None  # the item type that marks a consortium copy of a foreign book
     capabilities: frozenset[str] = frozenset()
+    # What a member agrees to have created at onboarding (circhub.connections.prepare).
+    prepare: tuple[PrepareObject, ...] = ()
 
     def referenced_columns(self) -> dict[str, set[str]]:
         """Every (table -> columns) the profile reads or writes: what must exist live."""
@@ -201,7 +204,8 @@ class Profile:
                     found.setdefault(tables[alias].dotted, set()).add(col)
                 for lk in (e.lookup for e in source.exclude if e.lookup):
                     found.setdefault(lk.table.dotted, set()).update({lk.column, *lk.where})
-        for steps in self.writeback.values():
+        prepared = tuple(obj.step for obj in self.prepare)
+        for steps in [*self.writeback.values(), prepared]:
             for step in steps:
                 _step_columns(step, found)
         return found
@@ -282,6 +286,8 @@ def parse_profile(kind: str, data: dict[str, Any]) -> Profile:
         writeback=writeback,
         copy_item_type=data.get("consortium_copy_item_type"),
         capabilities=frozenset(data.get("capabilities", [])),
+        prepare=parse_prepare(where, data.get("prepare"),
+                              lambda here, raw: _parse_step(here, raw, lookups)),
     )
 
 

@@ -18,6 +18,7 @@ from prefect.states import Completed, Failed, State
 
 from circhub.connections.config import Consortium
 from circhub.tasks.sync.cycle import MemberOutcome
+from circhub.tasks.sync.docs_pages import MemberChecks
 from circhub.tasks.sync.verdict import Verdict
 
 ENTITIES = ("readers", "items", "loans")
@@ -93,6 +94,17 @@ def publish_validation(outcomes: dict[str, MemberOutcome], consortium: Consortiu
         create_table_artifact(table=rows, key=VALIDATION_SUMMARY,
                               description="Great Expectations results of this run: rows checked "
                                           "and failing rows per expectation (quarantined)")
+
+
+def member_checks(outcomes: dict[str, MemberOutcome], consortium: Consortium
+                  ) -> list[MemberChecks]:
+    """Each member's validation for the run's Data Docs index (`docs_pages`)."""
+    keep = ("entity", "rule", "checked", "failed")
+    return [MemberChecks(o.member, _name(consortium, o.member),
+                         [{k: r[k] for k in keep} for r in
+                          (o.validated.summary if o.validated else [])],
+                         o.failure.cause if o.failure else "")
+            for o in _sorted(outcomes)]
 
 
 def end_state(verdict: Verdict, result: dict) -> State:

@@ -9,7 +9,7 @@ import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from circhub.connections.runtime import Runtime, open_runtime
+from circhub.connections.runtime import Runtime, open_runtime, upgrade_store
 from circhub.simulator import koha
 from circhub.simulator.world import World, config_toml, koha_world, member_specs
 from circhub.tasks.sync.cycle import run_cycle
@@ -17,8 +17,11 @@ from circhub.tasks.sync.cycle import run_cycle
 
 def koha_consortium(tmp_path: Path, member_urls: list[str], central_url: str, *, seed: int = 11,
                     readers: int = 6, items: int = 6, bad_readers: int = 0,
-                    demo: bool = True, kind: str = "koha") -> tuple[World, Path]:
-    """`kind`: the Koha generation every member runs (profile `koha` or `koha_2311`)."""
+                    demo: bool = True, upgrade: bool = True,
+                    kind: str = "koha") -> tuple[World, Path]:
+    """Koha members at the given URLs, seeded, and their config; the central store made
+    (`circhub db upgrade`) unless `upgrade` is false. `kind`: the Koha generation every member
+    runs (profile `koha` or `koha_2311`)."""
     start = datetime.now().replace(microsecond=0) - timedelta(days=20)
     world = koha_world({str(i): u for i, u in enumerate(member_urls)}, seed, start, kind)
     world.seed(readers, items, bad_readers=bad_readers)
@@ -27,6 +30,8 @@ def koha_consortium(tmp_path: Path, member_urls: list[str], central_url: str, *,
     config.write_text(config_toml(member_specs(len(member_urls)), urls, central_url,
                                   "test consortium", demo=demo,
                                   profiles={code: kind for code in urls}))
+    if upgrade:
+        upgrade_store(config)
     return world, config
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, func, select, text
 
-from circhub.connections.runtime import open_runtime
+from circhub.connections.runtime import open_runtime, upgrade_store
 from circhub.domain.schema import backfills, items, member_items
 from circhub.simulator.koha import KohaDesk
 from circhub.simulator.world import config_toml, member_specs
@@ -40,6 +40,7 @@ def _config(tmp_path: Path, name: str, member_url: str, central_url: str) -> Pat
     specs = member_specs(1)
     path = tmp_path / f"{name}.toml"
     path.write_text(config_toml(specs, {specs[0][0]: member_url}, central_url, name, demo=True))
+    upgrade_store(path)
     return path
 
 

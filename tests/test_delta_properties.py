@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from sqlalchemy import create_engine, delete, insert, select, update
 
 from circhub.connections.engines import engine_for, member_engine
-from circhub.connections.runtime import open_runtime
+from circhub.connections.runtime import open_runtime, upgrade_store
 from circhub.domain.schema import member_items
 from circhub.simulator import koha
 from circhub.simulator.world import config_toml, member_specs
@@ -64,6 +64,7 @@ class Source:
         text = config_toml(specs, urls, f"sqlite:///{folder}/central.db", "prop", demo=True)
         self.config = folder / "consortium.toml"
         self.config.write_text(text)
+        upgrade_store(self.config)
         consortium_settings(self.config, lookback_seconds=LOOKBACK, max_delta_rows=MAX_DELTA_ROWS)
         self.clock = datetime.now().replace(microsecond=0) - timedelta(days=1)
         self.next_barcode = 1

@@ -100,3 +100,19 @@ def test_more_rows_in_one_second_than_the_limit_are_read_whole(tmp_path, mariadb
     assert result.extract.counts()["items"] == 30 + more
     assert set(_central_items(rt, member.code).values()) == {bulk_at}
     assert _items_mark(rt, member.code) == bulk_at
+
+
+def test_a_slice_keeps_every_whole_cursor_value_before_the_cut(tmp_path, mariadb_db, pg_db):
+    """One row a second: a slice of LIMIT rows leaves only its last second (the one that may
+    be cut) to the next sync, not more (found by `make mutants`: a cut one row earlier left a
+    whole second behind and went unnoticed)."""
+    world, rt, member = _member(tmp_path, mariadb_db, pg_db)
+    start = world.clock - timedelta(days=2)
+    add_koha_items(world.desks[member.code], member.code,
+                   [start + timedelta(seconds=i) for i in range(LIMIT + 5)])
+
+    first = sync_member(rt, member)
+
+    assert first.extract.catching_up == ("items",)
+    assert len(_central_items(rt, member.code)) == LIMIT - 1
+    assert _items_mark(rt, member.code) == start + timedelta(seconds=LIMIT - 2)

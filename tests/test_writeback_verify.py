@@ -149,3 +149,15 @@ KOHA_TOML = tomllib.loads((PROFILE_DIR / "koha.toml").read_text())
 
 def _koha_with(**writeback) -> dict:
     return {**KOHA_TOML, "writeback": {**KOHA_TOML["writeback"], **writeback}}
+
+
+def test_a_parameter_the_command_does_not_carry_fails_the_command_by_name(koha):
+    desk, member, _ = koha
+    data = _koha_with(set_item=[{
+        "op": "update", "table": "items", "where": {"barcode": ":barcode"},
+        "set": {"onloan": ":due_date"}}])  # the whole-day variant circhub no longer sends
+    payload = {"barcode": BOOK, "holder": THERE, "due_at": None,
+               "state_at": "2026-10-02 10:00:00"}
+    with pytest.raises(StepFailed, match=r"'set_item' step 1 \(update items\): write-back "
+                                         r"parameter 'due_date' missing from the command"):
+        apply_command(desk.engine, parse_profile("old", data), member, "set_item", payload)
