@@ -20,7 +20,7 @@ from circhub.connections.profile import load_profile
 from circhub.connections.sql import extract_query
 from circhub.domain.records import entities
 from circhub.simulator.evergreen import EvergreenDesk
-from circhub.simulator.koha import KohaDesk
+from circhub.simulator.koha import Koha2311Desk, KohaDesk
 from circhub.simulator.openbiblio import OpenBiblioDesk
 from circhub.simulator.polaris import PolarisDesk
 from circhub.simulator.world import make_id_number
@@ -45,6 +45,7 @@ class ProfileCase:
 
 CASES = [
     ProfileCase("koha", "mariadb", KohaDesk),
+    ProfileCase("koha_2311", "mariadb", Koha2311Desk),  # Koha without checkin_library
     ProfileCase("evergreen", "postgresql", EvergreenDesk),
     ProfileCase("polaris", "odbc", PolarisDesk),
     ProfileCase("openbiblio", "mariadb", OpenBiblioDesk),

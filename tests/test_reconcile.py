@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, func, select, update
 
 from circhub.connections.holds import holding
 from circhub.domain.schema import drift, member_items
@@ -28,9 +28,8 @@ def test_a_hard_delete_and_a_row_behind_the_watermark_are_found_and_repaired(
     with desk.engine.begin() as conn:
         conn.execute(delete(koha.items).where(koha.items.c.barcode == f"{code}0000007"))
         # written with an old timestamp, far behind the watermark and the lookback
-        conn.execute(insert(koha.items).values(
-            barcode=f"{code}0000999", homebranch=code, holdingbranch=code, itype="BK",
-            timestamp=world.clock.replace(year=2020)))
+        koha.catalogue(conn, [f"{code}0000999"], code, world.clock,
+                       timestamp=world.clock.replace(year=2020))
     member = rt.consortium.member(code)
 
     found = {d.entity: d for d in _reconcile(rt, member)}
@@ -64,17 +63,17 @@ def test_a_key_set_swapped_for_one_of_equal_count_sum_and_squares_is_found(
     code = list(world.desks)[0]
     desk = world.desks[code]
 
-    def items(numbers, at):
-        return [dict(itemnumber=n, barcode=f"{code}00009{n:02d}", homebranch=code,
-                     holdingbranch=code, itype="BK", timestamp=at) for n in numbers]
+    def items(conn, numbers, at):
+        for n in numbers:
+            koha.catalogue(conn, [f"{code}00009{n:02d}"], code, at, itemnumber=n, timestamp=at)
 
     with desk.engine.begin() as conn:
         conn.execute(delete(koha.items))
-        conn.execute(insert(koha.items), items([2, 3, 7], world.clock))
+        items(conn, [2, 3, 7], world.clock)
     rt = sync_cycle(config)
     with desk.engine.begin() as conn:  # swapped behind the watermark: no sync sees it
         conn.execute(delete(koha.items))
-        conn.execute(insert(koha.items), items([1, 5, 6], world.clock.replace(year=2020)))
+        items(conn, [1, 5, 6], world.clock.replace(year=2020))
 
     found = {d.entity: d for d in _reconcile(rt, rt.consortium.member(code), fix=False)}
 

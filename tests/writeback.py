@@ -33,6 +33,15 @@ def koha(tmp_path, mariadb_db, pg_db):
     dispose(world, config)
 
 
+@pytest.fixture(params=["koha", "koha_2311"])
+def koha_both(request, tmp_path, mariadb_db, pg_db):
+    """Three Koha members of one generation: with checkin_library (Koha bug 33641), and
+    without (e.g. 23.11, returns only in `statistics`)."""
+    world, config = koha_on_mariadb(tmp_path, mariadb_db, pg_db, kind=request.param)
+    yield world, config
+    dispose(world, config)
+
+
 def dispose(world, config: Path) -> None:
     """Give the pooled connections back: MariaDB's connection limit is shared by every suite
     running on this machine."""
