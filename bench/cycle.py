@@ -14,6 +14,7 @@ import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from circhub.connections.runtime import upgrade_store
 from circhub.simulator.world import config_toml, member_specs, sqlite_world
 
 CHANGES_PER_MEMBER = 20
@@ -64,6 +65,7 @@ def steady_state_cycle(n_members: int, central_url: str) -> dict:
     config = folder / "consortium.toml"
     config.write_text(config_toml(member_specs(n_members), urls, central_url, "bench cycle",
                                   demo=True))
+    upgrade_store(config)
     world.play(1, 5 * n_members)
     _plain_cycle(config)  # the initial load is a backfill's job, not part of a cycle
     _warm_prefect(config)

@@ -13,8 +13,8 @@ from sqlalchemy import Engine
 from circhub.connections.config import Consortium, Member, load_config
 from circhub.connections.engines import central_url, engine_for, id_hash_key
 from circhub.connections.key_epochs import ensure_store_key
+from circhub.connections.migrations import check_current, upgrade
 from circhub.connections.profile import load_profile
-from circhub.connections.store import upgrade
 from circhub.domain.prepare import MemberView
 from circhub.domain.readers import key_fingerprint
 
@@ -46,10 +46,17 @@ def open_runtime(config_path: str) -> Runtime:
     consortium = load_config(Path(config_path))
     id_key = id_hash_key(consortium)  # no key, no start: checked before the store is touched
     store = engine_for(central_url(consortium))
-    upgrade(store)
+    check_current(store, config_path)  # checked, never migrated: `circhub db upgrade` does that
     ensure_store_key(store, key_fingerprint(id_key))  # another key would split every reader
     settle_heap("runtime")
     return Runtime(consortium, store, id_key)
+
+
+def upgrade_store(config_path: str | Path) -> list[str]:
+    """`circhub db upgrade` as a call, for what makes its own central store before it runs
+    anything (the demo, `circhub serve`'s simulated consortium, the benchmark, test set-ups):
+    a process start only checks the store (`open_runtime`)."""
+    return upgrade(engine_for(central_url(load_config(Path(config_path)))))
 
 
 _settled: set[str] = set()

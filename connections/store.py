@@ -1,30 +1,22 @@
-"""The central store: engine and schema upgrades that never drop data.
+"""The central store's SQL helpers: upserts on its backend and key lists in one parameter.
 
-Each migration is a numbered step applied once and recorded in `schema_migrations`;
-a later schema change is a new step (add a column, an index), never a rebuild.
+Its schema versions are Alembic's (`circhub.connections.migrations`).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
-from datetime import datetime
+from collections.abc import Iterator
 
 from sqlalchemy import (
     JSON,
     Boolean,
-    Column,
     Connection,
-    DateTime,
-    Engine,
-    String,
     Text,
     bindparam,
     cast,
     func,
-    inspect,
     select,
-    text,
 )
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import ColumnElement
@@ -32,79 +24,6 @@ from sqlalchemy.sql.visitors import InternalTraversal
 from sqlalchemy.types import TypeDecorator
 
 from circhub.connections.backends import backend_of
-from circhub.domain.schema import metadata, schema_migrations
-
-
-def _baseline(conn: Connection) -> None:
-    metadata.create_all(conn, checkfirst=True)
-
-
-def _add_column(conn: Connection, table: str, column: Column) -> None:
-    """ALTER TABLE ... ADD COLUMN, unless the column is there (a fresh baseline made it)."""
-    if column.name in {c["name"] for c in inspect(conn).get_columns(table)}:
-        return
-    quote = conn.dialect.identifier_preparer.quote
-    kind = column.type.compile(dialect=conn.dialect)
-    conn.execute(text(f"ALTER TABLE {quote(table)} ADD COLUMN {quote(column.name)} {kind}"))
-
-
-def _reader_registered_on(conn: Connection) -> None:
-    _add_column(conn, "reader_accounts", Column("registered_on", DateTime))
-
-
-def _outbox_retry_columns(conn: Connection) -> None:
-    _add_column(conn, "outbox", Column("next_attempt_at", DateTime))
-    _add_column(conn, "outbox", Column("outcome", Text))
-
-
-def _drop_items_owner_index(conn: Connection) -> None:
-    # No query looks items up by owner (the reports group all of them); the index only cost
-    # every catalogued book an insert (~0.7 µs of a backfill's ~10 per row).
-    conn.execute(text("DROP INDEX IF EXISTS ix_items_owner"))
-
-
-def _loans_reader_local_id(conn: Connection) -> None:
-    _add_column(conn, "loans", Column("reader_local_id", String(64)))
-
-
-# (version, name, step). Append only; never edit a released step.
-MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
-    (1, "baseline", _baseline),
-    (2, "reader_accounts.registered_on", _reader_registered_on),
-    (3, "outbox.next_attempt_at, outbox.outcome", _outbox_retry_columns),
-    (4, "drop items.owner index", _drop_items_owner_index),
-    (5, "loans.reader_local_id", _loans_reader_local_id),
-]
-
-
-def upgrade(engine: Engine) -> list[str]:
-    """Bring the central store to the newest schema; returns the steps applied now."""
-    applied_now = []
-    with engine.begin() as conn:
-        schema_migrations.create(conn, checkfirst=True)
-        done = set(conn.execute(select(schema_migrations.c.version)).scalars())
-        for version, name, step in MIGRATIONS:
-            if version in done:
-                continue
-            step(conn)
-            conn.execute(
-                schema_migrations.insert().values(
-                    version=version, name=name, applied_at=datetime.now()
-                )
-            )
-            applied_now.append(f"{version:03d} {name}")
-        # Tables added to domain/schema.py later appear on any existing store; new columns
-        # on existing tables need a numbered step above (ALTER TABLE ... ADD COLUMN).
-        metadata.create_all(conn, checkfirst=True)
-    return applied_now
-
-
-def current_version(engine: Engine) -> int:
-    if not inspect(engine).has_table("schema_migrations"):
-        return 0
-    with engine.connect() as conn:
-        versions = conn.execute(select(schema_migrations.c.version)).scalars().all()
-    return max(versions, default=0)
 
 
 def upsert_insert(conn: Connection, table):

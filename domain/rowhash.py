@@ -1,24 +1,41 @@
 """The content hash of a source row: what tells a re-read row that changed from one that did
-not (the merge skips a row whose hash the store already holds).
+not (the merge skips a row whose hash the store already holds; reconcile compares them).
 
-Computed for a whole frame at once, over the business columns only: the cursor is left out,
-so a row re-read with a new timestamp but the same facts is no change. The value must stay
-what it has been (16 hex digits of pandas' hash of the columns as text): every stored row
-carries one, and a new formula would make a whole store look changed once.
+Computed over an explicit text serialization of the row, never a library's rendering of it:
 
-A row's hash is its own, whatever rows are hashed with it: pandas writes every time in a
-column as wide as the most precise one needs (all as dates when each is at midnight, with
-seconds when one has a time of day, with six digits when one has microseconds), so each
-time is cut back to the width it takes alone (`_times_as_text`). Where a column's times all
-share a width, which the store's hashes were made with, the text is pandas' own.
+* the fields are the entity's hashed columns, in the registry's order
+  (`EntitySpec.hashed_columns`: by default every field but the key and the cursor, so a row
+  re-read with a new timestamp but the same facts is no change);
+* each value becomes one token:
+  - missing (None, NaN, NaT, pandas' NA): ``\\N``;
+  - a time: ISO 8601 in UTC to the microsecond, ``2026-11-20T09:30:15.123456Z`` (always six
+    fraction digits; an aware time is converted to UTC, a naive one, which is what the ILS
+    columns hold, is written as it is; anything finer than a microsecond is dropped);
+  - a boolean: ``true`` or ``false``;
+  - a number: a whole one as its decimal digits (``3``, also for ``3.0``: a column of counts
+    with a gap arrives as floats), any other with six digits after the point (``2.500000``);
+  - text: the text, with ``\\`` written ``\\\\`` and the separator U+001F written ``\\x1f``
+    (so no text can read as the missing token or split a field);
+* tokens are joined by U+001F (the unit separator);
+* the hash is BLAKE2b with an 8-byte digest of that text in UTF-8, written as 16 lower-case
+  hex digits (``hashlib.blake2b(text.encode(), digest_size=8).hexdigest()``).
+
+A row's hash is its own: nothing in it depends on the other rows hashed with it. Hashes made
+before this serialization (pandas' text of the columns, `domain.rowhash_legacy`) are marked
+by Alembic revision 0002 and re-hashed where the row is next read (docs/row-hashes.md).
 """
 
 from __future__ import annotations
+
+from hashlib import blake2b
 
 import numpy as np
 import pandas as pd
 
 from circhub.domain.records import spec
+
+NULL = "\\N"
+SEPARATOR = "\x1f"
 
 
 def with_row_hash(entity: str, frame: pd.DataFrame) -> pd.DataFrame:
@@ -28,19 +45,19 @@ def with_row_hash(entity: str, frame: pd.DataFrame) -> pd.DataFrame:
         return frame
     if frame.empty:
         return frame.assign(_hash=pd.Series(dtype=object))
-    return frame.assign(_hash=_hashes(entity, frame))
+    return frame.assign(_hash=row_hashes(entity, frame))
 
 
 def with_row_hashes(entity: str, frames: list[pd.DataFrame]) -> list[pd.DataFrame]:
     """Several frames, each with `_hash` added, hashed in one call: the same hashes as one by
     one (a row's hash is its own), without pandas' fixed cost per call, which is most of the
-    hashing of a cycle's small frames (~2.5 ms a frame: ~2 s over 251 members' three)."""
+    hashing of a cycle's small frames."""
     todo = [i for i, f in enumerate(frames) if "_hash" not in f and not f.empty]
     if len(todo) < 2:
         return [with_row_hash(entity, f) for f in frames]
     columns = list(spec(entity).hashed_columns)
-    hashes = _hashes(entity, pd.concat([frames[i][columns] for i in todo],
-                                       ignore_index=True))
+    hashes = row_hashes(entity, pd.concat([frames[i][columns] for i in todo],
+                                           ignore_index=True))
     out = [f if i in todo else with_row_hash(entity, f) for i, f in enumerate(frames)]
     start = 0
     for i in todo:
@@ -49,40 +66,81 @@ def with_row_hashes(entity: str, frames: list[pd.DataFrame]) -> list[pd.DataFram
     return out
 
 
-def _hashes(entity: str, frame: pd.DataFrame) -> list[str]:
-    columns = frame[list(spec(entity).hashed_columns)]
-    text = pd.DataFrame({c: _times_as_text(columns[c]) if columns[c].dtype.kind == "M"
-                         else columns[c].astype(str) for c in columns})
-    return _hex16(pd.util.hash_pandas_object(text, index=False).to_numpy())
-
-
-# The width of a time written alone, by the finest part of it that is not zero: the day, the
-# second, the millisecond, the microsecond, the nanosecond.
-_WIDTHS = (10, 19, 23, 26, 29)
-_TICKS_PER_SECOND = {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}
-
-
-def _times_as_text(col: pd.Series) -> pd.Series:
-    """A datetime column as text, each value as pandas writes it alone (see the module)."""
-    text = col.astype(str)
-    present = col.notna().to_numpy()
-    if not present.any():
-        return text
-    per_second = _TICKS_PER_SECOND[np.datetime_data(col.dtype)[0]]
-    ticks = col.to_numpy().view("i8")
-    whole = [ticks % (86_400 * per_second) == 0, ticks % per_second == 0,
-             ticks % max(per_second // 10**3, 1) == 0, ticks % max(per_second // 10**6, 1) == 0]
-    width = np.select(whole, _WIDTHS[:4], _WIDTHS[4])
-    short = present & (width < width[present].max())
-    if not short.any():  # the usual column: nothing pandas widened
-        return text
-    text = text.copy()
-    text[short] = [t[:w] for t, w in zip(text[short], width[short], strict=True)]
-    return text
-
-
-def _hex16(values: np.ndarray) -> list[str]:
-    """Each uint64 as 16 lower-case hex digits (what format(v, "016x") gives), converted in
-    one call: the big-endian bytes of the whole array as hex, cut every 16 digits."""
-    digits = values.astype(">u8").tobytes().hex()
+def row_hashes(entity: str, frame: pd.DataFrame) -> list[str]:
+    """Each row's hash, in order (see the module for the serialization)."""
+    tokens = [tokens_of(frame[c]) for c in spec(entity).hashed_columns]
+    digests = b"".join([blake2b(SEPARATOR.join(row).encode(), digest_size=8).digest()
+                        for row in zip(*tokens, strict=True)])
+    digits = digests.hex()  # one call for all rows: hexdigest() row by row costs ~15 %
     return [digits[i:i + 16] for i in range(0, len(digits), 16)]
+
+
+def row_text(entity: str, row: dict) -> str:
+    """One row's serialization (the text its hash is made of), from plain values."""
+    return SEPARATOR.join(tokens_of(pd.Series([row.get(c)], dtype=object))[0]
+                          for c in spec(entity).hashed_columns)
+
+
+def tokens_of(col: pd.Series) -> list[str]:
+    """A column's values as tokens, column-wise where its type allows."""
+    kind = col.dtype.kind
+    if kind == "M":
+        return _times(col)
+    if kind in "iu" and not col.hasnans:  # a nullable integer column's gaps go by value
+        return col.astype(str).tolist()
+    if kind == "f":
+        return [_number(v) for v in col.tolist()]
+    if kind == "b":
+        return np.where(col.to_numpy(), "true", "false").tolist()
+    if isinstance(col.dtype, pd.StringDtype):
+        return _texts(col)
+    return [_token(v) for v in col.tolist()]
+
+
+def _texts(col: pd.Series) -> list[str]:
+    """A text column's tokens: escaped value by value only where some value needs it (one
+    search of the joined column; escaping every value costs ~1 µs each)."""
+    values = col.to_numpy(dtype=object, na_value=NULL)
+    present = col.notna().to_numpy()
+    if not _needs_escape("".join(values[present])):
+        return values.tolist()
+    return [_escaped(v) if p else NULL for v, p in zip(values.tolist(), present, strict=True)]
+
+
+def _needs_escape(text: str) -> bool:
+    return "\\" in text or SEPARATOR in text
+
+
+def _escaped(text: str) -> str:
+    return text.replace("\\", "\\\\").replace(SEPARATOR, "\\x1f")
+
+
+def _times(col: pd.Series) -> list[str]:
+    if getattr(col.dtype, "tz", None) is not None:
+        col = col.dt.tz_convert("UTC").dt.tz_localize(None)
+    values = col.to_numpy().astype("datetime64[us]")
+    text = np.datetime_as_string(values, unit="us", timezone="UTC")
+    return np.where(np.isnat(values), NULL, text).tolist()
+
+
+def _token(value) -> str:
+    """One value of a column of mixed or object type."""
+    if value is None or value is pd.NA or value is pd.NaT:
+        return NULL
+    if isinstance(value, bool | np.bool_):
+        return "true" if value else "false"
+    if isinstance(value, int | np.integer):
+        return str(int(value))
+    if isinstance(value, float | np.floating):
+        return _number(value)
+    if isinstance(value, pd.Timestamp | np.datetime64) or hasattr(value, "isoformat"):
+        return _times(pd.Series(pd.to_datetime([value])))[0]
+    return _escaped(str(value))
+
+
+def _number(value: float) -> str:
+    if value != value:  # NaN
+        return NULL
+    if float(value).is_integer():
+        return str(int(value))
+    return f"{value:.6f}"

@@ -264,15 +264,6 @@ reader_key_epochs = Table(
     Column("note", Text),  # what the rotation did (counts only)
 )
 
-schema_migrations = Table(
-    "schema_migrations",
-    metadata,
-    Column("version", Integer, primary_key=True),
-    Column("name", String(100), nullable=False),
-    Column("applied_at", DateTime, nullable=False),
-)
-
-
 # -- per-member mirrors of declared entities (domain.records) ------------------------------------
 _KIND_TYPES = {"text": lambda: String(200), "human_text": lambda: Text(),
                "datetime": lambda: DateTime(), "date": lambda: DateTime(), "int": lambda: Integer()}

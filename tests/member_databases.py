@@ -11,8 +11,8 @@ from sqlalchemy.engine import make_url
 
 from circhub.connections.config import parse_config
 from circhub.connections.engines import DEMO_ID_KEY, engine_for
+from circhub.connections.migrations import upgrade
 from circhub.connections.runtime import Runtime
-from circhub.connections.store import upgrade
 
 SERVERS = ("mariadb", "postgresql", "odbc")
 

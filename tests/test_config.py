@@ -221,7 +221,7 @@ def test_a_negative_lookback_never_reaches_extraction(tmp_path, mariadb_db, pg_d
     """The config does not load: the sync stops before it opens the central store or reads a
     member (it used to read from 5 s after the watermark, skipping rows)."""
     central = pg_db()
-    _, config = koha_consortium(tmp_path, [mariadb_db()], central)
+    _, config = koha_consortium(tmp_path, [mariadb_db()], central, upgrade=False)
     consortium_settings(config, lookback_seconds=-5)
     result = CliRunner().invoke(app, ["sync", "-c", str(config)])
     assert result.exit_code == 2

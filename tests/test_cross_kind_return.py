@@ -15,6 +15,7 @@ from helpers import sync_cycle
 from member_databases import member_database
 from sqlalchemy import text
 
+from circhub.connections.runtime import upgrade_store
 from circhub.simulator.world import LOAN_DAYS, config_toml, member_specs, mixed_world
 
 KINDS = [("evergreen", "postgresql"), ("koha", "mariadb"), ("polaris", "odbc"),
@@ -35,6 +36,7 @@ def consortium(request, pg_db, tmp_path):
                                   pg_db(), "mixed", demo=True,
                                   profiles={c: k for c, (k, _) in zip(codes, KINDS, strict=True)},
                                   constants=world.member_constants()))
+    upgrade_store(config)
     return world, config
 
 

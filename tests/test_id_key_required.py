@@ -35,7 +35,8 @@ def keyless(tmp_path, monkeypatch):
     monkeypatch.delenv("CIRCHUB_ID_KEY", raising=False)
     members = [f"sqlite:///{tmp_path}/m{i}.db" for i in range(2)]
     central = tmp_path / "central.db"
-    world, config = koha_consortium(tmp_path, members, f"sqlite:///{central}", demo=False)
+    world, config = koha_consortium(tmp_path, members, f"sqlite:///{central}", demo=False,
+                                     upgrade=False)
     world.play(days=1, actions_per_day=5)
     return config, central
 

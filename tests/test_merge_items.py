@@ -13,7 +13,7 @@ from sqlalchemy import create_engine, select, text
 
 from circhub.connections.bulk import copy_frame
 from circhub.connections.config import load_config
-from circhub.connections.store import upgrade
+from circhub.connections.migrations import upgrade
 from circhub.domain.rowhash import with_row_hash
 from circhub.domain.schema import items, member_items
 from circhub.simulator.world import config_toml, member_specs

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy.dialects import mysql
 
 from circhub.connections.profile import PROFILE_DIR, ProfileError, load_profile, parse_profile
+from circhub.connections.runtime import upgrade_store
 from circhub.connections.sql import step_statement
 from circhub.simulator.world import config_toml, member_specs, mixed_world
 from circhub.tasks.circulation.transfers import request_transfer
@@ -63,6 +64,7 @@ def koha_and_evergreen(request, tmp_path, mariadb_db, pg_db):
     config.write_text(config_toml(member_specs(2), dict(zip(codes, urls, strict=True)), pg_db(),
                                   "mixed", demo=True,
                                   profiles={codes[0]: "koha", codes[1]: "evergreen"}))
+    upgrade_store(config)
     yield world, config, codes
     dispose(world, config)
 

@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import create_engine, select, text
 
+from circhub.connections.migrations import upgrade
 from circhub.connections.runtime import open_runtime
-from circhub.connections.store import upgrade
 from circhub.domain.schema import circulation_exceptions, items, outbox
 from tests.helpers import koha_consortium
 from tests.writeback import BOOK, A, dispose, ils, item_row, push, sync

@@ -335,6 +335,9 @@ def simulated_consortium(folder: Path, members: int, central_url: str, seed: int
     config = folder / "consortium.toml"
     config.write_text(config_toml(member_specs(members), urls, central_url,
                                   "cluster consortium", demo=True))
+    from circhub.connections.runtime import upgrade_store
+
+    upgrade_store(config)
     return world, config
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import pandas as pd
-from sqlalchemy import Table, delete, insert, select
+from sqlalchemy import Table, bindparam, delete, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from circhub.connections.config import Member
@@ -30,6 +30,7 @@ from circhub.connections.engines import member_engine
 from circhub.connections.runtime import Runtime
 from circhub.domain.records import spec
 from circhub.domain.rowhash import with_row_hash
+from circhub.domain.rowhash_legacy import LEGACY_MARK, legacy_row_hashes
 from circhub.domain.schema import drift, mirror_table, quarantine
 from circhub.tasks.sync.extract import (
     Extract,
@@ -55,6 +56,9 @@ class EntityDrift:
     extra: list[str] = field(default_factory=list)  # in the hub, gone from the source
     changed: list[str] = field(default_factory=list)  # both, with different content
     reload: pd.DataFrame | None = field(default=None, repr=False)  # missing + changed rows
+    # Keys whose stored hash was made the old way (Alembic revision 0002) and matches the row:
+    # the row's new hash, stored by `repair` (no drift: the content is what the hub has).
+    rehashed: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def clean(self) -> bool:
@@ -88,7 +92,7 @@ def compare_entity(rt: Runtime, member: Member, entity: str) -> EntityDrift:
     for chunk in iter_chunks(member_engine(member), query, entity):
         rows = with_row_hash(entity, prepare_frame(entity, chunk, rt.id_key))
         keys = rows[s.key].astype(str)
-        stored = keys.map(hub)
+        stored = _recognise_legacy(entity, rows, keys, keys.map(hub), found.rehashed)
         polled = _behind(rows[s.cursor], mark)  # what a poll should have brought
         missing = polled & stored.isna() & ~keys.isin(held)
         changed = polled & stored.notna() & (stored != rows["_hash"])
@@ -105,6 +109,19 @@ def compare_entity(rt: Runtime, member: Member, entity: str) -> EntityDrift:
     return found
 
 
+def _recognise_legacy(entity: str, rows: pd.DataFrame, keys: pd.Series, stored: pd.Series,
+                      rehashed: dict[str, str]) -> pd.Series:
+    """The stored hashes, with each one marked as made the old way that matches the old hash
+    of the row read now replaced by the row's new hash (and noted in `rehashed`)."""
+    legacy = stored.str.startswith(LEGACY_MARK, na=False).astype(bool)
+    if not legacy.any():
+        return stored
+    old = pd.Series(legacy_row_hashes(entity, rows[legacy]), index=rows.index[legacy])
+    same = legacy & (stored == LEGACY_MARK + old.reindex(rows.index, fill_value=""))
+    rehashed.update(zip(keys[same], rows.loc[same, "_hash"], strict=True))
+    return stored.mask(same, rows["_hash"])
+
+
 def _behind(cursor: pd.Series, mark: datetime | None) -> pd.Series:
     """Rows a poll up to `mark` should have read: a cursor before it, or none at all (a poll
     never selects a NULL cursor)."""
@@ -119,6 +136,7 @@ def repair(rt: Runtime, member: Member, found: EntityDrift) -> None:
         _merge_again(rt, member, found.entity, found.reload)
     table = mirror_table(spec(found.entity))
     with rt.store.begin() as conn:
+        _store_rehashed(conn, table, member.code, found)
         for key in found.extra:
             conn.execute(delete(table).where(table.c.member == member.code,
                                              table.c.local_id == key))
@@ -129,6 +147,16 @@ def repair(rt: Runtime, member: Member, found: EntityDrift) -> None:
                 for k in keys]
         if rows:
             conn.execute(insert(drift), rows)
+
+
+def _store_rehashed(conn, table: Table, member: str, found: EntityDrift) -> None:
+    """New hashes for rows whose old-style hash matched (a reloaded row got its own)."""
+    reloaded = set(found.missing) | set(found.changed) | set(found.extra)
+    rows = [{"k": k, "h": h} for k, h in found.rehashed.items() if k not in reloaded]
+    if rows:
+        conn.execute(update(table).where(
+            table.c.member == member, table.c.local_id == bindparam("k"),
+            table.c.row_hash.startswith(LEGACY_MARK)).values(row_hash=bindparam("h")), rows)
 
 
 def _merge_again(rt: Runtime, member: Member, entity: str, frame: pd.DataFrame) -> None:
@@ -145,7 +173,7 @@ def reconcile_member(rt: Runtime, member: Member, fix: bool = True) -> list[Enti
         results = [compare_entity(rt, member, e) for e in mapped_entities(member)]
         if fix:
             for found in results:
-                if not found.clean:
+                if not found.clean or found.rehashed:
                     repair(rt, member, found)
     except SQLAlchemyError as exc:
         raise SourceUnavailable.from_error(f"member {member.code}: reconcile stopped",

@@ -1,0 +1,306 @@
+"""Baseline: the central store as the code of 2026-12-03 created it (before Alembic).
+
+Frozen here, never read from `circhub.domain.schema`: that module describes the newest schema,
+this one what revision 0001 means forever. On an empty store it creates every table; a store
+made before Alembic (it has `schema_migrations`, written by the numbered steps that lived in
+`connections/store.py`) is adopted by `adopt`: what an older step list had not made yet is
+added, nothing is recreated, and the store is stamped 0001.
+
+Revision ID: 0001
+Revises:
+Create Date: 2026-12-03
+"""
+
+from __future__ import annotations
+
+from alembic import op
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Connection,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    inspect,
+    text,
+)
+
+revision = "0001"
+down_revision = None
+branch_labels = None
+depends_on = None
+
+baseline = MetaData()
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+members = Table(
+    "members",
+    baseline,
+    Column("code", String(32), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("region", String(100), nullable=False),
+    Column("profile", String(50), nullable=False),
+    Column("sync_enabled", Boolean, nullable=False),
+    Column("writeback_enabled", Boolean, nullable=False),
+)
+
+readers = Table(
+    "readers",
+    baseline,
+    Column("reader_key", String(64), primary_key=True),  # HMAC-SHA256 of the normalised ID
+    Column("id_masked", String(32), nullable=False),
+    Column("id_status", String(20), nullable=False),
+    Column("birth_date", DateTime),
+    Column("sex", String(1)),
+    Column("home_member", String(32)),
+    Column("first_seen_at", DateTime, nullable=False),
+)
+
+reader_accounts = Table(
+    "reader_accounts",
+    baseline,
+    Column("member", String(32), primary_key=True),
+    Column("local_id", String(64), primary_key=True),
+    Column("reader_key", String(64), ForeignKey("readers.reader_key"), index=True),
+    Column("card_masked", String(40)),
+    Column("home_branch", String(32)),
+    Column("flag", String(40)),  # e.g. birth date in the ILS contradicts the ID number
+    Column("registered_on", DateTime),  # enrolment at that member: the earliest is the home
+    Column("row_hash", String(32), nullable=False),
+    Column("source_updated_at", DateTime),
+)
+
+member_items = Table(
+    "member_items",
+    baseline,
+    Column("member", String(32), primary_key=True),
+    Column("local_id", String(64), primary_key=True),
+    Column("barcode", String(40), nullable=False, index=True),
+    Column("is_copy", Boolean, nullable=False),  # a consortium copy of a foreign book
+    Column("holding_member", String(32)),
+    Column("on_loan_due", DateTime),
+    Column("last_seen", DateTime),
+    Column("row_hash", String(32), nullable=False),
+    Column("source_updated_at", DateTime),
+)
+
+items = Table(
+    "items",
+    baseline,
+    Column("barcode", String(40), primary_key=True),
+    Column("owner", String(32), nullable=False),
+    Column("holder", String(32), nullable=False),
+    Column("status", String(20), nullable=False),  # home | on_loan | away | in_transit
+    Column("on_loan", Boolean, nullable=False),
+    Column("due", DateTime),
+    Column("lent_by", String(32)),
+    Column("state_at", DateTime),
+)
+
+loans = Table(
+    "loans",
+    baseline,
+    Column("member", String(32), primary_key=True),  # the lending member
+    Column("local_id", String(64), primary_key=True),
+    Column("barcode", String(40), nullable=False, index=True),
+    Column("reader_key", String(64), index=True),
+    # The lending member's own account id: a loan whose account is held in quarantine waits
+    # unlinked and is linked when the account is merged (tasks.readers.links).
+    Column("reader_local_id", String(64)),
+    Column("issued_at", DateTime, nullable=False),
+    Column("due_at", DateTime),
+    Column("renewals", Integer, nullable=False, default=0),
+    Column("source_returned_at", DateTime),  # what the lending ILS shows
+    Column("returned_at", DateTime),  # what the consortium knows (may come from another member)
+    Column("return_member", String(32)),
+    Column("pushed_returned_at", DateTime),  # the return time the hub wrote into that ILS
+    Column("row_hash", String(32), nullable=False),
+    Column("source_updated_at", DateTime),
+)
+
+circulation_events = Table(
+    "circulation_events",
+    baseline,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("event_key", String(200), nullable=False, unique=True),  # a replay cannot duplicate
+    Column("barcode", String(40), nullable=False),
+    Column("kind", String(20), nullable=False),  # issued | renewed | returned | seen
+    Column("member", String(32), nullable=False),
+    Column("at", DateTime, nullable=False),
+    Column("loan_member", String(32)),
+    Column("loan_local_id", String(64)),
+    Column("due_at", DateTime),
+    Column("recorded_at", DateTime, nullable=False),
+    Index("ix_events_barcode_at", "barcode", "at"),
+)
+
+watermarks = Table(
+    "watermarks",
+    baseline,
+    Column("member", String(32), primary_key=True),
+    Column("entity", String(20), primary_key=True),
+    Column("cursor_value", DateTime),
+    Column("last_key", String(64)),
+    Column("updated_at", DateTime, nullable=False),
+)
+
+quarantine = Table(
+    "quarantine",
+    baseline,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("member", String(32), nullable=False),
+    Column("entity", String(20), nullable=False),
+    Column("row_key", String(64), nullable=False),
+    Column("rules", JSON, nullable=False),  # names of the expectations / rules broken
+    Column("row_masked", JSON, nullable=False),  # the row as seen, ID numbers masked
+    Column("first_seen_at", DateTime, nullable=False),
+    Column("last_seen_at", DateTime, nullable=False),
+    Column("released_at", DateTime),
+    UniqueConstraint("member", "entity", "row_key", name="uq_quarantine_row"),
+)
+
+outbox = Table(
+    "outbox",
+    baseline,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("target", String(32), nullable=False),  # the member whose ILS must apply it
+    Column("command_key", String(200), nullable=False),
+    # close_loan | set_item | transfer | transfer_arrived
+    Column("kind", String(30), nullable=False),
+    Column("barcode", String(40), nullable=False),
+    Column("payload", JSON, nullable=False),
+    # pending | applied | superseded | dead | resolved | unsupported (see
+    # circhub.tasks.writeback.outbox)
+    Column("status", String(20), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),  # deliveries begun
+    Column("last_error", Text),
+    Column("created_at", DateTime, nullable=False),
+    Column("applied_at", DateTime),
+    Column("next_attempt_at", DateTime),  # backoff after a failure: not tried before this
+    Column("outcome", Text),  # what the last apply did, or why it was not applied
+    UniqueConstraint("target", "command_key", name="uq_outbox_command"),
+    Index("ix_outbox_target_status", "target", "status"),
+)
+
+# Conflicts no rule may settle alone (circhub.domain.conflicts): listed with the reason, held back
+# from the replay or from write-back until the data explains them or an operator releases them.
+circulation_exceptions = Table(
+    "circulation_exceptions",
+    baseline,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("barcode", String(40), nullable=False),
+    Column("reason", String(40), nullable=False),
+    Column("subject", String(200), nullable=False),  # the event, loan or row it is about
+    Column("source", String(20), nullable=False),  # replay | quarantine
+    Column("detail", Text, nullable=False),
+    Column("members", JSON, nullable=False),
+    Column("waiting_on", String(32)),  # a member whose next sync may still explain it
+    Column("status", String(20), nullable=False),  # waiting | open | released | cleared
+    Column("first_seen_at", DateTime, nullable=False),
+    Column("last_seen_at", DateTime, nullable=False),
+    Column("resolved_at", DateTime),
+    Column("note", Text),
+    UniqueConstraint("barcode", "reason", "subject", name="uq_circulation_exception"),
+    Index("ix_exceptions_status", "status", "waiting_on"),
+)
+
+sync_runs = Table(
+    "sync_runs",
+    baseline,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("member", String(32), nullable=False, index=True),
+    Column("started_at", DateTime, nullable=False),
+    Column("finished_at", DateTime),
+    Column("status", String(20), nullable=False),  # ok | failed
+    Column("counts", JSON),
+    Column("error", Text),
+)
+
+drift = Table(
+    "drift",
+    baseline,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("member", String(32), nullable=False, index=True),
+    Column("entity", String(20), nullable=False),
+    Column("local_id", String(64), nullable=False),
+    Column("kind", String(20), nullable=False),  # missing (at the hub) | extra (gone at source)
+    Column("action", String(40), nullable=False),
+    Column("found_at", DateTime, nullable=False),
+)
+
+backfills = Table(
+    "backfills",
+    baseline,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("member", String(32), nullable=False),
+    Column("entity", String(20), nullable=False),
+    Column("since", DateTime, nullable=False),
+    Column("until", DateTime, nullable=False),
+    Column("window_seconds", Integer, nullable=False),
+    Column("done_until", DateTime, nullable=False),  # every window before this is committed
+    Column("rows", BigInteger, nullable=False, default=0),
+    Column("status", String(20), nullable=False),  # running | done
+    Column("started_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+    UniqueConstraint("member", "entity", "since", "until", name="uq_backfill_range"),
+)
+
+# Which HMAC key the reader keys are under, by a check value (never the key). A process whose
+# key does not match the current row refuses to write: it would split every reader in two.
+reader_key_epochs = Table(
+    "reader_key_epochs",
+    baseline,
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("fingerprint", String(64), nullable=False, unique=True),
+    Column("activated_at", DateTime, nullable=False),
+    Column("retired_at", DateTime),  # set by a key rotation; the current key has none
+    Column("note", Text),  # what the rotation did (counts only)
+)
+
+schema_migrations = Table(
+    "schema_migrations",
+    baseline,
+    Column("version", Integer, primary_key=True),
+    Column("name", String(100), nullable=False),
+    Column("applied_at", DateTime, nullable=False),
+)
+
+
+def upgrade() -> None:
+    baseline.create_all(op.get_bind())
+
+
+def downgrade() -> None:
+    raise NotImplementedError("the baseline is not undone: it would drop the central store")
+
+
+# Columns the pre-Alembic steps 2, 3 and 5 added to tables of step 1 (a store stopped at an
+# older step list lacks them); step 4 dropped an index.
+LEGACY_COLUMNS = {
+    "reader_accounts": [Column("registered_on", DateTime)],
+    "outbox": [Column("next_attempt_at", DateTime), Column("outcome", Text)],
+    "loans": [Column("reader_local_id", String(64))],
+}
+
+
+def adopt(conn: Connection) -> None:
+    """A pre-Alembic store brought to exactly this baseline, keeping every row: missing tables
+    created, missing columns added, the dropped index gone."""
+    baseline.create_all(conn, checkfirst=True)
+    quote = conn.dialect.identifier_preparer.quote
+    for table, columns in LEGACY_COLUMNS.items():
+        have = {c["name"] for c in inspect(conn).get_columns(table)}
+        for column in columns:
+            if column.name not in have:
+                kind = column.type.compile(dialect=conn.dialect)
+                conn.execute(text(f"ALTER TABLE {quote(table)} "
+                                  f"ADD COLUMN {quote(column.name)} {kind}"))
+    conn.execute(text("DROP INDEX IF EXISTS ix_items_owner"))
