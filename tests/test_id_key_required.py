@@ -18,7 +18,7 @@ import circhub.flows
 from circhub.cli import app
 from circhub.connections.engines import ID_KEY_SECRET, ConnectionSetupError
 from circhub.connections.key_epochs import KeyMismatch
-from circhub.connections.runtime import open_runtime
+from circhub.connections.runtime import open_runtime, upgrade_store
 from tests.helpers import koha_consortium
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -114,6 +114,7 @@ def test_a_prefect_secret_block_is_a_key_source(keyless):
     from prefect.blocks.system import Secret
 
     config, _ = keyless
+    upgrade_store(config)  # a store made by `circhub db upgrade`; only the key is missing
     Secret(value="key-from-a-secret-block-0123456789").save(ID_KEY_SECRET, overwrite=True)
     try:
         rt = open_runtime(str(config))
@@ -124,6 +125,7 @@ def test_a_prefect_secret_block_is_a_key_source(keyless):
 
 def test_a_store_keyed_with_one_key_refuses_another(keyless, monkeypatch):
     config, _ = keyless
+    upgrade_store(config)
     monkeypatch.setenv("CIRCHUB_ID_KEY", "the-first-key-0123456789abcdef")
     open_runtime(str(config))
     open_runtime.cache_clear()
