@@ -198,6 +198,9 @@ def test_a_backfill_and_a_sync_of_one_member_never_hold_its_database_together(
 
 def _listen(monkeypatch, handler: logging.Handler) -> None:
     logger = logging.getLogger(slots.__name__)
+    # A logging set-up run earlier in the session (Prefect's, a CLI test's) may have disabled
+    # loggers it did not name: this one is wanted on.
+    monkeypatch.setattr(logger, "disabled", False)
     monkeypatch.setattr(logger, "level", logging.DEBUG)
     logger.addHandler(handler)
     monkeypatch.setattr(logger, "handlers", [*logger.handlers])  # removed at teardown
