@@ -126,11 +126,12 @@ def build_world(folder: Path, size: DemoSize) -> tuple[World, Path]:
 
 def run_sync(config: Path) -> dict:
     """The consortium sync flow's per-member rows (its summary table), whatever its state."""
+    from circhub.flows.summary import run_rows
     from circhub.flows.sync import sync_consortium
 
     state = sync_consortium(config=str(config), return_state=True)
-    rows = state.result(raise_on_failure=False)
-    if not isinstance(rows, dict):
+    rows = run_rows(state)
+    if rows is None:
         raise RuntimeError(f"the sync failed: {state.message}")
     return rows
 

@@ -366,7 +366,8 @@ def _parse_lookup(where: str, spec: Any, named: dict[str, Lookup], name: str = "
     if not spec["where"]:
         raise ProfileError(f"{where}: a lookup needs a non-empty 'where'")
     conds = _conditions(where, spec["where"], named)
-    return Lookup(TableRef.parse(spec["table"]), spec["column"], conds, name)
+    return Lookup(TableRef.parse(spec["table"]), spec["column"], conds, name,
+                  optional=bool(spec.get("optional", False)))
 
 
 def _conditions(where: str, raw: dict, named: dict[str, Lookup]) -> dict[str, Any]:

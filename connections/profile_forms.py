@@ -11,7 +11,8 @@ Write side (a step's `where`, `set`, guards, and lookups):
   { if_null = ":p", then = A, else = B }        A when the parameter is missing, else B
   { value = A, when = { p = "set" } }           in a `set`: the column is written only when
                                                  the condition on the command holds
-  { in = [A, B] } / { "<" = A } (<, <=, >, >=, "!=")   conditions beyond equality
+  { in = [A, B] } / { not_in = [A, B] } / { "<" = A } (<, <=, >, >=, "!=")
+                                                conditions beyond equality (NOT IN keeps NULLs)
 
 Read side (a source's `columns`, and its `where` / join `filter` conditions):
   "column" / "alias.column"                     a column
@@ -19,6 +20,7 @@ Read side (a source's `columns`, and its `where` / join `filter` conditions):
   { key = ["a", "b"] }                          a composite key: the parts as text, joined
   { greatest = ["a", "j.b"] }                   the newest of several columns (a cursor that
                                                  moves when any of them does), NULLs ignored
+  { coalesce = ["j.a", "b"] }                   the first of several columns that is set
   { map = "col", values = { code = "v" }, default = "d" }      code -> canonical value
   { case = "col", when = [{ in = [1, 7], then = A }], else = B }  A and B: constants,
                                                  "$null", "$member.name" or { column = "..." }
@@ -34,6 +36,7 @@ KEY_SEPARATOR = "-"
 SPECIAL_VALUES = ("$now", "$null")
 CONDITION_SPECIALS = ("$null", "$not_null")
 COMPARISONS = ("<", "<=", ">", ">=", "!=")
+LIST_OPS = ("in", "not_in")
 MEMBER_PREFIX = "$member."
 
 
@@ -59,6 +62,9 @@ class Lookup:
     column: str
     where: dict[str, Any]
     name: str = ""
+    # An optional look-up may find nothing: a step whose row or values it names is then not
+    # for this command (e.g. "the copy, if it is away from the holder"), instead of failing.
+    optional: bool = False
 
     @property
     def label(self) -> str:
@@ -86,7 +92,7 @@ class Conditional:
 class Cond:
     """A condition other than equality: IN a list, or a comparison."""
 
-    op: str  # in | < | <= | > | >= | !=
+    op: str  # in | not_in | < | <= | > | >= | !=
     value: Any
 
 
@@ -112,12 +118,12 @@ def parse_condition(where: str, raw: Any, parse_value) -> Any:
     """A condition's right-hand side: a value, "$null", "$not_null", {in = [...]}, {"<" = v}."""
     if raw in CONDITION_SPECIALS:
         return raw
-    if isinstance(raw, dict) and len(raw) == 1 and next(iter(raw)) in ("in", *COMPARISONS):
+    if isinstance(raw, dict) and len(raw) == 1 and next(iter(raw)) in LIST_OPS + COMPARISONS:
         op, value = next(iter(raw.items()))
-        if op == "in":
+        if op in LIST_OPS:
             if not isinstance(value, list) or not value:
-                raise FormError(f"{where}: 'in' needs a non-empty list")
-            return Cond("in", [parse_value(where, v) for v in value])
+                raise FormError(f"{where}: {op!r} needs a non-empty list")
+            return Cond(op, [parse_value(where, v) for v in value])
         return Cond(op, parse_value(where, value))
     return parse_value(where, raw)
 
@@ -165,6 +171,14 @@ class Greatest:
 
 
 @dataclass(frozen=True)
+class Coalesce:
+    parts: tuple[str, ...]
+
+
+COLUMN_FUNCTIONS = {"key": CompositeKey, "greatest": Greatest, "coalesce": Coalesce}
+
+
+@dataclass(frozen=True)
 class CaseMap:
     """code -> canonical value: CASE column WHEN IN (...) THEN ... ELSE default END."""
 
@@ -184,7 +198,7 @@ def column_parts(expr: Any) -> tuple[str, ...]:
         return (expr,)
     if isinstance(expr, tuple):
         return expr
-    if isinstance(expr, CompositeKey | Greatest):
+    if isinstance(expr, CompositeKey | Greatest | Coalesce):
         return expr.parts
     if isinstance(expr, CaseMap):
         results = [r for _, r in expr.branches] + [expr.default]
@@ -200,18 +214,18 @@ def parse_column_form(where: str, field_name: str, raw: Any) -> Any:
         return raw
     if isinstance(raw, list) and raw and all(isinstance(p, str) and p for p in raw):
         return tuple(raw)
-    if isinstance(raw, dict) and len(raw) == 1 and set(raw) & {"key", "greatest"}:
+    if isinstance(raw, dict) and len(raw) == 1 and set(raw) & set(COLUMN_FUNCTIONS):
         kind, parts = next(iter(raw.items()))
         if not isinstance(parts, list) or len(parts) < 2 or not all(
                 isinstance(p, str) and p for p in parts):
             raise FormError(f"{here}: {kind!r} needs a list of two columns or more")
-        return (CompositeKey if kind == "key" else Greatest)(tuple(parts))
+        return COLUMN_FUNCTIONS[kind](tuple(parts))
     if isinstance(raw, dict) and "map" in raw:
         return _parse_map(here, raw)
     if isinstance(raw, dict) and "case" in raw:
         return _parse_case(here, raw)
     raise FormError(f"{here} must be a column, a list of columns, or one of the forms "
-                    f"key, greatest, map, case")
+                    f"key, greatest, coalesce, map, case")
 
 
 def _parse_map(here: str, raw: dict) -> CaseMap:

@@ -35,6 +35,7 @@ from circhub.connections.profile import Entity, Exclusion, ProfileError, Source
 from circhub.connections.profile_forms import (
     KEY_SEPARATOR,
     CaseMap,
+    Coalesce,
     ColumnRef,
     CompositeKey,
     Greatest,
@@ -96,6 +97,8 @@ class _Reader:
             return _joined([cast(self.col(p), String) for p in expr.parts], KEY_SEPARATOR)
         if isinstance(expr, Greatest):
             return _greatest([self.col(p) for p in expr.parts])
+        if isinstance(expr, Coalesce):
+            return func.coalesce(*(self.col(p) for p in expr.parts))
         if isinstance(expr, CaseMap):
             return self._case(expr)
         # several columns read as one text (a missing part reads as empty)

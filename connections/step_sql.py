@@ -137,6 +137,8 @@ def compare(column: ColumnElement, v: Any, bind: Callable[[Any], ColumnElement]
         return column.is_not(None)
     if isinstance(v, Cond) and v.op == "in":
         return column.in_([bind(x) for x in v.value])
+    if isinstance(v, Cond) and v.op == "not_in":
+        return or_(column.is_(None), column.not_in([bind(x) for x in v.value]))
     if isinstance(v, Cond):
         return column.operate(_COMPARE[v.op], bind(v.value))
     return column == bind(v)

@@ -11,6 +11,7 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
 from circhub.connections.runtime import default_config_path, open_runtime
 from circhub.flows.attempts import refuse_endless_attempts
+from circhub.flows.slots import ensure_limits, source_slots
 from circhub.tasks.loads.backfill import BackfillProgress, backfill_member, backfill_range
 from circhub.tasks.sync.validate import publish_data_docs
 
@@ -80,6 +81,7 @@ def backfill(member: str, entity: str, since: str, until: str | None = None,
     start, end = backfill_range(entity, since, until, window_hours)  # before anything starts
     rt = open_runtime(config or default_config_path())
     code = rt.consortium.member(member).code
+    ensure_limits(rt.consortium)
     log = get_run_logger()
     artifact = create_progress_artifact(0.0, description=f"backfill {member} {entity}")
     logged = _ProgressLog(log, member, entity)
@@ -95,8 +97,11 @@ def backfill(member: str, entity: str, since: str, until: str | None = None,
             logged(p)
 
         try:
-            result = backfill_member(rt, rt.consortium.member(code), entity, start, end,
-                                     timedelta(hours=window_hours), on_progress=report)
+            # The member's slot for the whole load: its syncs wait (and fail by name after
+            # SLOT_WAIT_SECONDS) instead of reading its database beside the backfill.
+            with source_slots(code):
+                result = backfill_member(rt, rt.consortium.member(code), entity, start, end,
+                                         timedelta(hours=window_hours), on_progress=report)
         except Exception:  # a refused chunk's failing rules are worth seeing too
             publish_data_docs(rt.consortium, f"backfill-{member}-{entity}", log)
             raise

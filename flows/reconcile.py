@@ -10,6 +10,7 @@ from prefect.states import Completed, Failed
 
 from circhub.connections.runtime import default_config_path, open_runtime
 from circhub.flows.attempts import refuse_endless_attempts
+from circhub.flows.slots import ensure_limits, source_slots
 from circhub.flows.tasks import quiet_expected_failures
 from circhub.tasks.loads.reconcile import reconcile_member
 
@@ -17,7 +18,8 @@ from circhub.tasks.loads.reconcile import reconcile_member
 @task(name="reconcile-member", task_run_name="reconcile-{member_code}", cache_policy=NO_CACHE)
 def reconcile_task(config: str, member_code: str, fix: bool) -> list[dict]:
     rt = open_runtime(config)
-    found = reconcile_member(rt, rt.consortium.member(member_code), fix=fix)
+    with source_slots(member_code):
+        found = reconcile_member(rt, rt.consortium.member(member_code), fix=fix)
     rows = [{"member": member_code, "entity": d.entity, "rows checked": d.rows_checked,
              "missing at hub": len(d.missing), "gone at source": len(d.extra),
              "changed without its cursor": len(d.changed)} for d in found]
@@ -36,6 +38,7 @@ def reconcile(config: str | None = None, members: list[str] | None = None,
     refuse_endless_attempts()
     config = config or default_config_path()
     rt = open_runtime(config)
+    ensure_limits(rt.consortium)
     chosen = [m.code for m in rt.consortium.members
               if m.sync and (members is None or m.code in members)]
     quiet_expected_failures()  # an unreachable member: one line, not a traceback

@@ -57,9 +57,7 @@ def sync_library(member: str, config: str | None = None):
     config = config or default_config_path()
     rt = open_runtime(config)
     rt.consortium.member(member)  # an unknown code is an error by name, before any work
-    state = _run(rt, [member], f"sync-{member}")
-    state.data = state.data.get(member, {})
-    return state
+    return _run(rt, [member], f"sync-{member}")
 
 
 def _run(rt, chosen: list[str], docs_site: str):

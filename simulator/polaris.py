@@ -14,6 +14,8 @@ Where this is Polaris *style* rather than Polaris (the profile depends on these)
   (subtypes 6, 38, ...); the style flattens them onto TransactionHeaders as columns.
 - A check-in header carries the CheckOutDate of the loan it ends; a loan is identified by
   its checkout header's TransactionID, found by (ItemRecordID, checkout time).
+- Transfers between branches are rows of Polaris.ItemTransits (item, from, to, sent,
+  received), the item In-Transit (ItemStatusID 6) meanwhile.
 - Server-clock change columns: TransactionHeaders.TransactionDate (TranClientDate is the
   workstation's time, which offline circulation backdates), ModificationDate on
   CircItemRecords and ItemCheckouts. Polaris has no such column on ItemCheckouts; a member
@@ -45,7 +47,7 @@ from circhub.simulator.desk import Desk
 CONSORT = "CONSORT"  # MaterialTypes.Description of consortium copies (the profile's marker)
 BOOK_TYPE, CONSORT_TYPE = 1, 2  # MaterialTypeID
 CHECKOUT, CHECKIN = 6001, 6002  # TransactionTypeID
-ITEM_IN, ITEM_OUT = 1, 2  # ItemStatusID
+ITEM_IN, ITEM_OUT, IN_TRANSIT = 1, 2, 6  # ItemStatusID: In, Out, In-Transit
 POLARIS, TRANSACTIONS = "Polaris", "PolarisTransactions.Polaris"
 
 metadata = MetaData()
@@ -128,6 +130,18 @@ headers = Table(
     Column("DueDate", DateTime),
     Column("Renewals", Integer),
     schema=TRANSACTIONS,
+)
+# A book sent to another branch: one row per transfer, received when it arrives. Polaris keeps
+# in-transit items in its own transit tables (not verified here); the style keeps this one.
+item_transits = Table(
+    "ItemTransits", metadata,
+    Column("ItemTransitID", Integer, primary_key=True),
+    Column("ItemRecordID", Integer, nullable=False),
+    Column("FromOrganizationID", Integer, nullable=False),
+    Column("ToOrganizationID", Integer, nullable=False),
+    Column("SentDate", DateTime, nullable=False),
+    Column("ReceivedDate", DateTime),
+    schema=POLARIS,
 )
 
 

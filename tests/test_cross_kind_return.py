@@ -65,13 +65,25 @@ def test_an_evergreen_book_returned_at_a_koha_member_is_closed_in_evergreen(cons
     circ_id = lend_then_return(world, config, book, EVERGREEN, KOHA)
     koha_org = evergreen_sql(world, "SELECT id FROM actor.org_unit WHERE shortname = :s",
                              s=KOHA).id
-    circ = evergreen_sql(world, "SELECT checkin_time, checkin_lib FROM action.circulation "
+    circ = evergreen_sql(world, "SELECT checkin_time, checkin_lib, stop_fines, stop_fines_time, "
+                                "xact_finish, checkin_staff FROM action.circulation "
                                 "WHERE id = :id", id=circ_id)
     assert circ.checkin_time is not None
     assert circ.checkin_lib == koha_org
-    copy = evergreen_sql(world, "SELECT circ_lib, status FROM asset.copy WHERE barcode = :b",
+    # closed as Evergreen's check-in closes a transaction (out of the billing views)
+    assert circ.stop_fines == "CHECKIN" and circ.stop_fines_time == circ.checkin_time
+    assert circ.xact_finish is not None and circ.checkin_staff is not None
+    # The copy keeps its home (circ_lib) and shows checked out to the consortium stand-in at
+    # the Koha member's org unit (the faithful schema: the old test expected circ_lib moved).
+    copy = evergreen_sql(world, "SELECT acp.circ_lib, acp.status, circ.circ_lib AS out_at, "
+                                "au.usrname FROM asset.copy acp JOIN action.circulation circ "
+                                "ON circ.target_copy = acp.id AND circ.checkin_time IS NULL "
+                                "JOIN actor.usr au ON au.id = circ.usr WHERE acp.barcode = :b",
                          b=book)
-    assert (copy.circ_lib, copy.status) == (koha_org, 0)
+    own_org = evergreen_sql(world, "SELECT id FROM actor.org_unit WHERE shortname = :s",
+                            s=EVERGREEN).id
+    assert (copy.circ_lib, copy.status, copy.out_at) == (own_org, 1, koha_org)
+    assert copy.usrname == "circhub-consortium"
 
 
 def test_the_return_time_written_to_evergreen_is_when_the_koha_desk_took_the_book(consortium):

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, select, update
 
 from circhub.connections.engines import member_engine
+from circhub.connections.holds import holding
 from circhub.connections.runtime import open_runtime
 from circhub.domain.schema import member_items, watermarks
 from circhub.simulator import koha
@@ -62,7 +63,9 @@ def test_a_large_delta_is_read_in_slices_that_catch_up(tmp_path, mariadb_db, pg_
         syncs += 1
         assert result.extract.counts()["items"] <= LIMIT  # the lookback's 10 rows included
         assert syncs < 10, "the slices do not catch up"
-    fresh = read_entity(member_engine(member), entity_query(member, "items", None), "items")
+    with holding(member.code):
+        fresh = read_entity(member_engine(member), entity_query(member, "items", None),
+                            "items")
     assert set(_central_items(rt, member.code)) == set(fresh["local_id"].astype(str))
     assert len(fresh) == 150
     assert syncs >= 150 // LIMIT

@@ -23,6 +23,7 @@ from typer.testing import CliRunner
 from circhub.cli import app
 from circhub.connections.config import load_config, parse_config
 from circhub.connections.engines import engine_for
+from circhub.connections.holds import holding
 from circhub.connections.profile import PROFILE_DIR, ProfileError, parse_profile
 from circhub.connections.runtime import open_runtime
 from circhub.simulator.evergreen import EvergreenDesk
@@ -32,6 +33,9 @@ from circhub.tasks.onboarding.prepare import prepare_member
 from tests.conftest import MARIADB_ADMIN
 from tests.member_databases import member_database
 from tests.writeback import BOOK, A, B, C, commands, item_row, push, reader, sync
+
+# `check` and `prepare` work on the member under its Prefect slot (flows.slots).
+pytestmark = pytest.mark.usefixtures("prefect_server")
 
 KOHA_BRANCH_KEYS = (
     ("items", "holdingbranch"), ("branchtransfers", "frombranch"), ("branchtransfers", "tobranch"))
@@ -69,6 +73,12 @@ def fingerprint(world, member: str) -> dict:
                     conn.execute(text(f"CHECKSUM TABLE {t}")).one()[1]) for t in TOUCHED}
 
 
+def _check(consortium, code: str, **kw):
+    """As `circhub check` runs it: under the member's hold (here without Prefect)."""
+    with holding(code):
+        return check_member(consortium, code, **kw)
+
+
 def cli(*args: str):
     return CliRunner().invoke(app, list(args))
 
@@ -81,7 +91,7 @@ def test_check_names_the_missing_branches_prepare_creates_them_once_then_check_i
     consortium = load_config(config)
     before = fingerprint(world, A)
 
-    report = check_member(consortium, A)
+    report = _check(consortium, A)
 
     assert not report.ready
     assert report.missing == [f"consortium branch {B} for member {B} (Chongqing Library)",
@@ -113,7 +123,7 @@ def test_check_names_the_missing_branches_prepare_creates_them_once_then_check_i
     assert f"member {A} (koha): created 0 object(s), 4 already there" in again.output
     assert world.desks[A].engine.connect().execute(
         text("SELECT COUNT(*) FROM branches")).scalar_one() == 3
-    ready = check_member(load_config(config), A)
+    ready = _check(load_config(config), A)
     assert ready.ready, ready.lines()
     assert [r.problem for r in ready.rehearsals] == [None] * 5
 
@@ -177,7 +187,7 @@ def test_evergreen_check_names_the_org_unit_its_lookup_cannot_find_and_prepare_a
         {"code": "BB002", "name": "Beta", "profile": "koha",
          "connection": "mysql+pymysql://root@127.0.0.1:1/none"}]})
 
-    report = check_member(consortium, "AA001")
+    report = _check(consortium, "AA001")
 
     assert not report.ready
     assert any("found nothing in actor.org_unit where shortname = 'BB002': member AA001's "
@@ -185,7 +195,7 @@ def test_evergreen_check_names_the_org_unit_its_lookup_cannot_find_and_prepare_a
                for r in report.reasons), report.reasons
     created = prepare_member(consortium, consortium.member("AA001"), engine_for(url))
     assert created.created == ["consortium org unit BB002 for member BB002 (Beta)"]
-    assert check_member(consortium, "AA001").ready
+    assert _check(consortium, "AA001").ready
 
 
 def test_check_names_a_write_the_hubs_login_may_not_do(koha, mariadb_db):
@@ -202,7 +212,7 @@ def test_check_names_a_write_the_hubs_login_may_not_do(koha, mariadb_db):
         config.write_text(config.read_text().replace(str(url.render_as_string(
             hide_password=False)), read_only))
 
-        report = check_member(load_config(config), A)
+        report = _check(load_config(config), A)
 
         assert not report.ready
         assert any(f"the hub's database login at member {A} may not INSERT old_issues; "

@@ -28,7 +28,9 @@ SINCE, UNTIL = datetime(2026, 10, 1), datetime(2026, 10, 2)
 PARAMS = {"barcode": "AA0010000001", "holder": "BB001", "holder_branch": "BB001",
           "loan_local_id": "17", "returned_at": datetime(2026, 10, 2, 10, 0),
           "return_member": "BB001", "return_branch": "BB001", "due_at": None,
-          "state_at": datetime(2026, 10, 2, 10, 0)}
+          "state_at": datetime(2026, 10, 2, 10, 0),
+          "owner_branch": "AA001", "requested_at": datetime(2026, 10, 3, 9, 0),
+          "arrived_at": datetime(2026, 10, 4, 9, 0)}
 NOT_TSQL = {
     "LIMIT": r"\bLIMIT\b",
     "double-quoted identifier": r'"',

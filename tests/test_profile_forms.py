@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tomllib
+from datetime import datetime
 
 import pytest
 from sqlalchemy.dialects import mssql, mysql, postgresql, sqlite
@@ -16,6 +17,7 @@ from circhub.connections.profile import (
     load_profile,
     parse_profile,
 )
+from circhub.connections.profile_forms import lookups_in
 from circhub.connections.sql import extract_query, step_statement
 from circhub.connections.step_sql import Binding, returning_insert
 
@@ -84,12 +86,40 @@ def test_a_list_of_columns_is_read_as_one_text_in_each_dialect(dialect, joined):
     assert joined in sql
 
 
-@pytest.mark.parametrize(("due_at", "status"), [(None, 0), ("2026-11-01", 1)])
+@pytest.mark.parametrize(("due_at", "status"), [(None, 1), ("2026-11-01", 2)])
 def test_if_null_picks_the_value_by_the_command_parameter(due_at, status):
-    step = load_profile("evergreen").writeback["set_item"][0]
-    compiled = step_statement(step, {**PARAMS, "due_at": due_at}).compile(
+    step = load_profile("polaris").writeback["set_item"][0]
+    compiled = step_statement(step, {**PARAMS, "due_at": due_at,
+                                     "state_at": datetime(2026, 11, 1, 9)}).compile(
         dialect=postgresql.dialect())
     assert status in compiled.params.values()
+
+
+def test_greatest_and_coalesce_read_several_columns_as_one():
+    items = load_profile("evergreen").entities["items"]
+    sql = str(extract_query(items).compile(dialect=postgresql.dialect()))
+    assert "coalesce(out_at.shortname, here.shortname) AS holding_branch" in sql
+    assert "open_circ.last_update_time" in sql
+
+
+def test_a_not_in_filter_leaves_out_the_listed_codes_and_keeps_unset_ones():
+    readers = load_profile("evergreen").entities["readers"]
+    sql = str(extract_query(readers).compile(dialect=postgresql.dialect()))
+    assert "au.profile IS NULL OR (au.profile NOT IN (" in sql
+
+
+@pytest.mark.parametrize("bad", [{"not_in": []}, {"not_in": 3}])
+def test_a_not_in_filter_needs_a_non_empty_list(bad):
+    data = raw_profile("evergreen")
+    data["entities"]["readers"]["sources"][0]["where_equals"]["profile"] = bad
+    with pytest.raises(ProfileError, match="'not_in' needs a non-empty list"):
+        parse_profile("evergreen", data)
+
+
+def test_an_optional_look_up_is_marked_and_others_are_not():
+    lookups = {lk.name: lk.optional for step in load_profile("evergreen").writeback["set_item"]
+               for lk in lookups_in(step.where.get("id") or step.where.get("target_copy"))}
+    assert lookups["current_copy"] and lookups["away_copy"] and not lookups["copy"]
 
 
 def test_an_odbc_url_becomes_a_postgresql_odbc_connection_string():

@@ -1,10 +1,11 @@
-"""Write-back in the profile language: the version guard, kinds a profile may leave out, and a
-push to a member whose profile has no steps for a kind (an Evergreen holder asked to send a
-Koha member's book home: real PostgreSQL and MariaDB)."""
+"""Write-back in the profile language: the version guard, kinds a profile may leave out, a push
+to a member whose profile has no steps for a kind, and an Evergreen holder asked to send a Koha
+member's book home (real PostgreSQL and MariaDB)."""
 
 from __future__ import annotations
 
 import tomllib
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 import pytest
@@ -15,7 +16,8 @@ from circhub.connections.runtime import upgrade_store
 from circhub.connections.sql import step_statement
 from circhub.simulator.world import config_toml, member_specs, mixed_world
 from circhub.tasks.circulation.transfers import request_transfer
-from tests.writeback import commands, dispose, push, sync
+from circhub.tasks.writeback import push as push_module
+from tests.writeback import commands, dispose, ils, push, sync
 
 KOHA_TOML = tomllib.loads((PROFILE_DIR / "koha.toml").read_text())
 
@@ -67,11 +69,15 @@ def koha_and_evergreen(request, tmp_path, mariadb_db, pg_db):
     dispose(world, config)
 
 
-def test_a_kind_the_holders_profile_lacks_is_marked_unsupported_by_name(koha_and_evergreen):
+def test_a_kind_the_holders_profile_lacks_is_marked_unsupported_by_name(koha_and_evergreen,
+                                                                      monkeypatch):
     world, config, (koha, evergreen) = koha_and_evergreen
-    book = f"{koha}0000001"
-    world.checkout(book, koha, next(p for p in world.people if p.home == koha))
-    world.checkin(book, evergreen)
+    lean = load_profile("evergreen")
+    lean = replace(lean, writeback={k: v for k, v in lean.writeback.items()
+                                    if k in ("close_loan", "set_item")})
+    monkeypatch.setattr(push_module, "load_profile",
+                        lambda kind: lean if kind == "evergreen" else load_profile(kind))
+    book = _returned_at_evergreen(world, koha, evergreen)
     rt = sync(config)
     push(rt)
 
@@ -83,3 +89,39 @@ def test_a_kind_the_holders_profile_lacks_is_marked_unsupported_by_name(koha_and
     assert cmd.outcome == (f"write-back 'transfer' not supported by profile 'evergreen' "
                            f"(member {evergreen})")
     assert report.unsupported == 1 and report.applied == 0
+
+
+def _returned_at_evergreen(world, koha: str, evergreen: str) -> str:
+    book = f"{koha}0000001"
+    world.checkout(book, koha, next(p for p in world.people if p.home == koha))
+    world.checkin(book, evergreen)
+    return book
+
+
+def test_an_evergreen_holder_sends_the_book_home_in_transit_and_receives_the_arrival(
+        koha_and_evergreen):
+    world, config, (koha, evergreen) = koha_and_evergreen
+    book = _returned_at_evergreen(world, koha, evergreen)
+    rt = sync(config)
+    push(rt)
+
+    request_transfer(rt.store, rt.consortium, book, at=world.tick())
+    push(rt)
+    [transit] = ils(world, evergreen,
+                    "SELECT t.dest_recv_time, dest.shortname AS dest, src.shortname AS source, "
+                    "t.copy_status, acp.status FROM action.transit_copy t "
+                    "JOIN asset.copy acp ON acp.id = t.target_copy "
+                    "JOIN actor.org_unit dest ON dest.id = t.dest "
+                    "JOIN actor.org_unit src ON src.id = t.source WHERE acp.barcode = :b", b=book)
+    assert (transit.source, transit.dest, transit.status) == (evergreen, koha, 6)
+    assert transit.copy_status == 7 and transit.dest_recv_time is None
+    push(rt)  # a replay sends nothing twice
+    assert len(ils(world, evergreen, "SELECT id FROM action.transit_copy")) == 1
+
+    world.checkin(book, koha)  # the owner's desk has it back
+    rt = sync(config)
+    push(rt)
+    [arrived] = commands(rt, book, target=evergreen, kind="transfer_arrived")
+    assert arrived.status == "applied"
+    [received] = ils(world, evergreen, "SELECT dest_recv_time FROM action.transit_copy")
+    assert received.dest_recv_time is not None

@@ -10,6 +10,7 @@ from sqlalchemy import select, text
 
 from circhub.connections.config import load_config
 from circhub.connections.engines import central_url, engine_for
+from circhub.connections.holds import holding
 from circhub.connections.runtime import Runtime, open_runtime
 from circhub.domain.schema import circulation_exceptions, outbox
 from circhub.tasks.sync.cycle import run_cycle
@@ -67,8 +68,12 @@ def sync(config: Path, codes: list[str] | None = None) -> Runtime:
 
 
 def push(rt: Runtime, **kw) -> dict[str, PushReport]:
-    return {t: push_member(rt.store, rt.consortium, rt.consortium.member(t), **kw)
-            for t in targets_with_pending(rt.store)}
+    return {t: _push_one(rt, t, **kw) for t in targets_with_pending(rt.store)}
+
+
+def _push_one(rt: Runtime, target: str, **kw) -> PushReport:
+    with holding(target):
+        return push_member(rt.store, rt.consortium, rt.consortium.member(target), **kw)
 
 
 def ils(world, member: str, sql: str, **params) -> list:

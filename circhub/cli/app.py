@@ -160,8 +160,10 @@ def push(config: str = ConfigOpt) -> None:
 def _run_flow(flow_fn, what: str, config: str | None, **params) -> None:
     """Run a flow now, print its per-member table, exit non-zero when it failed."""
     runtime(config)
+    from circhub.flows.summary import run_rows
+
     state = flow_fn(config=config_path(config), return_state=True, **params)
-    rows = state.result(raise_on_failure=False)
+    rows = run_rows(state)
     if isinstance(rows, dict):
         _print_rows(rows.values())
     if not state.is_completed():
@@ -179,14 +181,21 @@ def check(member: str, config: str = ConfigOpt, as_json: bool = JsonOpt) -> None
     """Onboarding check: profile vs live schema, sampled validation, backfill size, verdict."""
     from circhub.connections.config import ConfigError, load_config
     from circhub.connections.engines import ConnectionSetupError, id_hash_key
+    from circhub.flows.slots import ensure_limits, source_slots
     from circhub.tasks.onboarding.check import check_member
 
     try:
         consortium = load_config(config_path(config))
         id_hash_key(consortium)  # samples use a throwaway key, but no command starts keyless
-        report = check_member(consortium, member)
+        consortium.member(member)  # an unknown code is an error by name, before any work
+        ensure_limits(consortium)
+        with source_slots(member):  # never beside a sync or backfill of the same member
+            report = check_member(consortium, member)
     except (ConfigError, ConnectionSetupError) as exc:
         usage_error(str(exc))
+    except TimeoutError as exc:
+        err.print(f"[red]check not run:[/] {exc}")
+        raise typer.Exit(1) from None
     if as_json:
         print_json({"member": report.member, "profile": report.profile,
                     "ready": report.ready, "reasons": report.reasons,

@@ -21,6 +21,7 @@ def prepare(member: str, config: str = ConfigOpt,
     from circhub.connections.engines import ConnectionSetupError, id_hash_key, member_engine
     from circhub.connections.errors import driver_message
     from circhub.connections.profile import load_profile
+    from circhub.flows.slots import ensure_limits, source_slots
     from circhub.tasks.onboarding.prepare import prepare_member
     from circhub.tasks.writeback.explain import explain
     from circhub.tasks.writeback.steps import StepFailed
@@ -29,10 +30,15 @@ def prepare(member: str, config: str = ConfigOpt,
         consortium = load_config(config_path(config))
         id_hash_key(consortium)  # the rule of every command: no reader-ID key, no start
         chosen = consortium.member(member)
-        report = prepare_member(consortium, chosen, member_engine(chosen), dry_run=dry_run)
+        ensure_limits(consortium)
+        with source_slots(member):  # never beside a sync or backfill of the same member
+            report = prepare_member(consortium, chosen, member_engine(chosen), dry_run=dry_run)
     except (ConfigError, ConnectionSetupError) as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from None
+    except TimeoutError as exc:
+        err.print(f"[red]prepare not run:[/] {exc}")
+        raise typer.Exit(1) from None
     except StepFailed as failed:
         err.print(f"[red]prepare failed, nothing created:[/] "
                   f"{explain(chosen, load_profile(chosen.profile), failed)}", soft_wrap=True)

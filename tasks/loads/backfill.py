@@ -146,37 +146,40 @@ def backfill_member(rt: Runtime, member: Member, entity: str, since: datetime, u
         return report
     view = rt.member_view(member)
     done = len(all_windows) - len(todo)
-    chunks = read_ahead(_prepared(rt, member, entity, todo, view, chunk_rows),
-                        name=f"circhub-backfill-{member.code}")
-    for chunk in chunks:
-        if isinstance(chunk, ReaderDone):
-            report.reader_peak_mb = chunk.peak_mb
-        elif isinstance(chunk, WindowRead):
-            last_window = chunk.end == all_windows[-1][1]
-            with rt.store.begin() as conn:
-                _progress_step(backfill_id, chunk.end, report.rows, last_window)(conn)
-            done += 1
-            if on_progress:
-                on_progress(BackfillProgress(done, len(all_windows), report.rows, chunk.end))
-        else:
-            _merge_chunk(rt, member, entity, *chunk, report)
+    # The URL is taken here, in the caller's context, which holds the member's slot; the
+    # read-ahead thread that starts the reader process does not (connections.holds).
+    job = ReadJob(member, member_url(member), entity, todo, chunk_rows, rt.id_key)
+    # Closed on the way out, even by an error: the reader process and its connection to the
+    # member end before the caller gives the member's slot back.
+    with closing(read_ahead(_prepared(rt, job, view),
+                            name=f"circhub-backfill-{member.code}")) as chunks:
+        for chunk in chunks:
+            if isinstance(chunk, ReaderDone):
+                report.reader_peak_mb = chunk.peak_mb
+            elif isinstance(chunk, WindowRead):
+                last_window = chunk.end == all_windows[-1][1]
+                with rt.store.begin() as conn:
+                    _progress_step(backfill_id, chunk.end, report.rows, last_window)(conn)
+                done += 1
+                if on_progress:
+                    on_progress(BackfillProgress(done, len(all_windows), report.rows,
+                                                 chunk.end))
+            else:
+                _merge_chunk(rt, member, entity, *chunk, report)
     return report
 
 
 Chunk = tuple[pd.DataFrame, Validated]
 
 
-def _prepared(rt: Runtime, member: Member, entity: str, todo: list[tuple[datetime, datetime]],
-              view, chunk_rows: int) -> Iterator[Chunk | WindowRead | ReaderDone]:
+def _prepared(rt: Runtime, job: ReadJob, view) -> Iterator[Chunk | WindowRead | ReaderDone]:
     """Every window's chunks, read, typed and hashed in the reader process
     (`circhub.tasks.loads.read_process`), then validated here on the read-ahead thread; the merge
-    thread
-    only writes, so the three overlap on the machine's two cores."""
-    job = ReadJob(member, member_url(member), entity, todo, chunk_rows, rt.id_key)
+    thread only writes, so the three overlap on the machine's two cores."""
     with closing(read_in_child(job)) as items:  # a validation error ends the reader now
         for item in items:
             if isinstance(item, pd.DataFrame):
-                yield item, validate_extract(member.code, {entity: item}, view,
+                yield item, validate_extract(job.member.code, {job.entity: item}, view,
                                              rt.consortium.max_bad_share)
             else:
                 yield item

@@ -90,7 +90,7 @@ def prepare_member(consortium: Consortium, member: Member, engine: Engine, *,
         if dry_run:
             report.missing = [p.description for p in missing]
             return report
-        render = column_renderer(engine)
+        render = column_renderer(conn)  # on this connection: no second one beside it
         for p in missing:
             [done] = run_steps(conn, [p.obj.step], Binding(dict(p.params), render=render),
                                lambda step: [])

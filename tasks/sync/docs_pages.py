@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 STYLESHEET = "circhub-offline.css"
-_REMOTE = re.compile(
+_REMOTE = re.compile(  # stylesheets, scripts and images (GX's logo) from elsewhere
     r"<link[^>]+href=\"https?://[^\"]*\"[^>]*>|<script[^>]+src=\"https?://[^\"]*\"[^>]*>"
-    r"\s*</script>", re.I)
+    r"\s*</script>|<img[^>]+src=\"https?://[^\"]*\"[^>]*>", re.I)
 _CSS = """
 body { font-family: system-ui, sans-serif; margin: 1.5em 2em; color: #222; }
 table { border-collapse: collapse; margin: .5em 0 1.2em; }

@@ -93,12 +93,12 @@ def apply_on(conn: Connection, profile: Profile, member: Member, kind: str,
              payload: dict) -> list[StepOutcome]:
     """One command's steps on an open ILS transaction: the push commits it, `circhub check`
     rehearses it and rolls it back (circhub.tasks.onboarding.rehearse)."""
-    engine = conn.engine
-    binding = Binding(command_params(member, payload), render=column_renderer(engine))
+    # Column types read on this connection: the member's slot grants it one (live_schema).
+    binding = Binding(command_params(member, payload), render=column_renderer(conn))
 
     def shared(step) -> list[str]:  # the columns both tables of a copy_row have
-        dest = column_types(engine, step.into.dotted)
-        return [c for c in column_types(engine, step.table.dotted) if c in dest]
+        dest = column_types(conn, step.into.dotted)
+        return [c for c in column_types(conn, step.table.dotted) if c in dest]
 
     return run_steps(conn, profile.writeback[kind], binding, shared)
 

@@ -4,7 +4,9 @@ step that cannot do what it must stops the command, so the transaction writes no
 For each step, in order:
 - `when` (conditions on the command) and `skip_if_exists` (applied before) may skip it;
 - every look-up it uses is read first: one that finds nothing (or a NULL) stops the command,
-  naming the look-up and the values searched, so no step ever writes NULL in its place;
+  naming the look-up and the values searched, so no step ever writes NULL in its place
+  (an `optional` look-up that finds nothing skips the step instead: the step is about a row
+  that is not there for this command, e.g. "the copy, if it is away");
 - the rows its `where` finds are counted: a step that must find one row and finds none, or
   more, stops the command (rows = "at_most_one" allows none: a replay after the row moved);
 - the statement runs; guards may leave a found row alone (a replay, or newer state shown);
@@ -90,6 +92,9 @@ def _run(conn: Connection, step: Step, b: Binding, copy_columns: CopyColumns) ->
         if conn.execute(exists_query(step.skip_if_exists, b)).scalar():
             return StepOutcome(step, 0, 0, "applied before")
     _read_lookups(conn, step, step.where.values(), b)
+    absent = _absent(step.where.values(), b)
+    if absent:
+        return StepOutcome(step, 0, 0, f"not for this row: look-up {absent!r} found nothing")
     if step.op == "insert_missing" and conn.execute(row_exists(step, b)).scalar():
         return StepOutcome(step, 1, 0, "there already")
     found = 1
@@ -99,6 +104,9 @@ def _run(conn: Connection, step: Step, b: Binding, copy_columns: CopyColumns) ->
         if found == 0:
             return StepOutcome(step, 0, 0, "no row (applied before)")
     _read_lookups(conn, step, step.values(), b)
+    absent = _absent(step.values(), b)
+    if absent:
+        return StepOutcome(step, found, 0, f"not for this row: look-up {absent!r} found nothing")
     changed, key = _execute(conn, step, b, copy_columns)
     _check_changed(step, found, changed)
     if step.verify and changed and step.op in ("update", "insert", "insert_missing"):
@@ -160,9 +168,24 @@ def _active_lookups(value: Any, b: Binding) -> list[Lookup]:
     return []
 
 
+def _absent(values: Iterable[Any], b: Binding) -> str | None:
+    """The first look-up these values read that found nothing (an optional one, or one that
+    looks for the row of an optional one): its step is skipped."""
+    for value in values:
+        for lk in _active_lookups(value, b):
+            if id(lk) in b.resolved and b.resolved[id(lk)] is None:
+                return lk.label
+    return None
+
+
 def _read_lookup(conn: Connection, step: Step, lk: Lookup, b: Binding) -> Any:
+    if any(isinstance(v, Lookup) and v.optional and b.resolved.get(id(v)) is None
+           for v in lk.where.values()):
+        return None  # it looks for a row an optional look-up did not find
     rows = conn.execute(lookup_query(lk, b)).all()
     searched = _described(lk.table.dotted, lk.where, b)
+    if lk.optional and (not rows or rows[0][0] is None):
+        return None
     if not rows or rows[0][0] is None:
         raise StepFailed(f"{step.label}: look-up {lk.label!r} found nothing in "
                          f"{lk.table.dotted} where {searched}")
