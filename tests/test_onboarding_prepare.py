@@ -103,7 +103,7 @@ def test_check_names_the_missing_branches_prepare_creates_them_once_then_check_i
     assert [r.what.split(" of ")[0] for r in report.rehearsals] == [
         "close_loan", "set_item", "set_item", "transfer", "transfer_arrived"]
     assert all(r.problem for r in report.rehearsals)
-    assert any(f"write-back 'close_loan' step 3 (update items): {missing_branch}" in r
+    assert any(f"write-back 'close_loan' step 4 (update items): {missing_branch}" in r
                for r in refused), refused
     assert any("transfer" in r and "branchtransfers.tobranch → branches" in r for r in refused)
     assert fingerprint(world, A) == before  # the rehearsal left no trace
@@ -118,7 +118,7 @@ def test_check_names_the_missing_branches_prepare_creates_them_once_then_check_i
 
     assert first.exit_code == 0, first.output
     assert f"created: consortium branch {B} for member {B} (Chongqing Library)" in first.output
-    assert f"member {A} (koha): created 0 object(s), 2 already there" in again.output
+    assert f"member {A} (koha): created 0 object(s), 4 already there" in again.output
     assert world.desks[A].engine.connect().execute(
         text("SELECT COUNT(*) FROM branches")).scalar_one() == 3
     ready = _check(load_config(config), A)
@@ -150,7 +150,7 @@ def test_a_refused_write_back_makes_push_exit_non_zero_naming_the_missing_branch
 
     assert pushed.exit_code == 1, pushed.output
     said = " ".join(pushed.output.split())
-    assert (f"{A}: member {A}: close_loan {BOOK}: profile 'koha' write-back 'close_loan' step 3 "
+    assert (f"{A}: member {A}: close_loan {BOOK}: profile 'koha' write-back 'close_loan' step 4 "
             f"(update items): member {A}'s Koha has no consortium branch '{B}' "
             f"(items.holdingbranch → branches); run `circhub prepare {A}`") in said
     status = cli("status", "-c", str(config))
@@ -243,5 +243,5 @@ def test_a_sync_whose_push_is_refused_exits_non_zero_naming_member_command_and_s
     assert synced.exit_code == 1, synced.output
     said = " ".join(synced.output.split())
     assert "1 member(s) need a person" in said
-    assert (f"write-back 'close_loan' step 3 (update items): member {A}'s Koha has no "
+    assert (f"write-back 'close_loan' step 4 (update items): member {A}'s Koha has no "
             f"consortium branch '{C}'") in said
