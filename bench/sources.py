@@ -8,7 +8,7 @@ from datetime import datetime
 
 from sqlalchemy import create_engine, text
 
-from circhub.simulator.koha import KohaDesk
+from circhub.simulator.koha import KohaDesk, catalogue_record
 
 START = datetime(2026, 1, 1)
 ROWS_PER_SECOND_OF_CURSOR = 100  # items share timestamps, as a busy ILS's do
@@ -19,12 +19,13 @@ def koha_items(url: str, code: str, n: int) -> None:
     desk = KohaDesk(create_engine(url), code)
     desk.create_schema({code: "bench member"})
     with desk.engine.begin() as conn:
+        bib, bi = catalogue_record(conn, "bench title", START)  # items need one (an FK)
         conn.execute(text(
-            "INSERT INTO items (biblionumber, barcode, homebranch, holdingbranch, itype, "
-            "datelastseen, `timestamp`) SELECT 0, CONCAT(:code, LPAD(seq, 7, '0')), :code, "
-            ":code, 'BK', "
+            "INSERT INTO items (biblionumber, biblioitemnumber, barcode, homebranch, "
+            "holdingbranch, itype, datelastseen, `timestamp`) SELECT :bib, :bi, "
+            "CONCAT(:code, LPAD(seq, 7, '0')), :code, :code, 'BK', "
             ":start, TIMESTAMPADD(SECOND, seq DIV :per, :start) "
-            f"FROM seq_1_to_{int(n)}"), {"code": code, "start": START,
+            f"FROM seq_1_to_{int(n)}"), {"code": code, "start": START, "bib": bib, "bi": bi,
                                          "per": ROWS_PER_SECOND_OF_CURSOR})
 
 
@@ -33,13 +34,15 @@ def koha_items_on_postgres(url: str, code: str, n: int) -> None:
     desk = KohaDesk(create_engine(url), code)
     desk.create_schema({code: "bench member"})
     with desk.engine.begin() as conn:
+        bib, bi = catalogue_record(conn, "bench title", START)
         conn.execute(text(
-            "INSERT INTO items (biblionumber, barcode, homebranch, holdingbranch, itype, "
-            "datelastseen, \"timestamp\") SELECT 0, :code || LPAD(g::text, 7, '0'), :code, "
-            ":code, 'BK', "
+            "INSERT INTO items (biblionumber, biblioitemnumber, barcode, homebranch, "
+            "holdingbranch, itype, datelastseen, \"timestamp\") SELECT :bib, :bi, "
+            ":code || LPAD(g::text, 7, '0'), :code, :code, 'BK', "
             ":start, :start + (g / :per) * INTERVAL '1 second' "
             "FROM generate_series(1, :n) AS g"),
-            {"code": code, "start": START, "per": ROWS_PER_SECOND_OF_CURSOR, "n": n})
+            {"code": code, "start": START, "per": ROWS_PER_SECOND_OF_CURSOR, "n": n,
+             "bib": bib, "bi": bi})
 
 
 COLUMNS = ["itemnumber", "barcode", "homebranch", "holdingbranch", "onloan", "datelastseen",

@@ -6,6 +6,7 @@ plays more days and syncs again; a last sync shows that nothing changes when not
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 from dataclasses import dataclass
@@ -16,7 +17,13 @@ from rich.console import Console
 from sqlalchemy import func, select
 
 from circhub.connections.runtime import upgrade_store
-from circhub.domain.schema import circulation_events, items, outbox, quarantine
+from circhub.domain.schema import (
+    circulation_events,
+    circulation_exceptions,
+    items,
+    outbox,
+    quarantine,
+)
 from circhub.simulator.world import World, config_toml, member_specs, mixed_world
 
 
@@ -35,10 +42,23 @@ class DemoSize:
 DEMO_PG = os.environ.get("CIRCHUB_DEMO_PG_URL",
                          "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 MIXED = {"MY001": "evergreen", "DY001": "evergreen", "CQ003": "polaris", "CQ004": "polaris"}
+PREFIX_ENV = "CIRCHUB_DEMO_DB_PREFIX"
+
+
+def database_prefix(folder: Path) -> str:
+    """The demo's PostgreSQL databases are named for the checkout's demo folder
+    (`circhub_demo_<8 hex of its path>_`), or `CIRCHUB_DEMO_DB_PREFIX`: two people running
+    the demo against one server each drop and recreate only their own."""
+    given = os.environ.get(PREFIX_ENV)
+    if given:
+        return given
+    digest = hashlib.sha1(str(folder.resolve()).encode()).hexdigest()[:8]
+    return f"circhub_demo_{digest}_"
 
 
 def _postgres_database(name: str, odbc: bool) -> str | None:
-    """A fresh demo database on the local PostgreSQL, or None when there is none to use."""
+    """A fresh demo database on the local PostgreSQL, or None when there is none to use.
+    `name` is this checkout's own (`database_prefix`): only its connections are ended."""
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
 
@@ -72,12 +92,13 @@ def member_databases(folder: Path, size: DemoSize) -> tuple[list[tuple[str, str]
     """(profile, URL) per member: Koha on SQLite files, and where possible the mixed kinds."""
     specs = member_specs(size.members)
     odbc = _odbc_ready()
+    prefix = database_prefix(folder)
     members, profiles = [], {}
     for code, *_ in specs:
         kind = MIXED.get(code, "koha")
         url = None
         if kind == "evergreen" or (kind == "polaris" and odbc):
-            url = _postgres_database(f"circhub_demo_{code.lower()}", odbc=kind == "polaris")
+            url = _postgres_database(f"{prefix}{code.lower()}", odbc=kind == "polaris")
         if url is None:
             kind, url = "koha", f"sqlite:///{(folder / f'{code}.db').resolve()}"
         members.append((kind, url))
@@ -104,11 +125,15 @@ def build_world(folder: Path, size: DemoSize) -> tuple[World, Path]:
 
 
 def run_sync(config: Path) -> dict:
+    """The consortium sync flow's per-member rows (its summary table), whatever its state."""
+    from circhub.flows.summary import run_rows
     from circhub.flows.sync import sync_consortium
 
     state = sync_consortium(config=str(config), return_state=True)
-    return state.result(raise_on_failure=False) if state.is_completed() else {
-        "error": str(state.message)}
+    rows = run_rows(state)
+    if rows is None:
+        raise RuntimeError(f"the sync failed: {state.message}")
+    return rows
 
 
 def totals(rows: dict) -> dict[str, int]:
@@ -117,8 +142,10 @@ def totals(rows: dict) -> dict[str, int]:
     for row in rows.values():
         out["members"] += 1
         out["failed"] += row["status"] != "ok"
-        for k in ("events", "commands", "pushed", "quarantined"):
-            out[k] += row[k]
+        out["events"] += row["events"]
+        out["commands"] += row["write-backs owed"]
+        out["pushed"] += row["pushed"]
+        out["quarantined"] += sum(v for k, v in row.items() if k.endswith(" quarantined"))
     return out
 
 
@@ -141,46 +168,58 @@ def journey(store, world: World) -> tuple[str, list] | None:
 
 
 def tell(console: Console, folder: Path, size: DemoSize) -> None:
+    """The story, a line as each step ends (a sync of 12 members takes a while on two cores:
+    the reader sees where it is instead of a minute of silence)."""
+    console.print(f"[bold]circhub demo[/] — {size.members} simulated member libraries, "
+                  f"seed {size.seed}; creating their databases ...")
     world, config = build_world(folder, size)
     names = {code: spec[1] for code, spec in world.specs.items()}
     kinds: dict[str, int] = {}
     for desk in world.desks.values():
         kinds[desk.kind] = kinds.get(desk.kind, 0) + 1
-    mix = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
-    console.print(f"[bold]circhub demo[/] — {size.members} simulated member libraries "
-                  f"({mix}), seed {size.seed}")
-    world.play(size.days, size.actions)
-    first = totals(run_sync(config))
-    world.play(size.days, size.actions)
-    second = totals(run_sync(config))
+    console.print(f"  members: {', '.join(f'{n} {k}' for k, n in sorted(kinds.items()))}")
+    for label in ("sync 1", "sync 2"):
+        world.play(size.days, size.actions)
+        console.print(f"  played {size.days} days at the desks; {label} running ...")
+        _tell_sync(console, label, totals(run_sync(config)))
+    console.print("  sync 3 running (nothing new at the desks) ...")
     third = totals(run_sync(config))
     s = world.stats
+    console.print(f"  sync 3 (nothing new at the desks): {third['events']} events, "
+                  f"{third['commands']} write-backs — a re-run changes nothing")
     console.print(f"  simulated {2 * size.days} days: {s.loans} loans, {s.returns} returns "
                   f"({s.cross_returns} at another library), {s.secondary_loans} lent again "
                   f"away from home, {s.renewals} renewals")
-    for label, t in (("sync 1", first), ("sync 2", second)):
-        console.print(f"  {label}: {t['members'] - t['failed']}/{t['members']} members synced, "
-                      f"{t['events']} circulation events, {t['commands']} write-backs queued, "
-                      f"{t['pushed']} pushed to owning libraries")
-    console.print(f"  sync 3 (nothing new at the desks): {third['events']} events, "
-                  f"{third['commands']} write-backs — a re-run changes nothing")
     from circhub.connections.runtime import open_runtime
 
     rt = open_runtime(str(config))
     _tell_store(console, rt.store)
-    found = journey(rt.store, world)
-    if found:
-        barcode, evs = found
-        owner = world.books[barcode].owner
-        console.print(f"  one book's journey: {barcode} (owner {names[owner]})")
-        for e in evs:
-            verb = {"issued": "lent at", "returned": "returned at", "seen": "checked in at",
-                    "renewed": "renewed at"}[e.kind]
-            console.print(f"     {e.at:%Y-%m-%d %H:%M}  {verb} {names[e.member]}")
-        console.print(f"     owner's ILS now shows: {_owner_view(world, barcode, names)}")
+    _tell_journey(console, rt.store, world, names)
     console.print(f"  config: {config}   central store: {folder / 'circhub.db'}")
-    console.print("  Prefect UI: [bold].venv/bin/prefect server start[/] then open "
-                  "http://127.0.0.1:4200 (the demo's runs are in its history)")
+    console.print(f"  the CLI on the demo: [bold]export CIRCHUB_CONFIG={config.resolve()}[/], "
+                  "then `circhub status`, `circhub outbox exceptions`, `circhub books`")
+    console.print("  Prefect UI: [bold]make serve[/] then open http://127.0.0.1:4200 (the demo's "
+                  "runs are in its history: both keep Prefect under var/prefect)")
+
+
+def _tell_sync(console: Console, label: str, t: dict) -> None:
+    console.print(f"  {label}: {t['members'] - t['failed']}/{t['members']} members synced, "
+                  f"{t['events']} circulation events, {t['commands']} write-backs queued, "
+                  f"{t['pushed']} pushed to owning libraries")
+
+
+def _tell_journey(console: Console, store, world: World, names: dict) -> None:
+    found = journey(store, world)
+    if not found:
+        return
+    barcode, evs = found
+    owner = world.books[barcode].owner
+    console.print(f"  one book's journey: {barcode} (owner {names[owner]})")
+    for e in evs:
+        verb = {"issued": "lent at", "returned": "returned at", "seen": "checked in at",
+                "renewed": "renewed at"}[e.kind]
+        console.print(f"     {e.at:%Y-%m-%d %H:%M}  {verb} {names[e.member]}")
+    console.print(f"     owner's ILS now shows: {_owner_view(world, barcode, names)}")
 
 
 def _tell_store(console: Console, store) -> None:
@@ -191,6 +230,10 @@ def _tell_store(console: Console, store) -> None:
                                      .group_by(outbox.c.status)).all())
         away = conn.execute(select(func.count()).select_from(items).where(
             items.c.holder != items.c.owner)).scalar()
+        open_exceptions = dict(conn.execute(
+            select(circulation_exceptions.c.reason, func.count())
+            .where(circulation_exceptions.c.status == "open")
+            .group_by(circulation_exceptions.c.reason)).all())
     rules: dict[str, int] = {}
     for rs in q_rules:
         for r in rs:
@@ -200,6 +243,9 @@ def _tell_store(console: Console, store) -> None:
                   f"{statuses.get('pending', 0)} pending, {statuses.get('dead', 0)} dead; "
                   f"{away} books are held away from their owner now")
     console.print(f"  quarantined rows: {len(q_rules)} ({shown}) — `circhub quarantine` lists them")
+    held = ", ".join(f"{r} ×{n}" for r, n in sorted(open_exceptions.items())) or "none"
+    console.print(f"  open circulation exceptions: {sum(open_exceptions.values())} ({held}) — "
+                  "`circhub outbox exceptions` lists them")
 
 
 def _owner_view(world: World, barcode: str, names: dict) -> str:

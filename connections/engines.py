@@ -15,6 +15,7 @@ from sqlalchemy import Engine, create_engine, event
 import circhub.connections.odbc  # noqa: F401 - registers postgresql+pyodbc:// (Polaris-style)
 from circhub.connections.backends import backend_of_url
 from circhub.connections.config import Consortium, Member
+from circhub.connections.holds import handed_out, require_slot
 
 DEMO_ID_KEY = b"circhub-demo-key-not-for-production"
 ID_KEY_ENV = "CIRCHUB_ID_KEY"
@@ -39,6 +40,8 @@ def _from_env(variable: str, whose: str) -> str:
 
 
 def member_url(member: Member) -> str:
+    """The member's database URL, only to code holding its slot (`connections.holds`)."""
+    require_slot(member.code)
     if member.connection:
         return member.connection
     if member.connection_env:
@@ -59,7 +62,9 @@ def central_url(consortium: Consortium) -> str:
 
 
 def member_engine(member: Member) -> Engine:
-    return engine_for(member_url(member))
+    """The member's engine, only to code holding its slot; its idle connections are closed
+    when the slot is given back."""
+    return handed_out(member.code, engine_for(member_url(member)))
 
 
 _engines: dict[str, Engine] = {}

@@ -10,10 +10,9 @@ It also gives each write-back value the type and precision of the column it meet
 from __future__ import annotations
 
 from datetime import date, datetime, time
-from functools import cache
 from typing import Any
 
-from sqlalchemy import Engine, inspect
+from sqlalchemy import Connection, Engine, inspect
 from sqlalchemy.sql import sqltypes
 from sqlalchemy.types import TypeEngine
 
@@ -37,11 +36,19 @@ def schema_problems(profile: Profile, engine: Engine) -> list[str]:
     return problems
 
 
-@cache
-def column_types(engine: Engine, dotted: str) -> dict[str, TypeEngine]:
-    """The live types of a table's columns (read once per engine and table)."""
-    schema, _, name = dotted.rpartition(".")
-    return {c["name"]: c["type"] for c in inspect(engine).get_columns(name, schema=schema or None)}
+_column_types: dict[tuple[Engine, str], dict[str, TypeEngine]] = {}
+
+
+def column_types(bind: Engine | Connection, dotted: str) -> dict[str, TypeEngine]:
+    """The live types of a table's columns, read once per engine and table. Given a write's
+    open connection, read on it: inspecting the engine beside an open transaction takes a
+    second connection, one more than the member's slot grants (tests/test_member_slots.py)."""
+    key = (bind.engine, dotted)
+    if key not in _column_types:
+        schema, _, name = dotted.rpartition(".")
+        _column_types[key] = {c["name"]: c["type"] for c in
+                              inspect(bind).get_columns(name, schema=schema or None)}
+    return _column_types[key]
 
 
 def in_column_type(value: Any, sqltype: TypeEngine | None, default_digits: int = 6) -> Any:
@@ -79,10 +86,10 @@ def _truncated(value: datetime, digits: int) -> datetime:
     return value.replace(microsecond=value.microsecond - value.microsecond % step)
 
 
-def column_renderer(engine: Engine):
+def column_renderer(bind: Engine | Connection):
     """(table, column, value) -> the value in that live column's type and precision."""
-    digits = backend_of(engine.dialect).time_digits
+    digits = backend_of(bind.dialect).time_digits
 
     def render(dotted: str, col: str, value: Any) -> Any:
-        return in_column_type(value, column_types(engine, dotted).get(col), digits)
+        return in_column_type(value, column_types(bind, dotted).get(col), digits)
     return render

@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import column, table
 
+from circhub.connections.prepare import PrepareObject, parse_prepare
 from circhub.connections.profile_forms import (
     SPECIAL_VALUES,
     Conditional,
@@ -67,6 +68,18 @@ class Join:
     inner: bool = False  # an outer join unless the profile says a match is required
 
 
+@dataclass(frozen=True)
+class Exclusion:
+    """Rows a source never yields: those whose column holds one of `values`, or the value a
+    `lookup` reads from the ILS (Koha's AnonymousPatron preference names a borrowernumber).
+    A NULL column is never excluded (an old loan whose patron was deleted stays a loan), which
+    `where` conditions (`!=`, SQL's three-valued logic) would not give."""
+
+    column: str
+    values: tuple[Any, ...] = ()
+    lookup: Lookup | None = None
+
+
 # A source column is "column", "alias.column", a list of those read as one text (family name
 # then given name, as Chinese names are written), or a form of circhub.connections.profile_forms.
 ColumnExpr = Any
@@ -80,6 +93,7 @@ class Source:
     columns: dict[str, ColumnExpr]  # canonical field -> column expression
     joins: tuple[Join, ...] = ()
     where_equals: dict[str, Any] = field(default_factory=dict)  # column -> condition
+    exclude: tuple[Exclusion, ...] = ()  # system and non-lending rows the hub never reads
 
     def column_refs(self) -> list[tuple[str, str]]:
         """(table alias, column) pairs this source reads, for schema checks."""
@@ -90,6 +104,7 @@ class Source:
             refs += [(j.table.alias, right) for right in j.on.values()]
             refs += [(j.table.alias, col) for col in j.filter]
         refs += [self.split(c) for c in self.where_equals]
+        refs += [self.split(e.column) for e in self.exclude]
         return refs
 
     def split(self, expr: str) -> tuple[str, str]:
@@ -176,6 +191,8 @@ class Profile:
     writeback: dict[str, tuple[Step, ...]]
     copy_item_type: str | None  # the item type that marks a consortium copy of a foreign book
     capabilities: frozenset[str] = frozenset()
+    # What a member agrees to have created at onboarding (circhub.connections.prepare).
+    prepare: tuple[PrepareObject, ...] = ()
 
     def referenced_columns(self) -> dict[str, set[str]]:
         """Every (table -> columns) the profile reads or writes: what must exist live."""
@@ -185,7 +202,10 @@ class Profile:
                 tables = source.tables()
                 for alias, col in source.column_refs():
                     found.setdefault(tables[alias].dotted, set()).add(col)
-        for steps in self.writeback.values():
+                for lk in (e.lookup for e in source.exclude if e.lookup):
+                    found.setdefault(lk.table.dotted, set()).update({lk.column, *lk.where})
+        prepared = tuple(obj.step for obj in self.prepare)
+        for steps in [*self.writeback.values(), prepared]:
             for step in steps:
                 _step_columns(step, found)
         return found
@@ -266,6 +286,8 @@ def parse_profile(kind: str, data: dict[str, Any]) -> Profile:
         writeback=writeback,
         copy_item_type=data.get("consortium_copy_item_type"),
         capabilities=frozenset(data.get("capabilities", [])),
+        prepare=parse_prepare(where, data.get("prepare"),
+                              lambda here, raw: _parse_step(here, raw, lookups)),
     )
 
 
@@ -299,11 +321,28 @@ def _parse_entity(where: str, name: str, spec: dict, required: set[str]) -> Enti
                 columns={k: parse_column_form(here, k, v) for k, v in src["columns"].items()},
                 joins=tuple(_parse_join(here, j) for j in src.get("joins", [])),
                 where_equals=parse_filter(here, conditions),
+                exclude=tuple(_parse_exclusion(here, e) for e in src.get("exclude", [])),
             )
         )
     if not sources:
         raise ProfileError(f"{where}: entity {name!r} has no sources")
     return Entity(name=name, sources=tuple(sources), cursor=spec.get("cursor", "updated_at"))
+
+
+def _parse_exclusion(where: str, raw: Any) -> Exclusion:
+    if not isinstance(raw, dict) or not raw.get("column") or (
+            "values" in raw) == ("lookup" in raw):
+        raise ProfileError(f"{where}: an exclusion needs 'column' and either 'values' or 'lookup'")
+    if "lookup" in raw:
+        lookup = _parse_lookup(where, raw["lookup"], {})
+        if any(not isinstance(v, str | int) or str(v).startswith((":", "$", "@"))
+               for v in lookup.where.values()):
+            raise ProfileError(f"{where}: an exclusion's lookup compares with constants only")
+        return Exclusion(raw["column"], lookup=lookup)
+    values = raw["values"]
+    if not isinstance(values, list) or not values:
+        raise ProfileError(f"{where}: exclusion of {raw['column']!r}: 'values' is a non-empty list")
+    return Exclusion(raw["column"], tuple(values))
 
 
 def _parse_join(where: str, raw: dict) -> Join:

@@ -24,13 +24,14 @@ from sqlalchemy import (
     func,
     literal,
     null,
+    or_,
     select,
     union_all,
 )
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import NullType
 
-from circhub.connections.profile import Entity, ProfileError, Source
+from circhub.connections.profile import Entity, Exclusion, ProfileError, Source
 from circhub.connections.profile_forms import (
     KEY_SEPARATOR,
     CaseMap,
@@ -119,6 +120,17 @@ class _Reader:
         return compare(col, value, _bound)
 
 
+def _not_excluded(col: ColumnElement, exclusion: Exclusion) -> ColumnElement:
+    """The row is not one the profile excludes; a NULL column is never excluded."""
+    if exclusion.lookup is None:
+        return or_(col.is_(None), col.not_in([_bound(v) for v in exclusion.values]))
+    lk = exclusion.lookup
+    tbl = lk.table.sql(*sorted({lk.column, *lk.where})).alias()
+    named = select(literal(1)).select_from(tbl).where(
+        tbl.c[lk.column] == col, *(tbl.c[c] == _bound(v) for c, v in lk.where.items()))
+    return ~named.exists()
+
+
 def _joined(parts: list[ColumnElement], separator: str | None) -> ColumnElement:
     joined = parts[0]
     for part in parts[1:]:
@@ -159,6 +171,8 @@ def source_select(entity: Entity, source: Source, since: datetime | None,
     query = select(*cols).select_from(frm)
     for col, value in source.where_equals.items():
         query = query.where(reader.condition(reader.col(col), value))
+    for exclusion in source.exclude:
+        query = query.where(_not_excluded(reader.col(exclusion.column), exclusion))
     query = _branch_filter(query, entity, source, reader, branches)
     cursor = reader.ref(source.columns[entity.cursor])
     return _cursor_window(query, cursor, since, until)

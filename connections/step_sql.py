@@ -217,6 +217,14 @@ def step_statement(step: Step, params: dict[str, Any] | Binding,
     return insert(dest).from_select(columns, source_rows)
 
 
+def returning_insert(step: Step, b: Binding, can_return: bool):
+    """An insert handing back its new key (`returns`): RETURNING on PostgreSQL and MariaDB
+    10.5+, OUTPUT inserted on SQL Server, where the dialect can; else the plain insert, and the
+    caller reads the driver's lastrowid (MySQL)."""
+    stmt = step_statement(step, b)
+    return stmt.returning(stmt.table.c[step.returns[0]]) if can_return else stmt
+
+
 def _guards(step: Step, tbl, b: Binding) -> list[ColumnElement]:
     """A found row is left alone unless `only_if` holds and nothing shows newer state."""
     dotted = step.table.dotted
@@ -255,4 +263,5 @@ def readback_query(step: Step, b: Binding, key: dict[str, Any] | None = None):
 
 
 __all__ = ["Binding", "as_binding", "compare", "identity_count", "lookup_query",
-           "readback_query", "row_exists", "exists_query", "step_statement", "where_clause"]
+           "readback_query", "returning_insert", "row_exists", "exists_query", "step_statement",
+           "where_clause"]

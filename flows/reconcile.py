@@ -6,16 +6,20 @@ from __future__ import annotations
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.states import Completed, Failed
 
 from circhub.connections.runtime import default_config_path, open_runtime
 from circhub.flows.attempts import refuse_endless_attempts
+from circhub.flows.slots import ensure_limits, source_slots
+from circhub.flows.tasks import quiet_expected_failures
 from circhub.tasks.loads.reconcile import reconcile_member
 
 
 @task(name="reconcile-member", task_run_name="reconcile-{member_code}", cache_policy=NO_CACHE)
 def reconcile_task(config: str, member_code: str, fix: bool) -> list[dict]:
     rt = open_runtime(config)
-    found = reconcile_member(rt, rt.consortium.member(member_code), fix=fix)
+    with source_slots(member_code):
+        found = reconcile_member(rt, rt.consortium.member(member_code), fix=fix)
     rows = [{"member": member_code, "entity": d.entity, "rows checked": d.rows_checked,
              "missing at hub": len(d.missing), "gone at source": len(d.extra),
              "changed without its cursor": len(d.changed)} for d in found]
@@ -30,12 +34,14 @@ def reconcile_task(config: str, member_code: str, fix: bool) -> list[dict]:
 
 @flow(name="reconcile")
 def reconcile(config: str | None = None, members: list[str] | None = None,
-              fix: bool = True) -> list[dict]:
+              fix: bool = True):
     refuse_endless_attempts()
     config = config or default_config_path()
     rt = open_runtime(config)
+    ensure_limits(rt.consortium)
     chosen = [m.code for m in rt.consortium.members
               if m.sync and (members is None or m.code in members)]
+    quiet_expected_failures()  # an unreachable member: one line, not a traceback
     futures = [reconcile_task.submit(config, code, fix) for code in chosen]
     rows, failed = [], []
     for code, fut in zip(chosen, futures, strict=True):
@@ -43,9 +49,17 @@ def reconcile(config: str | None = None, members: list[str] | None = None,
         if state.is_completed():
             rows += state.result()
         else:
-            failed.append(code)
-    create_table_artifact(table=rows, key="reconcile-summary",
-                          description="rows compared per member and entity, by key and content")
+            failed.append(f"{code}: {state.message}")
+    if rows:
+        create_table_artifact(table=rows, key="reconcile-summary",
+                              description="rows compared per member and entity, by key and "
+                                          "content")
+    # The sync's rule (tasks.sync.verdict): members down are named, the run fails past the share.
+    message = f"{len(chosen) - len(failed)} of {len(chosen)} members reconciled"
     if failed:
-        raise RuntimeError(f"reconcile failed for {', '.join(failed)} (see their task runs)")
-    return rows
+        message += f"; {len(failed)} failed: " + "; ".join(failed[:10])
+    share = rt.consortium.max_failed_share
+    if len(failed) > share * len(chosen):
+        return Failed(message=f"more than max_failed_share ({share:g}) failed: {message}",
+                      data=rows)
+    return Completed(message=message, data=rows)

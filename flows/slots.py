@@ -6,8 +6,14 @@ letting it through unbounded:
 
 - `circhub-source-connections` (the config's `max_source_connections`): open connections to
   member databases across every flow run, process and worker host, not just one process;
-- `circhub-member-<CODE>` (1): one extract or push against a member at a time, so a slow
-  scheduled sync and a manual one never work on the same member database together.
+- `circhub-member-<CODE>` (1): one piece of work on a member's database at a time, so a slow
+  scheduled sync, a manual one, a push, a backfill, a reconcile, an onboarding check or a key
+  rotation never work on the same member database together.
+
+`source_slots` is the one wrapper every such piece of work takes: the sync's extract and push
+(`flows.tasks`), the backfill and reconcile flows, `circhub check` and `circhub reader
+rotate-key`. It cannot be forgotten: a member's database URL and engine are handed out only
+inside it (`circhub.connections.holds`), and a task without it fails on its first connection.
 
 Both are taken in one acquisition, all or nothing, so nothing waits while holding one of
 them (no deadlock), and it costs one API round trip instead of two (each acquisition with its
@@ -35,10 +41,16 @@ from prefect.client.schemas.actions import (
 from prefect.exceptions import ObjectAlreadyExists
 
 from circhub.connections.config import Consortium
+from circhub.connections.holds import holding
 
 SOURCE_LIMIT = "circhub-source-connections"
 MEMBER_PREFIX = "circhub-member-"
 PAGE = 200  # the API's largest page of concurrency limits
+# How long work waits for its member's slot (held by another run: a manual sync, a push, a
+# backfill) before that member fails by name: under the 5-minute sync interval, so a member
+# held by a hung run never makes later runs queue behind it. (Prefect task timeouts are not
+# used: in worker threads they cannot interrupt a blocked database read.)
+SLOT_WAIT_SECONDS = 240
 # A killed holder's slots return after this, plus up to 15 s for the server's repossessor:
 # free before its run is found Crashed (~90 s, docs/scaling.md) and rescheduled. Renewed every
 # third of it while held.
@@ -46,6 +58,9 @@ LEASE_SECONDS = 60
 _clients: dict[str, object] = {}
 _client_lock = threading.Lock()
 _known: set[str] = set()  # limits seen to exist on the server by this process
+
+
+_log = logging.getLogger(__name__)
 
 
 class MissingLimit(LookupError):
@@ -106,11 +121,14 @@ def _put_limit(client, name: str, size: int, exists: bool) -> None:
 
 
 @contextmanager
-def source_slots(member_code: str, wait_seconds: float | None) -> Iterator[None]:
-    """Hold the member's own slot and one source connection while working on its database.
+def source_slots(member_code: str, wait_seconds: float | None = None) -> Iterator[None]:
+    """Hold the member's own slot and one source connection while working on its database;
+    inside, and only inside, its database can be opened (`connections.holds`), and its idle
+    connections are closed before the slots are given back.
 
-    `wait_seconds` bounds the whole wait: a member held by a hung run fails this cycle by name
-    (TimeoutError) instead of queueing every later run of the schedule behind it.
+    `wait_seconds` (default SLOT_WAIT_SECONDS) bounds the whole wait: a member
+    held by a hung run fails this cycle by name (TimeoutError) instead of queueing every later
+    run of the schedule behind it.
 
     Taken through one long-lived API client of this process rather than Prefect's
     `concurrency()`, which builds a new client (and TLS context: ~40 ms of CPU) to release
@@ -118,19 +136,25 @@ def source_slots(member_code: str, wait_seconds: float | None) -> Iterator[None]
     The lease is renewed while held, as `concurrency()` does, so a long hold keeps its slots
     and a crashed holder's slots come back after LEASE_SECONDS.
     """
+    if wait_seconds is None:
+        wait_seconds = SLOT_WAIT_SECONDS  # read now: tests shorten it
     names = [member_limit(member_code), SOURCE_LIMIT]
     _require(names)
     client = _client()
     lease_id = _acquire(client, names, member_code, wait_seconds)
+    # Logged inside the hold (after taking, before giving back): what the lines show held, was.
+    _log.debug("member %s: slots taken (lease %s)", member_code, lease_id)
     stop = threading.Event()
     renewer = threading.Thread(target=_renew, args=(client, lease_id, stop), daemon=True,
                                name=f"circhub-lease-{member_code}")
     renewer.start()
     try:
-        yield
+        with holding(member_code):
+            yield
     finally:
         stop.set()
         renewer.join()
+        _log.debug("member %s: giving its slots back (lease %s)", member_code, lease_id)
         _release(client, lease_id, member_code)
 
 
@@ -138,13 +162,14 @@ def _release(client, lease_id: UUID, member_code: str) -> None:
     try:
         client.release_concurrency_slots_with_lease(lease_id=lease_id)
     except httpx.HTTPError as exc:  # the work is done; its slots come back with the lease
-        logging.getLogger(__name__).warning(
+        _log.warning(
             "member %s: could not release its concurrency slots (%s); they return when the "
             "lease ends, within %d s", member_code, type(exc).__name__, LEASE_SECONDS)
 
 
-def _acquire(client, names: list[str], member_code: str, wait_seconds: float | None) -> UUID:
-    deadline = None if wait_seconds is None else time.monotonic() + wait_seconds
+def _acquire(client, names: list[str], member_code: str, wait_seconds: float) -> UUID:
+    deadline = time.monotonic() + wait_seconds
+    waiting = False
     while True:
         try:
             response = client.increment_concurrency_slots_with_lease(
@@ -155,7 +180,11 @@ def _acquire(client, names: list[str], member_code: str, wait_seconds: float | N
             if exc.response.status_code not in (423, 503):  # 423: taken; 503: server busy
                 raise
             pause = float(exc.response.headers.get("Retry-After", 1))
-        if deadline is not None and time.monotonic() + pause > deadline:
+        if not waiting:  # once per hold: which run waits on which member
+            waiting = True
+            _log.debug("member %s: waiting for its slot or a source connection",
+                       member_code)
+        if time.monotonic() + pause > deadline:
             raise TimeoutError(f"member {member_code}: its slot or a source connection stayed "
                                f"taken for {wait_seconds:.0f} s (another run holds it)")
         time.sleep(pause)
@@ -166,7 +195,7 @@ def _renew(client, lease_id: UUID, stop: threading.Event) -> None:
         try:
             client.renew_concurrency_lease(lease_id=lease_id, lease_duration=LEASE_SECONDS)
         except httpx.HTTPError as exc:  # tried again at the next third; the work goes on
-            logging.getLogger(__name__).warning(
+            _log.warning(
                 "could not renew a concurrency lease (%s); retrying in %d s",
                 type(exc).__name__, LEASE_SECONDS // 3)
 

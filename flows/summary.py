@@ -18,6 +18,7 @@ from prefect.states import Completed, Failed, State
 
 from circhub.connections.config import Consortium
 from circhub.tasks.sync.cycle import MemberOutcome
+from circhub.tasks.sync.docs_pages import MemberChecks
 from circhub.tasks.sync.verdict import Verdict
 
 ENTITIES = ("readers", "items", "loans")
@@ -95,9 +96,40 @@ def publish_validation(outcomes: dict[str, MemberOutcome], consortium: Consortiu
                                           "and failing rows per expectation (quarantined)")
 
 
+def member_checks(outcomes: dict[str, MemberOutcome], consortium: Consortium
+                  ) -> list[MemberChecks]:
+    """Each member's validation for the run's Data Docs index (`docs_pages`)."""
+    keep = ("entity", "rule", "checked", "failed")
+    return [MemberChecks(o.member, _name(consortium, o.member),
+                         [{k: r[k] for k in keep} for r in
+                          (o.validated.summary if o.validated else [])],
+                         o.failure.cause if o.failure else "")
+            for o in _sorted(outcomes)]
+
+
+class MembersFailed(RuntimeError):
+    """More members failed than `max_failed_share` allows; `rows` is the run's per-member
+    result all the same (a Failed state's data must be an exception)."""
+
+    def __init__(self, message: str, rows: dict):
+        super().__init__(message)
+        self.rows = rows
+
+
 def end_state(verdict: Verdict, result: dict) -> State:
-    """The flow's return: its state says what happened, its data is the per-member result."""
-    return (Completed if verdict.ok else Failed)(message=verdict.message, data=result)
+    """The flow's return: its state says what happened, its data is the per-member result
+    (inside `MembersFailed` when Failed). Returned, not raised: no traceback in the log."""
+    if verdict.ok:
+        return Completed(message=verdict.message, data=result)
+    return Failed(message=verdict.message, data=MembersFailed(verdict.message, result))
+
+
+def run_rows(state: State) -> dict | None:
+    """The per-member rows of a sync or push run, whether it Completed or Failed."""
+    got = state.result(raise_on_failure=False)
+    if isinstance(got, MembersFailed):
+        return got.rows
+    return got if isinstance(got, dict) else None
 
 
 def _name(consortium: Consortium, code: str) -> str:

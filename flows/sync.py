@@ -10,6 +10,7 @@ recorded and named in the run's message; the run is Failed only past `max_failed
 from __future__ import annotations
 
 from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from circhub.connections.runtime import default_config_path, open_runtime
@@ -17,7 +18,7 @@ from circhub.flows.alerts import raise_alerts
 from circhub.flows.attempts import refuse_endless_attempts
 from circhub.flows.naming import timed_name
 from circhub.flows.slots import ensure_limits
-from circhub.flows.summary import end_state, publish_sync_summary, sync_row
+from circhub.flows.summary import end_state, member_checks, publish_sync_summary, sync_row
 from circhub.flows.tasks import PrefectRunner
 from circhub.tasks.sync.cycle import run_cycle
 from circhub.tasks.sync.pauses import without_paused
@@ -30,8 +31,6 @@ def _consortium_run_name() -> str:
 
 
 def _library_run_name() -> str:
-    from prefect.runtime import flow_run
-
     return timed_name(f"sync-{flow_run.parameters.get('member')}")
 
 
@@ -58,9 +57,7 @@ def sync_library(member: str, config: str | None = None):
     config = config or default_config_path()
     rt = open_runtime(config)
     rt.consortium.member(member)  # an unknown code is an error by name, before any work
-    state = _run(rt, [member], f"sync-{member}")
-    state.data = state.data.get(member, {})
-    return state
+    return _run(rt, [member], f"sync-{member}")
 
 
 def _run(rt, chosen: list[str], docs_site: str):
@@ -72,7 +69,8 @@ def _run(rt, chosen: list[str], docs_site: str):
     outcomes = run_cycle(rt, chosen, PrefectRunner(rt))
     verdict = sync_verdict(outcomes, rt.consortium.max_failed_share, paused)
     raise_alerts(rt, failed=verdict.failed)
-    publish_data_docs(rt.consortium, docs_site, get_run_logger())  # once per run
+    publish_data_docs(rt.consortium, docs_site, get_run_logger(),  # once per run
+                      member_checks(outcomes, rt.consortium), flow_run.name)
     publish_sync_summary(outcomes, rt.consortium, verdict)
     (get_run_logger().info if verdict.ok else get_run_logger().error)(verdict.message)
     return end_state(verdict, {code: sync_row(o, rt.consortium) for code, o in outcomes.items()})

@@ -37,11 +37,6 @@ from circhub.tasks.sync.validate import BatchRejected, Validated
 from circhub.tasks.writeback.push import PushReport
 
 T = TypeVar("T")
-# How long a task waits for its member's slot (held by another run: a manual sync, a push, a
-# backfill) before that member fails this cycle by name: under the 5-minute sync interval, so
-# a member held by a hung run never makes later runs queue behind it. (Prefect task timeouts
-# are not used: in worker threads they cannot interrupt a blocked database read.)
-SLOT_WAIT_SECONDS = 240
 
 
 def transient(task, task_run, state) -> bool:
@@ -76,7 +71,7 @@ def member_stage_task(stage: str, code: str, fn: Callable[[str], T]) -> T:
     """One member's stage; where it opens the member's database, under its slots."""
     if stage not in MEMBER_DATABASE_STAGES:
         return fn(code)
-    with source_slots(code, SLOT_WAIT_SECONDS):
+    with source_slots(code):
         result = fn(code)
     _log_member_result(code, result)
     return result

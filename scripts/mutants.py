@@ -216,11 +216,11 @@ def outcomes(session: Path) -> list[dict]:
 def _state(result) -> str:
     if result is None:
         return "pending"
-    if result.worker_outcome == "skipped":
+    if result.worker_outcome.value == "skipped":
         return "filtered"
-    if result.worker_outcome != "normal":
+    if result.worker_outcome.value != "normal":
         return "error"
-    return str(result.test_outcome)  # killed | survived | incompetent
+    return result.test_outcome.value  # killed | survived | incompetent
 
 
 def count(session: Path) -> str:

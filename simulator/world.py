@@ -17,7 +17,7 @@ from sqlalchemy import create_engine
 
 from circhub.domain.identity import check_character
 from circhub.simulator.evergreen import EvergreenDesk
-from circhub.simulator.koha import KohaDesk
+from circhub.simulator.koha import Koha2311Desk, KohaDesk
 from circhub.simulator.openbiblio import OpenBiblioDesk
 from circhub.simulator.polaris import PolarisDesk
 
@@ -41,8 +41,8 @@ AREA_CODES = {"Chengdu": ["510104", "510105", "510107", "510116"], "Mianyang": [
               "Chongqing": ["500101", "500102", "500118", "500117"]}
 LOAN_DAYS = 28
 # The desk that plays each ILS profile, so one world can mix kinds (see mixed_world).
-DESKS = {"koha": KohaDesk, "evergreen": EvergreenDesk, "polaris": PolarisDesk,
-         "openbiblio": OpenBiblioDesk}
+DESKS = {"koha": KohaDesk, "koha_2311": Koha2311Desk, "evergreen": EvergreenDesk,
+         "polaris": PolarisDesk, "openbiblio": OpenBiblioDesk}
 SURNAMES = ["Li", "Wang", "Zhang", "Liu", "Chen", "Yang", "Huang", "Zhao", "Wu", "Zhou"]
 
 
@@ -220,12 +220,14 @@ class World:
             self.renew(self.rng.choice(out).barcode)
 
 
-def koha_world(urls: dict[str, str], seed: int, start: datetime) -> World:
-    """Koha members at the given database URLs (SQLite files or MariaDB databases)."""
+def koha_world(urls: dict[str, str], seed: int, start: datetime,
+               kind: str = "koha") -> World:
+    """Koha members at the given database URLs (SQLite files or MariaDB databases); `kind`
+    the Koha generation (profile `koha`, or `koha_2311` without checkin_library)."""
     specs = member_specs(len(urls))
     codes = [s[0] for s in specs]
     by_code = dict(zip(codes, urls.values(), strict=True))
-    desks = {code: KohaDesk(create_engine(url), code) for code, url in by_code.items()}
+    desks = {code: DESKS[kind](create_engine(url), code) for code, url in by_code.items()}
     return World(desks, specs, seed, start)
 
 

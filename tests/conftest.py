@@ -99,7 +99,8 @@ def prefect_server():
     """A real Prefect API server (SQLite-backed, in a subprocess) for the whole session."""
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=60):
+    # 180 s: on a shared two-core machine under load the server has been seen to need > 60 s.
+    with prefect_test_harness(server_startup_timeout=180):
         yield
 
 

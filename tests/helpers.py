@@ -9,8 +9,6 @@ import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import insert
-
 from circhub.connections.runtime import Runtime, open_runtime, upgrade_store
 from circhub.simulator import koha
 from circhub.simulator.world import World, config_toml, koha_world, member_specs
@@ -19,16 +17,19 @@ from circhub.tasks.sync.cycle import run_cycle
 
 def koha_consortium(tmp_path: Path, member_urls: list[str], central_url: str, *, seed: int = 11,
                     readers: int = 6, items: int = 6, bad_readers: int = 0,
-                    demo: bool = True, upgrade: bool = True) -> tuple[World, Path]:
+                    demo: bool = True, upgrade: bool = True,
+                    kind: str = "koha") -> tuple[World, Path]:
     """Koha members at the given URLs, seeded, and their config; the central store made
-    (`circhub db upgrade`) unless `upgrade` is false."""
+    (`circhub db upgrade`) unless `upgrade` is false. `kind`: the Koha generation every member
+    runs (profile `koha` or `koha_2311`)."""
     start = datetime.now().replace(microsecond=0) - timedelta(days=20)
-    world = koha_world({str(i): u for i, u in enumerate(member_urls)}, seed, start)
+    world = koha_world({str(i): u for i, u in enumerate(member_urls)}, seed, start, kind)
     world.seed(readers, items, bad_readers=bad_readers)
     urls = {code: url for code, url in zip(world.desks, member_urls, strict=True)}
     config = tmp_path / "consortium.toml"
     config.write_text(config_toml(member_specs(len(member_urls)), urls, central_url,
-                                  "test consortium", demo=demo))
+                                  "test consortium", demo=demo,
+                                  profiles={code: kind for code in urls}))
     if upgrade:
         upgrade_store(config)
     return world, config
@@ -46,9 +47,9 @@ def add_koha_items(desk, code: str, stamps: list[datetime], first: int = 1,
                    itype: str = "BK") -> None:
     """One item of `code`, on its own shelf, per timestamp; barcodes numbered from `first`."""
     with desk.engine.begin() as conn:
-        conn.execute(insert(koha.items), [
-            dict(barcode=f"{code}{first + i:07d}", homebranch=code, holdingbranch=code,
-                 itype=itype, timestamp=at) for i, at in enumerate(stamps)])
+        for i, at in enumerate(stamps):  # each with its catalogue record, as Koha requires
+            koha.catalogue(conn, [f"{code}{first + i:07d}"], code, at, itype=itype,
+                           timestamp=at)
 
 
 def sync_cycle(config: Path) -> Runtime:

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import sys
 
+from circhub.connections.holds import holding
 from circhub.connections.runtime import open_runtime
 from circhub.tasks.writeback.push import push_member
 
 
 def main(config: str, member: str) -> int:
     rt = open_runtime(config)
-    report = push_member(rt.store, rt.consortium, rt.consortium.member(member))
+    with holding(member):  # one member in one process: no Prefect limit to take
+        report = push_member(rt.store, rt.consortium, rt.consortium.member(member))
     print(f"applied={report.applied} failed={report.failed}")
     return 0 if not report.errors else 1
 

@@ -18,6 +18,12 @@ COMPOSITION = ROOT / "tasks" / "sync" / "cycle.py"
 # call them (a load such as a backfill has its own, separate path through validate and merge).
 STAGES = {"extract_member": "tasks/sync/extract.py", "validate_members": "tasks/sync/validate.py",
           "hash_good_rows": "tasks/sync/merge.py", "push_member": "tasks/writeback/push.py"}
+# Who may hold a member without taking its Prefect slots (`connections.holds.holding`): the
+# slot wrapper itself, the plain runner (one member at a time in one process) and the
+# backfill benchmark, which times the stage alone. Anywhere else it would be a way into a
+# member's database around its limits.
+HOLDERS = {"connections/holds.py", "flows/slots.py", "tasks/sync/cycle.py",
+           "bench/backfill_run.py"}
 
 
 def _calls(path: Path) -> set[str]:
@@ -66,3 +72,23 @@ def test_the_flows_the_cli_and_the_benchmark_run_the_composition():
     cli = ast.parse((ROOT / "circhub" / "cli" / "app.py").read_text())
     used = {n.id for n in ast.walk(cli) if isinstance(n, ast.Name)}
     assert {"sync_consortium", "push_writebacks"} <= used  # `circhub sync` / `push` run the flows
+
+
+def _names(path: Path) -> set[str]:
+    """Every name a module uses: called, passed, imported."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Name):
+            names.add(node.id)
+        elif isinstance(node, ast.Attribute):
+            names.add(node.attr)
+        elif isinstance(node, ast.alias):
+            names.add(node.name)
+    return names
+
+
+def test_only_the_slot_wrapper_and_the_plain_runner_hold_a_member_without_its_slots():
+    offenders = [path.relative_to(ROOT).as_posix() for path in _sources()
+                 if path.relative_to(ROOT).as_posix() not in HOLDERS
+                 and "holding" in _names(path)]
+    assert offenders == []

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, func, select, text
 
+from circhub.connections.holds import holding
 from circhub.connections.runtime import open_runtime, upgrade_store
 from circhub.domain.schema import backfills, items, member_items
 from circhub.simulator.koha import KohaDesk
@@ -72,10 +73,12 @@ def test_a_backfill_run_twice_changes_nothing_the_second_time(tmp_path, mariadb_
     member = rt.consortium.member(code)
     until = datetime(2026, 1, 6)
 
-    first = backfill_member(rt, member, "items", datetime(2026, 1, 1), until, timedelta(hours=12))
-    before = _central_rows(config)
-    rt2_report = backfill_member(rt, member, "items", datetime(2026, 1, 1), until,
-                                 timedelta(days=2))
+    with holding(code):  # as the backfill flow runs it, here without Prefect
+        first = backfill_member(rt, member, "items", datetime(2026, 1, 1), until,
+                                timedelta(hours=12))
+        before = _central_rows(config)
+        rt2_report = backfill_member(rt, member, "items", datetime(2026, 1, 1), until,
+                                     timedelta(days=2))
 
     assert first.merged == N_ITEMS and len(before[0]) == N_ITEMS
     assert rt2_report.merged == 0
@@ -102,6 +105,7 @@ def test_a_backfill_killed_midway_and_restarted_ends_with_the_rows_of_an_undistu
     proc.wait()
     assert _status(killed) == "running"  # it really was stopped half-way
     assert readers_gone_within(10)  # its reader process did not outlive it
+    _repossess(code)
 
     for config in (killed, calm):
         done = subprocess.run([*args, "-c", str(config)], env=env, capture_output=True,
@@ -111,6 +115,21 @@ def test_a_backfill_killed_midway_and_restarted_ends_with_the_rows_of_an_undistu
     assert _status(killed) == "done"
     assert _central_rows(killed) == _central_rows(calm)
     assert len(_central_rows(calm)[0]) == N_ITEMS
+
+
+def _repossess(code: str) -> None:
+    """What the Prefect server's repossessor does once the killed run's lease ends (within
+    LEASE_SECONDS; tests/test_deployments.py shows it on a real server): its member slot and
+    source connection come back. The test harness' server runs no repossessor."""
+    from prefect import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
+
+    from circhub.flows.slots import SOURCE_LIMIT, member_limit
+
+    with get_client(sync_client=True) as client:
+        for name in (member_limit(code), SOURCE_LIMIT):  # nothing else holds them here
+            client.update_global_concurrency_limit(
+                name, GlobalConcurrencyLimitUpdate(active_slots=0))
 
 
 def _status(config: Path) -> str:

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from sqlalchemy import create_engine, delete, insert, select, update
 
 from circhub.connections.engines import engine_for, member_engine
+from circhub.connections.holds import holding
 from circhub.connections.runtime import open_runtime, upgrade_store
 from circhub.domain.schema import member_items
 from circhub.simulator import koha
@@ -97,7 +98,8 @@ class Source:
 
 def _crash(rt, member, where: str) -> None:
     """A run that dies before its merge: nothing it read may count as read."""
-    ext = extract_member(rt.consortium, member, rt.store, rt.id_key)
+    with holding(member.code):
+        ext = extract_member(rt.consortium, member, rt.store, rt.id_key)
     if where == "after_validate":
         validate_extract(member.code, ext.frames, rt.member_view(member))
 
@@ -110,7 +112,9 @@ def _central(rt, code) -> set[tuple]:
 
 
 def _fresh_extraction(member) -> set[tuple]:
-    frame = read_entity(member_engine(member), entity_query(member, "items", None), "items")
+    with holding(member.code):
+        frame = read_entity(member_engine(member), entity_query(member, "items", None),
+                            "items")
     return {(str(r.local_id), r.barcode, r.holding_branch) for r in frame.itertuples()}
 
 
@@ -142,7 +146,8 @@ def test_central_store_equals_a_fresh_extraction_after_any_interleaving(steps):
         # Before any reconcile: every live row as the source holds it (only deleted rows may
         # linger, until the reconcile).
         assert {row for row in _central(rt, source.code) if row[0] in live} == fresh
-        reconcile_member(rt, member)
+        with holding(member.code):
+            reconcile_member(rt, member)
         assert _central(rt, source.code) == fresh
         engine_for.cache_clear()
         open_runtime.cache_clear()

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, select, update
 
 from circhub.connections.engines import member_engine
+from circhub.connections.holds import holding
 from circhub.connections.runtime import open_runtime
 from circhub.domain.schema import member_items, watermarks
 from circhub.simulator import koha
@@ -62,7 +63,9 @@ def test_a_large_delta_is_read_in_slices_that_catch_up(tmp_path, mariadb_db, pg_
         syncs += 1
         assert result.extract.counts()["items"] <= LIMIT  # the lookback's 10 rows included
         assert syncs < 10, "the slices do not catch up"
-    fresh = read_entity(member_engine(member), entity_query(member, "items", None), "items")
+    with holding(member.code):
+        fresh = read_entity(member_engine(member), entity_query(member, "items", None),
+                            "items")
     assert set(_central_items(rt, member.code)) == set(fresh["local_id"].astype(str))
     assert len(fresh) == 150
     assert syncs >= 150 // LIMIT
@@ -100,3 +103,19 @@ def test_more_rows_in_one_second_than_the_limit_are_read_whole(tmp_path, mariadb
     assert result.extract.counts()["items"] == 30 + more
     assert set(_central_items(rt, member.code).values()) == {bulk_at}
     assert _items_mark(rt, member.code) == bulk_at
+
+
+def test_a_slice_keeps_every_whole_cursor_value_before_the_cut(tmp_path, mariadb_db, pg_db):
+    """One row a second: a slice of LIMIT rows leaves only its last second (the one that may
+    be cut) to the next sync, not more (found by `make mutants`: a cut one row earlier left a
+    whole second behind and went unnoticed)."""
+    world, rt, member = _member(tmp_path, mariadb_db, pg_db)
+    start = world.clock - timedelta(days=2)
+    add_koha_items(world.desks[member.code], member.code,
+                   [start + timedelta(seconds=i) for i in range(LIMIT + 5)])
+
+    first = sync_member(rt, member)
+
+    assert first.extract.catching_up == ("items",)
+    assert len(_central_items(rt, member.code)) == LIMIT - 1
+    assert _items_mark(rt, member.code) == start + timedelta(seconds=LIMIT - 2)

@@ -23,11 +23,20 @@ import random
 from datetime import datetime, timedelta
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import delete, select, text, update
 
 from circhub.connections.engines import engine_for
+from circhub.connections.holds import holding
 from circhub.connections.profile import load_profile
-from circhub.domain.schema import loans, member_items, metadata, outbox, watermarks
+from circhub.domain.schema import (
+    loans,
+    member_items,
+    metadata,
+    outbox,
+    reader_accounts,
+    watermarks,
+)
+from circhub.simulator import koha
 from circhub.simulator.evergreen import EvergreenDesk
 from circhub.simulator.koha import KohaDesk
 from circhub.simulator.polaris import PolarisDesk
@@ -46,6 +55,19 @@ def _mark(rt, member: str, entity: str) -> datetime | None:
     with rt.store.connect() as conn:
         return conn.execute(select(watermarks.c.cursor_value).where(
             watermarks.c.member == member, watermarks.c.entity == entity)).scalar()
+
+
+def _last_key(rt, member: str, entity: str) -> str | None:
+    """The key of the newest row the watermark was moved to (the row it ended at)."""
+    with rt.store.connect() as conn:
+        return conn.execute(select(watermarks.c.last_key).where(
+            watermarks.c.member == member, watermarks.c.entity == entity)).scalar()
+
+
+def _item_number(desk, barcode: str) -> str:
+    with desk.engine.connect() as conn:
+        return str(conn.execute(select(koha.items.c.itemnumber).where(
+            koha.items.c.barcode == barcode)).scalar_one())
 
 
 def _barcodes(rt, member: str) -> set[str]:
@@ -77,6 +99,38 @@ def test_a_late_commit_inside_the_lookback_is_found_by_the_next_sync(tmp_path, m
     assert _mark(rt, code, "items") == mark  # found without moving the watermark back
 
 
+def test_each_member_reads_from_its_own_watermark(tmp_path, mariadb_db, pg_db):
+    """Two members, each without a watermark the other has: the first code in sort order has
+    no items yet, the last no readers. Rows they then get, stamped hours ago, are read in
+    full: a member that took the other's watermark (a member comparison that leaks, either
+    way) would start at it and miss them, whatever order the store returns its rows in."""
+    world, config = koha_consortium(tmp_path, [mariadb_db(), mariadb_db()], pg_db(),
+                                    readers=2, items=2)
+    first, last = sorted(world.desks)
+    with world.desks[first].engine.begin() as conn:
+        conn.execute(delete(koha.items))
+    with world.desks[last].engine.begin() as conn:
+        conn.execute(delete(koha.borrowers))
+    rt = sync_cycle(config)
+    assert _mark(rt, first, "items") is None and _mark(rt, last, "readers") is None
+    # An entity that read nothing moves no watermark, and holds back none of the others.
+    assert _mark(rt, first, "readers") is not None and _mark(rt, last, "items") is not None
+    hours_ago = datetime.now().replace(microsecond=0) - timedelta(hours=3)
+    add_koha_items(world.desks[first], first, [hours_ago], first=100)
+    (reader,) = world.desks[last].add_readers([world._reader_row(world._person(last))])
+    with world.desks[last].engine.begin() as conn:
+        conn.execute(update(koha.borrowers).where(koha.borrowers.c.borrowernumber == reader)
+                     .values(updated_on=hours_ago))
+
+    rt = sync_cycle(config)
+
+    assert f"{first}0000100" in _barcodes(rt, first)
+    with rt.store.connect() as conn:
+        accounts = conn.execute(select(reader_accounts.c.local_id).where(
+            reader_accounts.c.member == last)).scalars().all()
+    assert accounts == [str(reader)]
+
+
 # -- the watermark never moves backwards --------------------------------------------------------
 def test_a_stale_extract_merged_after_a_newer_sync_leaves_the_watermark_where_it_is(
         tmp_path, mariadb_db, pg_db):
@@ -87,7 +141,8 @@ def test_a_stale_extract_merged_after_a_newer_sync_leaves_the_watermark_where_it
     member, desk = rt.consortium.member(code), world.desks[code]
     mark = _mark(rt, code, "items")
     add_koha_items(desk, code, [mark + timedelta(seconds=1)], first=100)
-    stale = extract_member(rt.consortium, member, rt.store, rt.id_key)
+    with holding(code):
+        stale = extract_member(rt.consortium, member, rt.store, rt.id_key)
     add_koha_items(desk, code, [mark + timedelta(seconds=2)], first=101)
     rt = sync_cycle(config)
     assert _mark(rt, code, "items") == mark + timedelta(seconds=2)
@@ -96,6 +151,7 @@ def test_a_stale_extract_merged_after_a_newer_sync_leaves_the_watermark_where_it
     merge_batch(rt.store, rt.consortium, member, stale, checked)
 
     assert _mark(rt, code, "items") == mark + timedelta(seconds=2)
+    assert _last_key(rt, code, "items") == _item_number(desk, f"{code}0000101")
     assert {f"{code}0000100", f"{code}0000101"} <= _barcodes(rt, code)
 
 
@@ -121,12 +177,19 @@ def test_a_sync_that_reads_nothing_past_the_watermark_never_proposes_to_write_it
     INSERT .. ON CONFLICT fires it even when the conflict's WHERE would then refuse)."""
     world, config, rt, code = _one_member(tmp_path, mariadb_db, pg_db)
     marks = {e: _mark(rt, code, e) for e in ("readers", "items", "loans")}
+    desk = world.desks[code]
+    # Items: the rows at the mark deleted at the source, one committed late behind it: the
+    # newest item read is older than the mark (readers, loans: the same rows again).
+    with desk.engine.begin() as conn:
+        conn.execute(delete(koha.items).where(koha.items.c.timestamp >= marks["items"]))
+    add_koha_items(desk, code, [marks["items"] - timedelta(seconds=60)], first=100)
     with rt.store.begin() as conn:
         conn.execute(text(REFUSE_BACKWARD_MARKS))
 
     rt = sync_cycle(config)  # re-reads the lookback: rows at or behind each mark only
 
     assert {e: _mark(rt, code, e) for e in marks} == marks
+    assert f"{code}0000100" in _barcodes(rt, code)
 
 
 # -- one transaction per member's merge ---------------------------------------------------------

@@ -9,6 +9,7 @@ from sqlalchemy import delete, func, select, update
 from typer.testing import CliRunner
 
 from circhub.connections.engines import ConnectionSetupError
+from circhub.connections.holds import holding
 from circhub.connections.key_epochs import KeyMismatch, current_epoch
 from circhub.connections.runtime import open_runtime
 from circhub.domain.identity import reader_key
@@ -68,7 +69,7 @@ def test_rotation_keeps_every_reader_linked_to_all_its_accounts_and_loans_and_no
     assert any(len(acc) > 1 for acc, _ in before.values())  # people known at several members
     assert sum(len(lent) for _, lent in before.values()) > 10
 
-    report = rotate_reader_key(rt, NEW.encode())
+    report = rotate_reader_key(rt, NEW.encode(), hold=holding)
 
     assert _links(rt, world, NEW) == before
     assert len(_reader_keys(rt)) == len(old_keys) == report.readers
@@ -82,7 +83,7 @@ def test_rotation_keeps_every_reader_linked_to_all_its_accounts_and_loans_and_no
 def test_after_rotation_the_old_key_refuses_to_start_and_the_new_one_syncs_without_splitting(
         played, monkeypatch):
     world, config, rt, _ = played
-    rotate_reader_key(rt, NEW.encode())
+    rotate_reader_key(rt, NEW.encode(), hold=holding)
 
     _use_key(monkeypatch, OLD)
     with pytest.raises(KeyMismatch, match="not the central store's current key"):
@@ -102,10 +103,11 @@ def test_a_merge_extracted_before_the_rotation_is_refused_after_it(played):
     world, config, rt, _ = played
     member = rt.consortium.members[0]
     world.play(days=1, actions_per_day=10)
-    ext = extract_member(rt.consortium, member, rt.store, rt.id_key)
+    with holding(member.code):
+        ext = extract_member(rt.consortium, member, rt.store, rt.id_key)
     val = validate_extract(member.code, ext.frames, rt.member_view(member))
 
-    rotate_reader_key(rt, NEW.encode())
+    rotate_reader_key(rt, NEW.encode(), hold=holding)
 
     with pytest.raises(KeyMismatch):
         merge_batch(rt.store, rt.consortium, member, ext, val)
@@ -120,7 +122,7 @@ def test_a_reader_deleted_at_every_source_keeps_accounts_and_loans_together(play
         conn.execute(delete(koha.borrowers).where(
             koha.borrowers.c.borrowernumber == int(local_id)))
 
-    report = rotate_reader_key(rt, NEW.encode())
+    report = rotate_reader_key(rt, NEW.encode(), hold=holding)
 
     assert report.unlinkable == 1
     with rt.store.connect() as conn:
@@ -142,7 +144,7 @@ def test_an_account_changed_at_its_source_since_the_last_sync_is_relinked_by_the
         conn.execute(update(koha.borrowers).where(koha.borrowers.c.borrowernumber == local_id)
                      .values(cardnumber=newcomer.id_number, updated_on=func.current_timestamp()))
 
-    report = rotate_reader_key(rt, NEW.encode())
+    report = rotate_reader_key(rt, NEW.encode(), hold=holding)
     assert report.stale_accounts == 1 and report.unlinkable == 0
     _use_key(monkeypatch, NEW)
     rt = sync_cycle(config)
@@ -162,7 +164,7 @@ def test_an_unreachable_member_refuses_the_rotation_and_nothing_changes(played, 
     rt = open_runtime(str(config))
 
     with pytest.raises(SourceUnavailable, match="nothing was changed"):
-        rotate_reader_key(rt, NEW.encode())
+        rotate_reader_key(rt, NEW.encode(), hold=holding)
 
     assert _reader_keys(rt) == keys
     with rt.store.connect() as conn:
@@ -173,13 +175,13 @@ def test_an_unreachable_member_refuses_the_rotation_and_nothing_changes(played, 
 def test_rotating_to_the_same_an_empty_or_a_short_key_is_refused(played, new):
     _, _, rt, _ = played
     with pytest.raises(RotationRefused):
-        rotate_reader_key(rt, new.encode())
+        rotate_reader_key(rt, new.encode(), hold=holding)
     with rt.store.connect() as conn:
         assert current_epoch(conn).fingerprint == key_fingerprint(OLD.encode())
 
 
 def test_rotate_key_command_takes_the_new_key_from_the_environment_and_never_prints_it(
-        tmp_path, monkeypatch):
+        tmp_path, monkeypatch, prefect_server):  # each member read under its Prefect slot
     from circhub.cli import app
 
     members = [f"sqlite:///{tmp_path}/m{i}.db" for i in range(2)]

@@ -9,7 +9,7 @@ import pytest
 from prefect import get_client
 
 from circhub.connections.config import parse_config
-from circhub.flows import tasks as wrappers
+from circhub.flows import slots
 from circhub.flows.slots import SOURCE_LIMIT, ensure_limits, member_limit, source_slots
 from tests.helpers import koha_consortium
 
@@ -96,7 +96,7 @@ def test_consortium_sync_fails_only_the_member_another_run_holds(tmp_path, monke
     world.play(days=2, actions_per_day=10)
     busy = list(world.desks)[0]
     # Long enough for the free members' first acquisitions on a busy 2-core machine.
-    monkeypatch.setattr(wrappers, "SLOT_WAIT_SECONDS", 6)
+    monkeypatch.setattr(slots, "SLOT_WAIT_SECONDS", 6)
     from circhub.connections.runtime import open_runtime
 
     ensure_limits(open_runtime(str(config)).consortium)

@@ -12,13 +12,20 @@ from sqlalchemy import text
 
 from circhub.connections.config import parse_config
 from circhub.connections.engines import engine_for
+from circhub.connections.holds import holding
 from circhub.simulator.evergreen import EvergreenDesk
 from circhub.simulator.koha import KohaDesk
 from circhub.simulator.polaris import PolarisDesk
 from circhub.simulator.world import make_id_number
-from circhub.tasks.onboarding.check import check_member
+from circhub.tasks.onboarding.check import check_member as check_in_hold
 
 T0 = datetime(2026, 10, 1, 9, 0)
+
+
+def check_member(consortium, code: str, **kw):
+    """As `circhub check` runs it: under the member's hold (here without Prefect)."""
+    with holding(code):
+        return check_in_hold(consortium, code, **kw)
 
 
 def consortium(profile: str, url: str):
@@ -115,8 +122,8 @@ def test_an_unreachable_member_is_not_ready_and_says_why():
     assert url not in " ".join(report.reasons)
 
 
-def test_circhub_check_names_the_missing_column_and_exits_non_zero(evergreen, tmp_path,
-                                                                   monkeypatch):
+def test_circhub_check_names_the_missing_column_and_exits_non_zero(
+        evergreen, tmp_path, monkeypatch, prefect_server):  # run under the member's Prefect slot
     from typer.testing import CliRunner
 
     from circhub.cli import app

@@ -17,6 +17,7 @@ from circhub.connections.profile import (
     parse_profile,
 )
 from circhub.connections.sql import extract_query, step_statement
+from circhub.connections.step_sql import Binding, returning_insert
 
 PARAMS = {"barcode": "AA0010000001", "holder_branch": "BB001", "due_at": None,
           "loan_local_id": "7", "returned_at": None, "return_branch": "BB001"}
@@ -97,3 +98,19 @@ def test_an_odbc_url_becomes_a_postgresql_odbc_connection_string():
     assert odbc_connection_string(url) == (
         "DRIVER={PostgreSQL Unicode};SERVER=db.example;PORT=5433;DATABASE=polaris;UID=hub;"
         "PWD={p;w}}d};UseServerSidePrepare=0;SSLmode=require")
+
+
+@pytest.mark.parametrize(("dialect", "can_return", "handed_back"), [
+    (postgresql.dialect(), True, "RETURNING biblio_status_hist.histid"),
+    (mssql.dialect(), True, "OUTPUT inserted.histid"),
+    (mysql.dialect(), False, None),  # MySQL: the driver's lastrowid
+])
+def test_an_insert_hands_its_new_key_back_in_each_dialect(dialect, can_return, handed_back):
+    step = load_profile("openbiblio").writeback["set_item"][0]
+    params = {"barcode": "AA0010000001", "due_at": None, "state_at": "2026-10-02 10:00:00"}
+    sql = str(returning_insert(step, Binding(params), can_return).compile(dialect=dialect))
+    assert sql.startswith("INSERT INTO biblio_status_hist")
+    if handed_back:
+        assert handed_back in sql
+    else:
+        assert "RETURNING" not in sql and "OUTPUT" not in sql

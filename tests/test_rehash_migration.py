@@ -9,6 +9,7 @@ from sqlalchemy import func, select, text
 
 import circhub.domain.rowhash as rowhash
 from circhub.connections.engines import member_engine
+from circhub.connections.holds import holding
 from circhub.connections.migrations import upgrade
 from circhub.domain.records import spec
 from circhub.domain.rowhash_legacy import LEGACY_MARK, legacy_row_hashes
@@ -29,9 +30,11 @@ def _source_hashes(rt, member, entity, hashes) -> dict[str, str]:
     """Every source row of the entity, hashed by `hashes` (the reconcile's reading)."""
     found = {}
     query = entity_query(member, entity, None).order_by(None)
-    for chunk in iter_chunks(member_engine(member), query, entity):
-        rows = prepare_frame(entity, chunk, rt.id_key)
-        found.update(zip(rows[spec(entity).key].astype(str), hashes(entity, rows), strict=True))
+    with holding(member.code):
+        for chunk in iter_chunks(member_engine(member), query, entity):
+            rows = prepare_frame(entity, chunk, rt.id_key)
+            found.update(zip(rows[spec(entity).key].astype(str), hashes(entity, rows),
+                             strict=True))
     return found
 
 
@@ -56,7 +59,8 @@ def test_old_style_hashes_are_marked_then_rehashed_by_reconcile_without_drift(
         stored = _stored(rt, m, e)
         assert stored == {k: LEGACY_MARK + h for k, h in before[(m.code, e)].items()}
     for member in rt.consortium.members:
-        assert all(d.clean for d in reconcile_member(rt, member))
+        with holding(member.code):
+            assert all(d.clean for d in reconcile_member(rt, member))
     with rt.store.connect() as conn:
         assert conn.execute(select(func.count()).select_from(drift)).scalar() == 0
     rehashed = [k for m, e in pairs for k, h in _stored(rt, m, e).items()
@@ -68,4 +72,5 @@ def test_old_style_hashes_are_marked_then_rehashed_by_reconcile_without_drift(
         new = _source_hashes(rt, m, e, rowhash.row_hashes)
         assert _stored(rt, m, e) == {k: new[k] for k in before[(m.code, e)]}
     for member in rt.consortium.members:  # and again: nothing left to re-hash or to repair
-        assert all(d.clean and not d.rehashed for d in reconcile_member(rt, member))
+        with holding(member.code):
+            assert all(d.clean and not d.rehashed for d in reconcile_member(rt, member))

@@ -18,6 +18,7 @@ from sqlalchemy import select
 
 from circhub.connections.config import ConfigError, parse_config
 from circhub.connections.engines import engine_for
+from circhub.connections.holds import holding
 from circhub.domain.schema import loans, member_items, outbox
 from circhub.simulator.evergreen import EvergreenDesk
 from circhub.simulator.koha import KohaDesk
@@ -60,7 +61,8 @@ def sync_all(rt) -> None:
     for member in rt.consortium.members:
         sync_member(rt, member)
     for target in targets_with_pending(rt.store):
-        push_member(rt.store, rt.consortium, rt.consortium.member(target))
+        with holding(target):
+            push_member(rt.store, rt.consortium, rt.consortium.member(target))
 
 
 def rows(rt, table, *columns):

@@ -10,14 +10,17 @@ import pytest
 from sqlalchemy import func, select
 
 from circhub.domain.schema import circulation_events, items, loans, outbox
+from circhub.simulator.koha import STAND_IN
 from tests.helpers import koha_consortium, sync_cycle
 
 A, B, C = "SC001", "CQ001", "CD001"
 BOOK = "SC0010000001"
 
 
-@pytest.fixture(params=["mariadb+postgres", "sqlite"])
+@pytest.fixture(params=["mariadb+postgres", "koha_2311", "sqlite"])
 def story(request, tmp_path):
+    """Koha with checkin_library on MariaDB, the older generation without it (koha_2311),
+    and the embedded default."""
     if request.param == "sqlite":
         members = [f"sqlite:///{tmp_path}/m{i}.db" for i in range(3)]
         central = f"sqlite:///{tmp_path}/central.db"
@@ -25,7 +28,8 @@ def story(request, tmp_path):
         mariadb, pg = (request.getfixturevalue(f) for f in ("mariadb_db", "pg_db"))
         members = [mariadb() for _ in range(3)]
         central = pg()
-    world, config = koha_consortium(tmp_path, members, central)
+    kind = "koha_2311" if request.param == "koha_2311" else "koha"
+    world, config = koha_consortium(tmp_path, members, central, kind=kind)
     return world, config
 
 
@@ -66,7 +70,9 @@ def test_secondary_circulation_shows_the_book_on_loan_at_the_holder_in_the_owner
 
     sync_cycle(config)
 
-    assert world.desks[A].item_view(BOOK) == {"holding": B, "onloan": due, "open_loan": None}
+    view = world.desks[A].item_view(BOOK)
+    assert (view["holding"], view["onloan"]) == (B, due)
+    assert world.desks[A].lent_to(BOOK) == STAND_IN  # issued to the consortium stand-in
 
 
 def test_return_at_a_third_member_closes_the_holders_loan_and_moves_the_book(story):

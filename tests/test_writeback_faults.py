@@ -49,7 +49,7 @@ def _owed_a_close(world, config):
 
 
 def _closed_once(world, issue, returned_at) -> None:
-    assert ils(world, A, "SELECT issue_id FROM issues") == []
+    assert ils(world, A, "SELECT issue_id FROM issues WHERE issue_id = :i", i=issue) == []
     rows = ils(world, A, "SELECT returndate, checkin_library FROM old_issues "
                          "WHERE issue_id = :i", i=issue)
     assert [tuple(r) for r in rows] == [(returned_at, B)]

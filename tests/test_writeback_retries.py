@@ -146,7 +146,8 @@ def test_a_member_with_write_back_off_gets_its_commands_computed_and_shown_not_a
     assert (report.held, report.applied) == (1, 0)
     [shown] = report.dry_run
     assert (shown["kind"], shown["barcode"], shown["holder"]) == ("close_loan", BOOK, B)
-    assert shown["steps"] == "copy_row issues; delete issues; update items"
+    assert shown["steps"] == ("copy_row issues; delete issues; insert_missing statistics; "
+                              "update items; insert_missing issues")
     assert ils(world, A, "SELECT issue_id FROM issues") == [(issues[BOOK],)]
     assert "dry run" in _cli(config, "list", "--member", A)
 
@@ -176,7 +177,7 @@ def test_a_late_older_command_never_regresses_what_the_owner_shows(koha):
     push(rt)
 
     old = commands(rt, BOOK, target=A)[0]
-    assert old.status == "applied" and old.outcome.endswith("update items 0")
+    assert old.status == "applied" and "update items 0" in old.outcome
     assert (item_row(world, A, BOOK).holdingbranch, item_row(world, A, BOOK).onloan) == (B, due)
 
 

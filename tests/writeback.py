@@ -10,6 +10,7 @@ from sqlalchemy import select, text
 
 from circhub.connections.config import load_config
 from circhub.connections.engines import central_url, engine_for
+from circhub.connections.holds import holding
 from circhub.connections.runtime import Runtime, open_runtime
 from circhub.domain.schema import circulation_exceptions, outbox
 from circhub.tasks.sync.cycle import run_cycle
@@ -28,6 +29,15 @@ def koha_on_mariadb(tmp_path: Path, mariadb_db, pg_db, members: int = 3, **kw):
 def koha(tmp_path, mariadb_db, pg_db):
     """Three Koha members on MariaDB and a PostgreSQL central store, pools closed after."""
     world, config = koha_on_mariadb(tmp_path, mariadb_db, pg_db)
+    yield world, config
+    dispose(world, config)
+
+
+@pytest.fixture(params=["koha", "koha_2311"])
+def koha_both(request, tmp_path, mariadb_db, pg_db):
+    """Three Koha members of one generation: with checkin_library (Koha bug 33641), and
+    without (e.g. 23.11, returns only in `statistics`)."""
+    world, config = koha_on_mariadb(tmp_path, mariadb_db, pg_db, kind=request.param)
     yield world, config
     dispose(world, config)
 
@@ -58,8 +68,12 @@ def sync(config: Path, codes: list[str] | None = None) -> Runtime:
 
 
 def push(rt: Runtime, **kw) -> dict[str, PushReport]:
-    return {t: push_member(rt.store, rt.consortium, rt.consortium.member(t), **kw)
-            for t in targets_with_pending(rt.store)}
+    return {t: _push_one(rt, t, **kw) for t in targets_with_pending(rt.store)}
+
+
+def _push_one(rt: Runtime, target: str, **kw) -> PushReport:
+    with holding(target):
+        return push_member(rt.store, rt.consortium, rt.consortium.member(target), **kw)
 
 
 def ils(world, member: str, sql: str, **params) -> list:

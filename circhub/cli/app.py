@@ -21,12 +21,15 @@ from circhub.cli.common import (
     runtime,
     say_empty,
     usage_error,
+    use_one_prefect_home,
 )
 from circhub.cli.members import member_app
+from circhub.cli.onboarding import onboarding_app
 from circhub.cli.ops import ops_app
 from circhub.cli.outbox import outbox_app
 from circhub.cli.readers import reader_app
 
+use_one_prefect_home()
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no outbound network
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
@@ -38,6 +41,7 @@ app.add_typer(reader_app, name="reader")
 app.add_typer(outbox_app, name="outbox")
 app.add_typer(books_app, name="books")
 app.add_typer(ops_app)  # serve, status, report: top-level commands
+app.add_typer(onboarding_app)  # prepare: a top-level command
 app.add_typer(member_app, name="member")
 
 
@@ -156,16 +160,20 @@ def push(config: str = ConfigOpt) -> None:
 def _run_flow(flow_fn, what: str, config: str | None, **params) -> None:
     """Run a flow now, print its per-member table, exit non-zero when it failed."""
     runtime(config)
+    from circhub.flows.summary import run_rows
+
     state = flow_fn(config=config_path(config), return_state=True, **params)
-    rows = state.result(raise_on_failure=False)
+    rows = run_rows(state)
     if isinstance(rows, dict):
         _print_rows(rows.values())
     if not state.is_completed():
         err.print(f"[red]{what} failed:[/] {state.message}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
     console.print(state.message or f"{what} done", highlight=False, soft_wrap=True)
-    if isinstance(rows, dict) and any(r.get("error") for r in rows.values()):
-        raise typer.Exit(1)  # Completed, but a member needs a person: scripts must know
+    if isinstance(rows, dict):
+        from circhub.cli.onboarding import exit_on_member_errors
+
+        exit_on_member_errors(rows.values())  # Completed, but a member needs a person: exit 1
 
 
 @app.command()
@@ -173,14 +181,21 @@ def check(member: str, config: str = ConfigOpt, as_json: bool = JsonOpt) -> None
     """Onboarding check: profile vs live schema, sampled validation, backfill size, verdict."""
     from circhub.connections.config import ConfigError, load_config
     from circhub.connections.engines import ConnectionSetupError, id_hash_key
+    from circhub.flows.slots import ensure_limits, source_slots
     from circhub.tasks.onboarding.check import check_member
 
     try:
         consortium = load_config(config_path(config))
         id_hash_key(consortium)  # samples use a throwaway key, but no command starts keyless
-        report = check_member(consortium, member)
+        consortium.member(member)  # an unknown code is an error by name, before any work
+        ensure_limits(consortium)
+        with source_slots(member):  # never beside a sync or backfill of the same member
+            report = check_member(consortium, member)
     except (ConfigError, ConnectionSetupError) as exc:
         usage_error(str(exc))
+    except TimeoutError as exc:
+        err.print(f"[red]check not run:[/] {exc}")
+        raise typer.Exit(1) from None
     if as_json:
         print_json({"member": report.member, "profile": report.profile,
                     "ready": report.ready, "reasons": report.reasons,
@@ -201,22 +216,24 @@ def backfill_cmd(member: str, entity: str,
                  until: str = typer.Option(None, help="End (exclusive); default now."),
                  window_hours: int = 24, config: str = ConfigOpt) -> None:
     """Load one entity of one member over a date range; rerun to resume after a crash."""
-    from circhub.connections.config import ConfigError
+    from circhub.tasks.loads.backfill import backfill_range
+
+    try:  # checked before anything starts: no Prefect server, no flow, no Data Docs folder
+        backfill_range(entity, since, until, window_hours)
+    except ValueError as exc:
+        usage_error(f"backfill: {exc}")
+    rt = runtime(config)
+    known_member(rt, member)
     from circhub.flows.backfill import backfill
 
-    rt = runtime(config)
-    try:
-        rt.consortium.member(member)  # a clear error for an unknown member, before any work
-    except ConfigError as exc:
-        err.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from None
     state = backfill(member=member, entity=entity, since=since, until=until,
                      window_hours=window_hours, config=config_path(config), show_progress=True,
                      return_state=True)
     if not state.is_completed():
-        err.print(f"[red]backfill failed:[/] {state.message}")
+        err.print(f"[red]backfill failed:[/] {state.message}", highlight=False,
+                  soft_wrap=True)
         raise typer.Exit(1)
-    console.print(state.result())
+    console.print(state.result()["summary"], highlight=False, soft_wrap=True)
 
 
 @app.command("quarantine")

@@ -12,10 +12,22 @@ import json
 import os
 import sys
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
+
+# One Prefect home for every circhub command, `circhub demo` and `make serve`: the demo's runs
+# (its ephemeral server keeps them in $PREFECT_HOME/prefect.db) are then in the history of the
+# UI that `make serve` starts on the same database. Set before Prefect is first imported.
+PREFECT_HOME = Path("var/prefect")
+
+
+def use_one_prefect_home() -> None:
+    if "prefect" not in sys.modules:
+        os.environ.setdefault("PREFECT_HOME", str(PREFECT_HOME.resolve()))
+
 
 # Piped output keeps the table's width: rich falls back to 80 columns when stdout is not a
 # terminal, which cuts a member table mid-word in `circhub status | less` or a cron mail.

@@ -13,11 +13,20 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from circhub.cli.common import ConfigOpt, JsonOpt, config_path, console, err, print_json, runtime
+from circhub.cli.common import (
+    PREFECT_HOME,
+    ConfigOpt,
+    JsonOpt,
+    config_path,
+    console,
+    err,
+    print_json,
+    runtime,
+)
 
 ops_app = typer.Typer()  # merged into the main app: top-level commands
 
-SERVE_HOME = Path("var/prefect")
+SERVE_HOME = PREFECT_HOME  # the one Prefect home (common.py): the demo's runs show here
 SERVE_DEMO = Path("var/serve")
 
 

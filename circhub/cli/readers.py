@@ -111,15 +111,17 @@ def rotate_key(config: str = ConfigOpt,
                                                  "Secret block 'circhub-id-key' afterwards.")
                ) -> None:
     """Re-key every reader under a new key, re-reading the ID numbers from every member."""
+    from circhub.flows.slots import ensure_limits, source_slots
     from circhub.tasks.readers.rekey import RotationRefused, rotate_reader_key
     from circhub.tasks.sync.extract import SourceUnavailable
 
     runtime, console, err = _ui()
     rt = runtime(config)
     new_key = os.environ.get(new_key_env) or _prompt_key(new_key_env, err)
-    try:
-        report = rotate_reader_key(rt, new_key.encode())
-    except (RotationRefused, SourceUnavailable) as exc:
+    ensure_limits(rt.consortium)
+    try:  # each member's readers read under its slot, never beside its sync
+        report = rotate_reader_key(rt, new_key.encode(), hold=source_slots)
+    except (RotationRefused, SourceUnavailable, TimeoutError) as exc:
         err.print(f"[red]key rotation refused:[/] {exc}")
         raise typer.Exit(1) from None
     console.print(f"rotated to the key with check value {report.fingerprint}: "

@@ -56,6 +56,42 @@ class BackfillReport:
     windows: int
     resumed_from: datetime
     reader_peak_mb: float = 0.0  # the reader process's own peak memory
+    complete_already: bool = False  # a rerun of a range done before: nothing was read
+
+    def words(self, since: datetime, until: datetime) -> str:
+        """The result as a person reads it."""
+        span = f"{self.member} {self.entity} from {since:%Y-%m-%d %H:%M} to {until:%Y-%m-%d %H:%M}"
+        if self.complete_already:
+            return f"backfill of {span} was complete already ({self.rows:,} rows): nothing to do"
+        resumed = (f", resumed at {self.resumed_from:%Y-%m-%d %H:%M}"
+                   if self.resumed_from > since else "")
+        return (f"backfill of {span} complete: {self.rows:,} rows read in {self.windows} "
+                f"window(s){resumed}; {self.merged:,} merged, {self.quarantined:,} quarantined"
+                + (" (`circhub quarantine` lists them)" if self.quarantined else ""))
+
+
+def backfill_range(entity: str, since: str, until: str | None, window_hours: int,
+                   now: datetime | None = None) -> tuple[datetime, datetime]:
+    """The arguments of a backfill checked before anything starts: a known entity, ISO dates,
+    since before until, a window of at least an hour. Raises ValueError saying which."""
+    if entity not in entities():
+        raise ValueError(f"unknown entity {entity!r}; one of: {', '.join(entities())}")
+    start, end = _when("--since", since), _when("--until", until) if until else None
+    end = end or now or datetime.now()
+    if end <= start:
+        raise ValueError(f"--since ({start:%Y-%m-%d %H:%M}) must be before --until "
+                         f"({end:%Y-%m-%d %H:%M})")
+    if window_hours < 1:
+        raise ValueError(f"--window-hours must be 1 or more, not {window_hours}")
+    return start, end
+
+
+def _when(option: str, value: str) -> datetime:
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{option} {value!r} is not a date: give an ISO date or date and "
+                         "time, e.g. 2026-01-01 or 2026-01-01T08:00") from None
 
 
 def windows(since: datetime, until: datetime, size: timedelta) -> list[tuple[datetime, datetime]]:
@@ -105,39 +141,45 @@ def backfill_member(rt: Runtime, member: Member, entity: str, since: datetime, u
     all_windows = windows(since, until, size)
     todo = [w for w in all_windows if w[1] > done_until]
     report = BackfillReport(member.code, entity, rows, 0, 0, len(todo), done_until)
+    if not todo:  # a rerun of a completed range: say so, read nothing
+        report.complete_already = True
+        return report
     view = rt.member_view(member)
     done = len(all_windows) - len(todo)
-    chunks = read_ahead(_prepared(rt, member, entity, todo, view, chunk_rows),
-                        name=f"circhub-backfill-{member.code}")
-    for chunk in chunks:
-        if isinstance(chunk, ReaderDone):
-            report.reader_peak_mb = chunk.peak_mb
-        elif isinstance(chunk, WindowRead):
-            last_window = chunk.end == all_windows[-1][1]
-            with rt.store.begin() as conn:
-                _progress_step(backfill_id, chunk.end, report.rows, last_window)(conn)
-            done += 1
-            if on_progress:
-                on_progress(BackfillProgress(done, len(all_windows), report.rows, chunk.end))
-        else:
-            _merge_chunk(rt, member, entity, *chunk, report)
+    # The URL is taken here, in the caller's context, which holds the member's slot; the
+    # read-ahead thread that starts the reader process does not (connections.holds).
+    job = ReadJob(member, member_url(member), entity, todo, chunk_rows, rt.id_key)
+    # Closed on the way out, even by an error: the reader process and its connection to the
+    # member end before the caller gives the member's slot back.
+    with closing(read_ahead(_prepared(rt, job, view),
+                            name=f"circhub-backfill-{member.code}")) as chunks:
+        for chunk in chunks:
+            if isinstance(chunk, ReaderDone):
+                report.reader_peak_mb = chunk.peak_mb
+            elif isinstance(chunk, WindowRead):
+                last_window = chunk.end == all_windows[-1][1]
+                with rt.store.begin() as conn:
+                    _progress_step(backfill_id, chunk.end, report.rows, last_window)(conn)
+                done += 1
+                if on_progress:
+                    on_progress(BackfillProgress(done, len(all_windows), report.rows,
+                                                 chunk.end))
+            else:
+                _merge_chunk(rt, member, entity, *chunk, report)
     return report
 
 
 Chunk = tuple[pd.DataFrame, Validated]
 
 
-def _prepared(rt: Runtime, member: Member, entity: str, todo: list[tuple[datetime, datetime]],
-              view, chunk_rows: int) -> Iterator[Chunk | WindowRead | ReaderDone]:
+def _prepared(rt: Runtime, job: ReadJob, view) -> Iterator[Chunk | WindowRead | ReaderDone]:
     """Every window's chunks, read, typed and hashed in the reader process
     (`circhub.tasks.loads.read_process`), then validated here on the read-ahead thread; the merge
-    thread
-    only writes, so the three overlap on the machine's two cores."""
-    job = ReadJob(member, member_url(member), entity, todo, chunk_rows, rt.id_key)
+    thread only writes, so the three overlap on the machine's two cores."""
     with closing(read_in_child(job)) as items:  # a validation error ends the reader now
         for item in items:
             if isinstance(item, pd.DataFrame):
-                yield item, validate_extract(member.code, {entity: item}, view,
+                yield item, validate_extract(job.member.code, {job.entity: item}, view,
                                              rt.consortium.max_bad_share)
             else:
                 yield item

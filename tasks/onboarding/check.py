@@ -1,9 +1,12 @@
 """Onboarding check: is a member's ILS ready to be synced?
 
 Connects, compares the profile with the live schema, samples rows of each entity through the
-same validation a sync uses, and counts what a backfill would read. Reads only; writes nothing
-to the ILS or the central store (sampled reader keys are made with a throwaway key). The CLI's
-`circhub check MEMBER` prints the report and exits non-zero when the member is not ready.
+same validation a sync uses, checks that what the profile's `[[prepare]]` asks for is there,
+rehearses every write-back kind on real rows inside a transaction that is rolled back
+(circhub.tasks.onboarding.rehearse), and counts what a backfill would read. Leaves nothing
+behind in the ILS or the central store (sampled reader keys are made with a throwaway key).
+The CLI's `circhub check MEMBER` prints the report and exits non-zero when the member is not
+ready.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from circhub.connections.live_schema import schema_problems
 from circhub.connections.profile import load_profile
 from circhub.connections.runtime import Runtime
 from circhub.connections.sql import key_count_query
+from circhub.tasks.onboarding.prepare import missing_objects, planned_objects
+from circhub.tasks.onboarding.rehearse import Rehearsal, rehearse_writebacks
 from circhub.tasks.sync.extract import (
     entity_query,
     mapped_entities,
@@ -56,6 +61,8 @@ class CheckReport:
     schema_problems: list[str] = field(default_factory=list)
     samples: dict[str, EntitySample] = field(default_factory=dict)
     backfill_rows: dict[str, int] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)  # [[prepare]] objects not there yet
+    rehearsals: list[Rehearsal] = field(default_factory=list)
 
     @property
     def ready(self) -> bool:
@@ -76,6 +83,8 @@ class CheckReport:
         out += [f"  warning: {w}" for w in self.warnings]
         for entity, s in self.samples.items():
             out.append(f"  sample {entity}: {s.rows} rows, {s.failed} would be quarantined")
+        for r in self.rehearsals:
+            out.append(f"  rehearsed {r.what}: {'refused' if r.problem else 'ok'}")
         if self.backfill_rows:
             counts = ", ".join(f"{e} {n:,}" for e, n in self.backfill_rows.items())
             out.append(f"  backfill: {counts} (about {self.backfill_seconds / 60:.0f} min)")
@@ -98,6 +107,8 @@ def check_member(context: Runtime | Consortium, member: Member | str,
         return report  # sampling would only fail on the same missing names
     try:
         _sample(runtime, member, engine, sample_rows, max_bad_share, report)
+        _prepared(runtime.consortium, member, engine, report)
+        _rehearse(runtime.consortium, member, engine, report)
         _count(member, engine, report)
     except SQLAlchemyError as exc:
         report.reasons.append(f"reading the ILS failed: {driver_message(exc)}")
@@ -164,3 +175,29 @@ def _count(member: Member, engine: Engine, report: CheckReport) -> None:
                                     member.constants)
             report.backfill_rows[entity] = int(conn.execute(query).scalar_one())
 
+
+
+SHOWN_MISSING = 5  # a 250-member consortium misses 249 branches: name a few, count the rest
+
+
+def _prepared(consortium: Consortium, member: Member, engine: Engine,
+              report: CheckReport) -> None:
+    with engine.connect() as conn:
+        report.missing = [p.description for p in
+                          missing_objects(conn, planned_objects(consortium, member))]
+    if report.missing:
+        shown = "; ".join(report.missing[:SHOWN_MISSING])
+        more = len(report.missing) - SHOWN_MISSING
+        report.reasons.append(
+            f"its ILS lacks {len(report.missing)} object(s) the write-backs need: {shown}"
+            + (f" (and {more} more)" if more > 0 else "")
+            + f"; run `circhub prepare {member.code}`")
+
+
+def _rehearse(consortium: Consortium, member: Member, engine: Engine,
+              report: CheckReport) -> None:
+    report.rehearsals, skipped = rehearse_writebacks(consortium, member, engine)
+    report.warnings += skipped
+    for r in report.rehearsals:
+        if r.problem:
+            report.reasons.append(f"write-back {r.what} refused: {r.problem}")

@@ -29,6 +29,7 @@ from datetime import datetime
 
 from sqlalchemy import Column, Connection, MetaData, String, Table, func, select, update
 
+from circhub.connections.holds import MemberHold
 from circhub.connections.key_epochs import current_epoch
 from circhub.connections.runtime import Runtime
 from circhub.connections.store import upsert_insert
@@ -65,8 +66,11 @@ def reader_key_columns() -> list[Column]:
             if c.name == "reader_key" or c.info.get("reader_key")]
 
 
-def rotate_reader_key(rt: Runtime, new_key: bytes) -> RotationReport:
-    """Re-key the whole central store from `rt.id_key` to `new_key`, in one transaction."""
+def rotate_reader_key(rt: Runtime, new_key: bytes, *, hold: MemberHold) -> RotationReport:
+    """Re-key the whole central store from `rt.id_key` to `new_key`, in one transaction.
+
+    Each member's readers are read under `hold(code)`: the caller's slot wrapper (the CLI
+    passes `flows.slots.source_slots`), so the rotation never reads a member beside its sync."""
     if len(new_key) < MIN_KEY_BYTES:
         # A short key can be guessed, and then every reader key is brute-forceable like a plain
         # hash. Only new keys are held to this: an old short key must still start to rotate.
@@ -79,7 +83,8 @@ def rotate_reader_key(rt: Runtime, new_key: bytes) -> RotationReport:
         version = _retire(conn, old_fp)
         mapping = _mapping_table(conn)
         for code in members_with_accounts(conn):
-            matched, stale = map_member(conn, rt.consortium, code, mapping, rt.id_key, new_key)
+            matched, stale = map_member(conn, rt.consortium, code, mapping, rt.id_key, new_key,
+                                        hold)
             report.accounts_matched += matched
             report.stale_accounts += stale
         report.unlinkable = _map_the_rest(conn, mapping, new_key)

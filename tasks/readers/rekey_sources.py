@@ -9,9 +9,10 @@ from __future__ import annotations
 from sqlalchemy import Connection, Table, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from circhub.connections.config import ConfigError, Consortium
+from circhub.connections.config import ConfigError, Consortium, Member
 from circhub.connections.engines import member_engine
 from circhub.connections.errors import is_transient
+from circhub.connections.holds import MemberHold
 from circhub.connections.store import upsert_insert
 from circhub.domain.identity import check_id_number, reader_key
 from circhub.domain.prepare import coerce_types
@@ -27,8 +28,9 @@ def members_with_accounts(conn: Connection) -> list[str]:
 
 
 def map_member(conn: Connection, consortium: Consortium, code: str, mapping: Table,
-               old_key: bytes, new_key: bytes) -> tuple[int, int]:
-    """Add this member's old -> new pairs to `mapping`; returns (accounts matched, stale).
+               old_key: bytes, new_key: bytes, hold: MemberHold) -> tuple[int, int]:
+    """Add this member's old -> new pairs to `mapping`, reading its readers under `hold(code)`
+    (its slot); returns (accounts matched, stale).
 
     A member no longer in the config cannot be read: its accounts map through the same
     reader's accounts elsewhere, or end up unlinkable.
@@ -37,20 +39,26 @@ def map_member(conn: Connection, consortium: Consortium, code: str, mapping: Tab
         member = consortium.member(code)
     except ConfigError:
         return 0, 0
-    matched = stale = 0
     try:
-        engine = member_engine(member)
-        for chunk in iter_chunks(engine, entity_query(member, "readers", None), "readers"):
-            pairs = _key_pairs(chunk, old_key, new_key)
-            stored = _stored_keys(conn, code, list(pairs))
-            confirmed = [p for lid, p in pairs.items() if stored.get(lid) == p[0]]
-            stale += sum(1 for lid, p in pairs.items() if lid in stored and stored[lid] != p[0])
-            matched += len(confirmed)
-            _add_pairs(conn, mapping, confirmed)
+        with hold(code):
+            return _map_readers(conn, member, mapping, old_key, new_key)
     except SQLAlchemyError as exc:
         raise SourceUnavailable(f"member {code}: cannot read its readers for the key "
                                 f"rotation ({type(exc).__name__}); nothing was changed",
                                 transient=is_transient(exc)) from None
+
+
+def _map_readers(conn: Connection, member: Member, mapping: Table, old_key: bytes,
+                 new_key: bytes) -> tuple[int, int]:
+    matched = stale = 0
+    engine = member_engine(member)
+    for chunk in iter_chunks(engine, entity_query(member, "readers", None), "readers"):
+        pairs = _key_pairs(chunk, old_key, new_key)
+        stored = _stored_keys(conn, member.code, list(pairs))
+        confirmed = [p for lid, p in pairs.items() if stored.get(lid) == p[0]]
+        stale += sum(1 for lid, p in pairs.items() if lid in stored and stored[lid] != p[0])
+        matched += len(confirmed)
+        _add_pairs(conn, mapping, confirmed)
     return matched, stale
 
 

@@ -26,6 +26,7 @@ from sqlalchemy.exc import OperationalError
 
 from circhub.connections.config import Member
 from circhub.connections.errors import is_transient
+from circhub.connections.holds import holding
 from circhub.connections.runtime import Runtime
 from circhub.domain.schema import sync_runs
 from circhub.tasks.sync.extract import Extract, SourceUnavailable, extract_member
@@ -37,7 +38,7 @@ from circhub.tasks.writeback.push import PushReport, push_member, targets_with_p
 T = TypeVar("T")
 EXTRACT, VALIDATE, MERGE, PUSH = "extract", "validate", "merge", "push"
 # Stages that open a connection to the member's own database (the Prefect runner takes the
-# member's slot and a source connection around them).
+# member's slot and a source connection around them; without them the database stays shut).
 MEMBER_DATABASE_STAGES = frozenset({EXTRACT, PUSH})
 # A merge that hits a transient central-store error (a deadlock, a dropped connection) is
 # tried once more after this many seconds.
@@ -117,14 +118,16 @@ class Runner(Protocol):
 
 
 class PlainRunner:
-    """Every stage called in this process, one member after the other."""
+    """Every stage called in this process, one member after the other: one member's database
+    open at a time, so it holds each member (`connections.holds`) with no Prefect limit."""
 
     def per_member(self, stage: str, fn: Callable[[str], T],
                    codes: Sequence[str]) -> dict[str, T | Failed]:
         results: dict[str, T | Failed] = {}
         for code in codes:
             try:
-                results[code] = fn(code)
+                with holding(code):
+                    results[code] = fn(code)
             except Exception as exc:  # noqa: BLE001 - that member's result; the others go on
                 results[code] = failure(stage, exc)
         return results

@@ -9,9 +9,9 @@ imports GX at the top. Two parts:
   result it produces; a sync validates every member's entities each cycle and a backfill every
   chunk, so GX's stock in-memory store grows for as long as the process lives. Results are held
   as objects: GX's JSON round trip (to_json_dict and dumps) would cost each run ~15 ms.
-- `build_site`, which builds the context's local-filesystem Data Docs site into a fresh folder
-  and puts it in place of the old one, so nothing stale accumulates and a reader never sees a
-  half-built site.
+- `build_site`, which builds the context's local-filesystem Data Docs site into a fresh folder,
+  makes it render with no network (`docs_pages`), and puts it in place of the old one, so
+  nothing stale accumulates and a reader never sees a half-built site.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ from great_expectations.data_context.types.base import (
     InMemoryStoreBackendDefaults,
 )
 from great_expectations.data_context.types.resource_identifiers import ValidationResultIdentifier
+
+from circhub.tasks.sync.docs_pages import make_offline, write_index
 
 SITE = "circhub"  # the context's one Data Docs site
 RESULTS_STORE = "circhub_latest_results"
@@ -96,6 +98,8 @@ def build_site(context, folder: Path) -> Path:
         else:
             context.add_data_docs_site(SITE, site)
         context.build_data_docs(site_names=[SITE])
+        make_offline(staging)  # no CDN: the monitoring hosts rarely reach the internet
+        write_index(staging, folder.name, [])  # GX's index is filled in by a CDN script
         staging.chmod(0o755)  # mkdtemp makes it private to this account
         _put_in_place(staging, folder)
     finally:

@@ -251,8 +251,10 @@ def write_data_docs(folder: str | Path) -> Path:
             ctx.validation_results_store.clear()
 
 
-def publish_data_docs(consortium: Consortium, site: str, log) -> Path | None:
-    """At the end of a flow run: its Data Docs in `data_docs_dir/<site>/` of the config.
+def publish_data_docs(consortium: Consortium, site: str, log, checks=None,
+                      run_label: str | None = None) -> Path | None:
+    """At the end of a flow run: its Data Docs in `data_docs_dir/<site>/` of the config; with
+    `checks` (`docs_pages.MemberChecks`), an index with a section per member, named by the run.
 
     Never fails the run (the rows were validated and merged already): a folder that cannot be
     written is logged as a warning.
@@ -265,6 +267,10 @@ def publish_data_docs(consortium: Consortium, site: str, log) -> Path | None:
     folder = consortium.data_docs_dir / site
     try:
         index = write_data_docs(folder)
+        if checks is not None:
+            from circhub.tasks.sync.docs_pages import write_index
+
+            write_index(folder, run_label or site, checks)
     except Exception as exc:  # noqa: BLE001 - the docs are a view; the run's work is done
         log.warning("Great Expectations Data Docs not written to %s: %s", folder, exc)
         return None

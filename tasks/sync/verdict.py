@@ -41,17 +41,17 @@ def sync_verdict(outcomes: Mapping[str, MemberOutcome], max_failed_share: float,
 
 
 def push_verdict(outcomes: Mapping[str, MemberOutcome], max_failed_share: float) -> Verdict:
-    """A push run: how many write-backs were applied, and at which members it failed (the
-    task failed, the ILS did not answer, or a command was dead-lettered; a command backing off
-    after a failure is not yet a failure of the member)."""
-    failed = [o for o in _sorted(outcomes) if o.push_failure or _push_failed(o.pushed)]
+    """A push run: how many write-backs were applied, the members it could not push to (the
+    task failed, or the ILS did not answer), and the commands dead-lettered (a bad command is
+    the command's failure, shown in `circhub status` and its alert, not the member's)."""
+    failed = [o for o in _sorted(outcomes)
+              if o.push_failure or (o.pushed and o.pushed.unreachable)]
     applied = sum(o.pushed.applied for o in outcomes.values() if o.pushed)
+    dead = sum(o.pushed.dead for o in outcomes.values() if o.pushed)
     message = f"{applied} write-back(s) applied at {len(outcomes)} member(s)"
+    if dead:
+        message += f", {dead} dead-lettered (`circhub outbox list --status dead`)"
     return _judged(message, failed, len(outcomes), max_failed_share, lambda o: o.error())
-
-
-def _push_failed(report) -> bool:
-    return bool(report and (report.unreachable or report.dead))
 
 
 def _judged(message: str, failed: list[MemberOutcome], worked_on: int, share: float,

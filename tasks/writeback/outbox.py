@@ -145,7 +145,9 @@ def claim(store: Engine, cmd, now: datetime) -> bool:
 
 def acknowledge(store: Engine, cmd, outcome: str, now: datetime) -> None:
     # Applied even if a merge superseded it meanwhile: the ILS has it, the record must say so.
-    _set(store, cmd.id, status=APPLIED, applied_at=now, outcome=outcome, next_attempt_at=None)
+    # An error of an earlier attempt no longer stands: an applied command shows none.
+    _set(store, cmd.id, status=APPLIED, applied_at=now, outcome=outcome, next_attempt_at=None,
+         last_error=None)
 
 
 def record_failure(store: Engine, cmd, message: str, policy: RetryPolicy, now: datetime,

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from circhub.connections.config import Consortium, Member
@@ -31,6 +31,7 @@ from circhub.connections.errors import is_permanent
 from circhub.connections.live_schema import column_renderer, column_types
 from circhub.connections.profile import Profile, load_profile
 from circhub.connections.step_sql import Binding
+from circhub.tasks.writeback.explain import explain
 from circhub.tasks.writeback.outbox import (
     DEAD,
     RetryPolicy,
@@ -84,14 +85,22 @@ def apply_command(engine: Engine, profile: Profile, member: Member, kind: str,
                   payload: dict) -> list[StepOutcome]:
     """All steps of one command in one ILS transaction, each verified (tasks.writeback.steps):
     a step that cannot do what it must raises StepFailed and the ILS keeps nothing of it."""
-    binding = Binding(command_params(member, payload), render=column_renderer(engine))
+    with engine.begin() as conn:
+        return apply_on(conn, profile, member, kind, payload)
+
+
+def apply_on(conn: Connection, profile: Profile, member: Member, kind: str,
+             payload: dict) -> list[StepOutcome]:
+    """One command's steps on an open ILS transaction: the push commits it, `circhub check`
+    rehearses it and rolls it back (circhub.tasks.onboarding.rehearse)."""
+    # Column types read on this connection: the member's slot grants it one (live_schema).
+    binding = Binding(command_params(member, payload), render=column_renderer(conn))
 
     def shared(step) -> list[str]:  # the columns both tables of a copy_row have
-        dest = column_types(engine, step.into.dotted)
-        return [c for c in column_types(engine, step.table.dotted) if c in dest]
+        dest = column_types(conn, step.into.dotted)
+        return [c for c in column_types(conn, step.table.dotted) if c in dest]
 
-    with engine.begin() as conn:
-        return run_steps(conn, profile.writeback[kind], binding, shared)
+    return run_steps(conn, profile.writeback[kind], binding, shared)
 
 
 def push_member(store: Engine, consortium: Consortium, member: Member, *,
@@ -166,7 +175,8 @@ class _Pusher:
         return True
 
     def _failed(self, cmd, exc: SQLAlchemyError | StepFailed, now: datetime) -> bool:
-        message = _cause(exc)
+        message = explain(self.member, self.profile, exc) if isinstance(exc, StepFailed) \
+            else _cause(exc)
         status = record_failure(self.store, cmd, message, self.policy, now, self.rng,
                                 permanent=is_permanent(exc))
         self.blocked.add(cmd.barcode)

@@ -22,7 +22,9 @@ from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import Connection
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
+from circhub.connections.errors import driver_message
 from circhub.connections.profile import Step
 from circhub.connections.profile_forms import Cond, Conditional, Lookup, WhenNull, when_holds
 from circhub.connections.step_sql import (
@@ -32,6 +34,7 @@ from circhub.connections.step_sql import (
     identity_count,
     lookup_query,
     readback_query,
+    returning_insert,
     row_exists,
     step_statement,
 )
@@ -39,6 +42,15 @@ from circhub.connections.step_sql import (
 
 class StepFailed(RuntimeError):
     """A write-back step that could not do what it must; its command wrote nothing."""
+
+
+class StepRefused(StepFailed):
+    """A step the ILS itself refused (a foreign key, a NOT NULL, a grant): the step and the
+    driver's error, for circhub.tasks.writeback.explain to name what the ILS is missing."""
+
+    def __init__(self, step: Step, params: dict, error: SQLAlchemyError):
+        super().__init__(f"{step.label}: {driver_message(error)}")
+        self.step, self.params, self.error = step, params, error
 
 
 @dataclass(frozen=True)
@@ -57,7 +69,17 @@ CopyColumns = Callable[[Step], list[str]]
 
 def run_steps(conn: Connection, steps: Iterable[Step], b: Binding,
               copy_columns: CopyColumns) -> list[StepOutcome]:
-    return [_run(conn, step, b, copy_columns) for step in steps]
+    outcomes = []
+    for step in steps:
+        try:
+            outcomes.append(_run(conn, step, b, copy_columns))
+        except KeyError as exc:  # a parameter or member constant the command does not carry
+            raise StepFailed(f"{step.label}: {exc.args[0]}") from None
+        except DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise  # the member went away: not a refusal, the push stops for it
+            raise StepRefused(step, b.params, exc) from exc
+    return outcomes
 
 
 def _run(conn: Connection, step: Step, b: Binding, copy_columns: CopyColumns) -> StepOutcome:
@@ -86,15 +108,13 @@ def _run(conn: Connection, step: Step, b: Binding, copy_columns: CopyColumns) ->
 
 def _execute(conn: Connection, step: Step, b: Binding, copy_columns: CopyColumns
              ) -> tuple[int, dict[str, Any] | None]:
-    columns = copy_columns(step) if step.op == "copy_row" else None
-    stmt = step_statement(step, b, columns)
     if not step.returns:
-        return conn.execute(stmt).rowcount, None
+        columns = copy_columns(step) if step.op == "copy_row" else None
+        return conn.execute(step_statement(step, b, columns)).rowcount, None
     column, name = step.returns
-    if conn.dialect.insert_returning:
-        new_key = conn.execute(stmt.returning(stmt.table.c[column])).scalar_one()
-    else:
-        new_key = conn.execute(stmt).lastrowid
+    can_return = conn.dialect.insert_returning
+    result = conn.execute(returning_insert(step, b, can_return))
+    new_key = result.scalar_one() if can_return else result.lastrowid
     b.params[name] = new_key
     return 1, {column: new_key}
 
@@ -197,11 +217,21 @@ def same(read: Any, meant: Any) -> bool:
     padding of CHAR columns, numbers whatever their Python type."""
     if read is None or meant is None:
         return read is None and meant is None
+    if isinstance(read, str) and isinstance(meant, date):  # SQLite keeps times as text
+        read = _parsed(read, type(meant))
     if isinstance(read, datetime) and isinstance(meant, datetime):
         return _naive(read) == _naive(meant)
     if isinstance(read, str) and isinstance(meant, str):
         return read.rstrip() == meant.rstrip()
     return read == meant or str(read).rstrip() == str(meant).rstrip()
+
+
+def _parsed(text: str, kind: type) -> Any:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        return text
+    return value if kind is datetime else value.date()
 
 
 def _naive(value: datetime) -> datetime:
