@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from circhub.cli import app
 from circhub.connections.holds import holding
-from circhub.connections.runtime import open_runtime
+from circhub.connections.runtime import open_runtime, upgrade_store
 from circhub.flows.backfill import _ProgressLog
 from circhub.simulator.koha import KohaDesk
 from circhub.simulator.world import config_toml, member_specs
@@ -32,6 +32,7 @@ def one_member(tmp_path):
     config = tmp_path / "consortium.toml"
     config.write_text(config_toml(member_specs(1), {code: url},
                                   f"sqlite:///{tmp_path}/central.db", "ux", demo=True))
+    upgrade_store(config)
     return code, config
 
 
