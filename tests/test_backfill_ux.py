@@ -32,7 +32,7 @@ def one_member(tmp_path):
     config = tmp_path / "consortium.toml"
     config.write_text(config_toml(member_specs(1), {code: url},
                                   f"sqlite:///{tmp_path}/central.db", "ux", demo=True))
-    upgrade_store(config)  # `circhub db upgrade`
+    upgrade_store(config)
     return code, config
 
 

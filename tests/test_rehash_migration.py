@@ -48,12 +48,12 @@ def test_old_style_hashes_are_marked_then_rehashed_by_reconcile_without_drift(
         rt = sync_cycle(config)
     with rt.store.begin() as conn:  # as that code left it: at the baseline
         conn.execute(text("UPDATE alembic_version SET version_num = '0001'"))
-        conn.execute(text("DROP TABLE member_pauses"))  # revision 0003's, after this one
+        conn.execute(text("DROP TABLE member_pauses"))  # a later revision's table
     pairs = [(m, e) for m in rt.consortium.members for e in mapped_entities(m)]
     before = {(m.code, e): _stored(rt, m, e) for m, e in pairs}
     assert all(before.values())
 
-    assert [s.split()[0] for s in upgrade(rt.store)][:1] == ["0002"]
+    assert [s.split()[0] for s in upgrade(rt.store)][0] == "0002"
 
     for m, e in pairs:
         stored = _stored(rt, m, e)
