@@ -276,8 +276,8 @@ class EvergreenDesk(Desk):
         with self.engine.connect() as conn:
             item = self._copy(conn, barcode)
             circ = self._open_circ(conn, item["id"])
-            holding = circ["circ_lib"] if circ else item["circ_lib"]
-            return {"holding": self._shortname(conn, holding), "status": item["status"],
+            held_at = circ["circ_lib"] if circ else item["circ_lib"]
+            return {"holding": self._shortname(conn, held_at), "status": item["status"],
                     "circ_lib": self._shortname(conn, item["circ_lib"]),
                     "onloan": naive_local(circ["due_date"]).date()
                     if circ and circ["due_date"] else None,
