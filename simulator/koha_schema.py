@@ -40,7 +40,7 @@ releases); older Kohas, still widely run (e.g. 23.11, the tree read above), lack
 the return branch only in `statistics`. `koha_tables(checkin_library=...)` builds either.
 
 MariaDB gets the real `ON UPDATE CURRENT_TIMESTAMP`; SQLite (the demo) an AFTER UPDATE trigger
-that does the same when a statement leaves the column alone.
+that does the same when a statement changes another column and leaves this one alone.
 """
 
 from __future__ import annotations
@@ -89,9 +89,13 @@ def _on_update_now(tbl: Table) -> None:
             f"ALTER TABLE {tbl.name} MODIFY `{col.name}` TIMESTAMP NOT NULL "
             f"DEFAULT CURRENT_TIMESTAMP ON UPDATE CURRENT_TIMESTAMP"
         ).execute_if(dialect=("mysql", "mariadb")))
+        # MariaDB moves the column only when another column's value changed: an UPDATE that
+        # changes nothing leaves it alone.
+        changed = " OR ".join(f'NEW."{c.name}" IS NOT OLD."{c.name}"'
+                              for c in tbl.columns if c is not col)
         event.listen(tbl, "after_create", DDL(
             f'CREATE TRIGGER {tbl.name}_{col.name}_on_update AFTER UPDATE ON {tbl.name} '
-            f'FOR EACH ROW WHEN NEW."{col.name}" IS OLD."{col.name}" BEGIN '
+            f'FOR EACH ROW WHEN NEW."{col.name}" IS OLD."{col.name}" AND ({changed}) BEGIN '
             f'UPDATE {tbl.name} SET "{col.name}" = CURRENT_TIMESTAMP '
             f'WHERE {key} = NEW.{key}; END'
         ).execute_if(dialect="sqlite"))
