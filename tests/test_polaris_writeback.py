@@ -10,6 +10,7 @@ import pytest
 from member_databases import member_database
 
 from circhub.connections.profile import load_profile
+from circhub.connections.runtime import upgrade_store
 from circhub.simulator.world import config_toml, member_specs, mixed_world
 from circhub.tasks.circulation.transfers import request_transfer
 from circhub.tasks.writeback.push import apply_command
@@ -27,6 +28,7 @@ def koha_and_polaris(request, tmp_path, pg_db):
     config.write_text(config_toml(member_specs(2), dict(zip(codes, urls, strict=True)), pg_db(),
                                   "mixed", demo=True,
                                   profiles={codes[0]: "koha", codes[1]: "polaris"}))
+    upgrade_store(config)  # `circhub db upgrade`
     yield world, config, codes
     dispose(world, config)
 

@@ -133,8 +133,12 @@ def _leaks(texts, numbers) -> list[str]:
 
 
 def test_the_scanner_would_see_every_id_number_that_was_handed_over(synced):
+    from circhub.simulator import koha
+
     _, _, numbers, _ = synced
-    ids = [n for n in numbers if n != "E12345678"]
+    system = {koha.STAND_IN, koha.STAFF, koha.STATISTICAL, koha.ANONYMOUS}  # shipped accounts
+    ids = [n for n in numbers if n != "E12345678" and n.upper() not in
+           {c.upper() for c in system}]
     assert len(ids) > 30 and all(looks_like_id_number(f"x {n} y") for n in ids)
     assert _leaks([("planted", f"row {ids[0]}")], numbers)  # known, so found
     assert _leaks([("planted", "owner 11010519491231002X")], [])  # unknown, ID-shaped

@@ -26,7 +26,8 @@ def _truth(world) -> ReaderStats:
              .join_from(rows, koha.items, koha.items.c.itemnumber == rows.c.itemnumber)
              .join(koha.borrowers, koha.borrowers.c.borrowernumber == rows.c.borrowernumber))
         with desk.engine.connect() as conn:
-            lent += [(code, barcode, card) for barcode, card in conn.execute(q)]
+            # the hub's stand-in patron (a book lent again elsewhere) is nobody's loan here
+            lent += [(code, barcode, card) for barcode, card in conn.execute(q) if card in home]
     away = [(m, card) for m, _, card in lent if m != home[card]]
     return ReaderStats(
         readers=len(world.people),
