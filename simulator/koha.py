@@ -244,8 +244,13 @@ class KohaDesk:
     def item_view(self, barcode: str) -> dict:
         with self.engine.connect() as conn:
             item = self._item(conn, barcode)
-            open_loan = conn.execute(select(self.t["issues"]).where(
-                self.t["issues"].c.itemnumber == item.itemnumber)).first()
+            issues = self.t["issues"]
+            # a reader's loan here; the hub's stand-in loan (the book lent at another member)
+            # is `lent_to`'s, as Evergreen's item_view leaves its stand-in circulation out
+            open_loan = conn.execute(select(issues.c.issue_id).select_from(
+                issues.join(borrowers, borrowers.c.borrowernumber == issues.c.borrowernumber))
+                .where(issues.c.itemnumber == item.itemnumber,
+                       borrowers.c.cardnumber != STAND_IN)).first()
             return {"holding": item.holdingbranch, "onloan": item.onloan,
                     "open_loan": open_loan.issue_id if open_loan else None}
 
