@@ -61,6 +61,9 @@ def cluster(tmp_path):
         base_cfg.write_text(config.read_text()
                             .replace(str(tmp_path / "members"), str(tmp_path / "baseline"))
                             .replace(central_url, c.store_url(c.create_database("baseline"))))
+        from circhub.connections.runtime import upgrade_store
+
+        upgrade_store(base_cfg)  # its own central store, made as `circhub db upgrade` would
         made["baseline"] = base_cfg
         return config
 
