@@ -27,6 +27,9 @@ PREFECT_HOME = Path("var/prefect")
 def use_one_prefect_home() -> None:
     if "prefect" not in sys.modules:
         os.environ.setdefault("PREFECT_HOME", str(PREFECT_HOME.resolve()))
+    # A new home's ephemeral server first builds its database: on a fresh clone of this 2-core
+    # machine that took longer than Prefect's default 20 s, and `make demo` failed.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 
 # Piped output keeps the table's width: rich falls back to 80 columns when stdout is not a
