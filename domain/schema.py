@@ -286,3 +286,11 @@ def mirror_table(entity_spec) -> Table:
                  *columns,
                  Column("row_hash", String(32), nullable=False),
                  Column("source_updated_at", DateTime))
+
+
+def forget_mirror_table(entity_spec) -> None:
+    """Drop a generic entity's mirror from the declared metadata (a test that declared a toy
+    entity and unregisters it: otherwise every later store would be built with its table)."""
+    table = metadata.tables.get(entity_spec.mirror_name)
+    if table is not None and not entity_spec.mirror:
+        metadata.remove(table)

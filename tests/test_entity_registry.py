@@ -11,7 +11,7 @@ from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, inser
 from circhub.connections import profile
 from circhub.connections.holds import holding
 from circhub.domain.records import EntitySpec, Field, is_optional, register, unregister
-from circhub.domain.schema import mirror_table
+from circhub.domain.schema import forget_mirror_table, mirror_table
 from circhub.tasks.loads.reconcile import reconcile_member
 from circhub.tasks.sync.cycle import run_cycle
 from tests.helpers import koha_consortium
@@ -57,6 +57,7 @@ def holds_profile(tmp_path, monkeypatch):
     register(HOLDS)
     yield "koha_holds"
     unregister("holds")
+    forget_mirror_table(HOLDS)
     profile._load_cached.cache_clear()
 
 

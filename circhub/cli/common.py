@@ -27,6 +27,10 @@ PREFECT_HOME = Path("var/prefect")
 def use_one_prefect_home() -> None:
     if "prefect" not in sys.modules:
         os.environ.setdefault("PREFECT_HOME", str(PREFECT_HOME.resolve()))
+    # Prefect makes its home without parents: on a fresh clone `var/` is not there yet, the
+    # home is not made, and the ephemeral server then fails to start (a bare timeout).
+    Path(os.environ.get("PREFECT_HOME", PREFECT_HOME)).expanduser().mkdir(parents=True,
+                                                                         exist_ok=True)
     # A new home's ephemeral server first builds its database: on a fresh clone of this 2-core
     # machine that took longer than Prefect's default 20 s, and `make demo` failed.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
