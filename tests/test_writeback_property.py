@@ -10,13 +10,14 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import create_engine, select, text
 
 from circhub.connections.migrations import upgrade
 from circhub.connections.runtime import open_runtime
 from circhub.domain.schema import circulation_exceptions, items, outbox
+from circhub.simulator.koha import STAND_IN
 from tests.helpers import koha_consortium
 from tests.writeback import BOOK, A, dispose, ils, item_row, push, sync
 
@@ -66,10 +67,12 @@ def _assert_owner_shows_the_latest_state(world, config) -> None:
               i=book.loan[1])[0][0] if book.loan else None
     assert (owner_row.holdingbranch, owner_row.onloan) == (book.at, due.date() if due else None)
     for code in world.desks:
-        open_here = [r[0] for r in ils(world, code, "SELECT i.issue_id FROM issues i JOIN items "
-                                                    "it USING (itemnumber) WHERE barcode = :b",
-                                       b=BOOK)]
-        assert open_here == ([book.loan[1]] if book.loan and book.loan[0] == code else [])
+        assert _open_loans(world, code, readers=True) == (
+            [book.loan[1]] if book.loan and book.loan[0] == code else [])
+    # While another member lends it, the owner shows it lent to the consortium's stand-in
+    # patron, as its own staff would see a book out on an inter-library loan; never otherwise.
+    lent_elsewhere = bool(book.loan) and book.loan[0] != A
+    assert len(_open_loans(world, A, readers=False)) == (1 if lent_elsewhere else 0)
     rt = open_runtime(str(config))
     with rt.store.connect() as conn:
         state = conn.execute(select(items).where(items.c.barcode == BOOK)).one()
@@ -81,6 +84,15 @@ def _assert_owner_shows_the_latest_state(world, config) -> None:
     assert left == [] and held == []
 
 
+def _open_loans(world, code: str, readers: bool) -> list[int]:
+    """The book's open loans at a member: its readers' or the stand-in patron's."""
+    side = "<>" if readers else "="
+    return [r[0] for r in ils(world, code, "SELECT i.issue_id FROM issues i JOIN items it USING "
+                              "(itemnumber) JOIN borrowers b USING (borrowernumber) WHERE "
+                              f"it.barcode = :b AND b.categorycode {side} :stand_in",
+                              b=BOOK, stand_in=STAND_IN)]
+
+
 @pytest.fixture
 def databases(mariadb_db, pg_db) -> dict:
     """One set of databases for the whole property run; each example starts them afresh (the
@@ -88,6 +100,9 @@ def databases(mariadb_db, pg_db) -> dict:
     return {"ils": [mariadb_db() for _ in range(3)], "central": pg_db()}
 
 
+# Found by this property in CI: a book lent again at a member that does not own it; the owner's
+# stand-in loan was once counted as a reader's loan left open.
+@example(steps=[("lend",), ("return", 1), ("push",), ("lend",), ("sync", 0), ("renew",)])
 @settings(max_examples=12, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(steps=st.lists(STEP, min_size=1, max_size=12))
