@@ -163,7 +163,6 @@ def test_a_killed_holders_slots_come_back_when_its_lease_ends(served):
     import os
     import signal
     import sys
-    import time
 
     from circhub.connections.config import parse_config
     from circhub.flows.slots import LEASE_SECONDS, ensure_limits, source_slots
@@ -177,9 +176,10 @@ def test_a_killed_holders_slots_come_back_when_its_lease_ends(served):
     finally:
         os.kill(holder.pid, signal.SIGKILL)
         holder.wait()
-    killed = time.monotonic()
 
-    # Prefect's repossessor looks for ended leases every 15 s.
+    # Held still, right after the kill: nothing released it early (its lease runs on).
+    with pytest.raises(TimeoutError, match="LE001"), source_slots("LE001", wait_seconds=1):
+        pass  # pragma: no cover - never entered
+    # Then free within its lease and one round of Prefect's repossessor (every 15 s).
     with source_slots("LE001", wait_seconds=LEASE_SECONDS + 30):
-        freed_after = time.monotonic() - killed
-    assert freed_after >= LEASE_SECONDS - 5  # it was held until then, not released early
+        pass
