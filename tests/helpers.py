@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -80,3 +81,35 @@ def readers_gone_within(seconds: float) -> bool:
     while reader_processes() and time.monotonic() < deadline:
         time.sleep(0.05)
     return not reader_processes()
+
+
+@dataclass
+class FlowRunRecord:
+    """What the Prefect server kept of one flow run: its logs, artifacts, the run itself and
+    its task runs (by name), as a person reads them in the UI."""
+
+    logs: list
+    artifacts: list
+    run: object
+    tasks: dict
+
+
+def flow_run_record(flow_run_id) -> FlowRunRecord:
+    from prefect import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        FlowRunFilter,
+        FlowRunFilterId,
+        LogFilter,
+        LogFilterFlowRunId,
+    )
+
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+        run = client.read_flow_run(flow_run_id)
+        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(
+            id=FlowRunFilterId(any_=[flow_run_id])))
+    return FlowRunRecord(logs, artifacts, run, {t.name: t for t in tasks})

@@ -22,7 +22,7 @@ from circhub.domain.identity import (
 from circhub.domain.schema import quarantine, reader_accounts
 from circhub.flows.sync import sync_consortium
 from tests.conftest import MARIADB_ADMIN, PG_ADMIN, DatabaseFactory
-from tests.helpers import koha_consortium
+from tests.helpers import flow_run_record, koha_consortium
 from tests.store_scan import store_texts
 
 # A hex digest (reader key, row hash, UUID part) can hold a run of 15+ decimal digits by chance;
@@ -171,24 +171,8 @@ def test_no_prefect_log_artifact_parameter_or_state_holds_an_id_number(synced):
 
 
 def _read_back(flow_run_id):
-    from prefect import get_client
-    from prefect.client.schemas.filters import (
-        ArtifactFilter,
-        ArtifactFilterFlowRunId,
-        FlowRunFilter,
-        FlowRunFilterId,
-        LogFilter,
-        LogFilterFlowRunId,
-    )
-
-    with get_client(sync_client=True) as client:
-        logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
-        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
-            flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
-        runs = [client.read_flow_run(flow_run_id)]
-        runs += client.read_task_runs(flow_run_filter=FlowRunFilter(
-            id=FlowRunFilterId(any_=[flow_run_id])))
-    return logs, artifacts, runs
+    record = flow_run_record(flow_run_id)
+    return record.logs, record.artifacts, [record.run, *record.tasks.values()]
 
 
 def test_each_bad_reader_row_is_quarantined_with_the_specific_rule_and_the_rest_proceed(synced):

@@ -12,7 +12,7 @@ from circhub.connections.runtime import open_runtime
 from circhub.domain.schema import sync_runs
 from circhub.flows.push import push_writebacks
 from circhub.flows.sync import sync_consortium
-from tests.helpers import consortium_settings, koha_consortium
+from tests.helpers import consortium_settings, flow_run_record, koha_consortium
 
 DOWN = "mysql+pymysql://root@127.0.0.1:1/not_there"  # nothing listens on port 1: 2003
 REFUSED = "mysql+pymysql://circhub_nobody:wrong@127.0.0.1:3306/x"  # 1045/1698 access denied
@@ -31,19 +31,8 @@ def _swap(config, old: str, new: str) -> None:
 
 
 def _read_back(flow_run_id):
-    from prefect import get_client
-    from prefect.client.schemas.filters import (
-        FlowRunFilter,
-        FlowRunFilterId,
-        LogFilter,
-        LogFilterFlowRunId,
-    )
-
-    with get_client(sync_client=True) as client:
-        logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
-        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(
-            id=FlowRunFilterId(any_=[flow_run_id])))
-    return logs, {t.name: t for t in tasks}
+    record = flow_run_record(flow_run_id)
+    return record.logs, record.tasks
 
 
 def _artifact_rows(key: str) -> list[dict] | None:
