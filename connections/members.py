@@ -19,6 +19,7 @@ from pydantic import (
 )
 
 from circhub.connections.config_errors import rule_error
+from circhub.connections.holder_note import holder_in_note
 from circhub.connections.profile import ProfileError, load_profile
 
 CODE_PATTERN = re.compile(r"^[A-Z0-9][A-Z0-9_-]{1,31}$")
@@ -112,6 +113,14 @@ class Member(CheckedTable):
         default_factory=dict,
         description="Values its profile may refer to, e.g. a lending branch its ILS records "
                     "nowhere")
+    # The member's own choice (issue 15): ~250 branches, one per other member, or a single
+    # consortium branch and a staff note naming the holder. Only a profile that declares
+    # `consortium_branch` can offer "one".
+    holder_branches: Literal["per_member", "one"] = Field(
+        "per_member",
+        description="How its ILS names a book's holder at another member: `per_member`, a "
+                    "branch per other member (created by `circhub prepare`); `one`, the one "
+                    "consortium branch its profile declares, and the holder in a staff note")
 
     @model_validator(mode="before")
     @classmethod
@@ -123,12 +132,7 @@ class Member(CheckedTable):
 
     @classmethod
     def _broken_rules(cls, table: dict) -> list[dict]:
-        given = [f for f in CONNECTION_FIELDS if table.get(f)]
-        if len(given) == 1:
-            return []
-        got = f" (got {', '.join(given)})" if given else ""
-        return [rule_error("connection", f"give exactly one of {', '.join(CONNECTION_FIELDS)}"
-                                         f"{got}")]
+        return _one_connection(table) + _one_branch_offered(table)
 
     @field_validator("code")
     @classmethod
@@ -146,6 +150,17 @@ class Member(CheckedTable):
             raise ValueError(str(exc)) from None
         return kind
 
+    @property
+    def consortium_branch(self) -> str | None:
+        """The one branch standing for every other member, when the member chose it."""
+        if self.holder_branches != "one":
+            return None
+        return load_profile(self.profile).consortium_branch
+
+    def profile_constants(self) -> dict[str, Constant]:
+        """Its `constants` and its choices, as "$member.name" values of its profile."""
+        return {**self.constants, "holder_branches": self.holder_branches}
+
     def own_branches(self) -> list[str] | None:
         """The ILS branch codes whose rows this member extracts; None means all rows."""
         if self.instance is None:
@@ -153,12 +168,42 @@ class Member(CheckedTable):
         return sorted(b for b, code in self.branches.items() if code == self.code)
 
     def member_for_branch(self, branch: str | None) -> str | None:
-        if branch is None:
+        """The member a branch code (or, for one consortium branch, the hub's note read in its
+        place) names; None for the consortium branch itself: it stands for no one member."""
+        if branch is None or branch == self.consortium_branch:
             return None
-        return self.branches.get(branch, branch)
+        if branch in self.branches:
+            return self.branches[branch]
+        return holder_in_note(branch) or branch
 
     def branch_for_member(self, member: str) -> str:
         for branch, code in self.branches.items():
             if code == member:
                 return branch
+        if member != self.code and self.consortium_branch:
+            return self.consortium_branch
         return member
+
+
+def _one_connection(table: dict) -> list[dict]:
+    given = [f for f in CONNECTION_FIELDS if table.get(f)]
+    if len(given) == 1:
+        return []
+    got = f" (got {', '.join(given)})" if given else ""
+    return [rule_error("connection", f"give exactly one of {', '.join(CONNECTION_FIELDS)}"
+                                     f"{got}")]
+
+
+def _one_branch_offered(table: dict) -> list[dict]:
+    """`holder_branches = "one"` needs a profile that names its one consortium branch."""
+    kind = table.get("profile")
+    if table.get("holder_branches") != "one" or not isinstance(kind, str):
+        return []
+    try:
+        offered = load_profile(kind).consortium_branch
+    except ProfileError:
+        return []  # the profile field reports an unknown profile itself
+    if offered:
+        return []
+    return [rule_error("holder_branches", f"'one' is not offered by profile {kind!r} (it "
+                                          f"declares no consortium_branch); use 'per_member'")]

@@ -11,6 +11,7 @@ there?" that `circhub check` asks.
     [[prepare]]
     describe = "consortium branch {branch} for member {code} ({name})"
     for_each = "other_member"            # member | other_member
+    when = { holder_branches = "per_member" }   # only for members that chose this (optional)
     table = "branches"
     where = { branchcode = ":branch" }   # what identifies the object: the check
     set = { branchname = ":name" }       # the other columns it is created with
@@ -18,6 +19,8 @@ there?" that `circhub check` asks.
 Parameters, as ":name" in `where`/`set` and "{name}" in `describe`:
   :member, :member_branch   this member's code, and its own branch code in its ILS
   :consortium               the consortium's name
+  :holder_branches          the member's choice: "per_member" or "one" (config `holder_branches`)
+  :consortium_branch        the one branch standing for every other member, when chosen
   :code, :name, :branch     in an `other_member` loop: that member's code, name, and the branch
                             code that stands for it in this ILS (`branches` in the config)
 Value forms are those of write-back steps (lookups, "$now", "$null"; circhub.connections.profile).
@@ -30,12 +33,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from circhub.connections.profile_forms import ProfileError
+from circhub.connections.profile_forms import ProfileError, when_holds
 
 FOR_EACH = ("member", "other_member")
-PARAMETERS = {"member": ("member", "member_branch", "consortium"),
-              "other_member": ("member", "member_branch", "consortium", "code", "name",
-                               "branch")}
+_MEMBER = ("member", "member_branch", "consortium", "holder_branches", "consortium_branch")
+PARAMETERS = {"member": _MEMBER, "other_member": (*_MEMBER, "code", "name", "branch")}
 
 
 class PrepareObject(BaseModel):
@@ -45,10 +47,16 @@ class PrepareObject(BaseModel):
 
     describe: str = Field(min_length=1, description="Plain words, with {parameters}")
     for_each: Literal["member", "other_member"] = "member"
+    # Conditions on the parameters (as a write-back step's `when`): an object only some
+    # members agree to, e.g. the one consortium branch of members that chose it.
+    when: dict[str, Any] = Field(default_factory=dict)
     table: str = Field(min_length=1)
     where: dict[str, Any] = Field(min_length=1)
     set: dict[str, Any] = Field(default_factory=dict)
     step: Any = None  # the parsed insert_missing step (circhub.connections.profile.Step)
+
+    def wanted(self, params: dict[str, Any]) -> bool:
+        return when_holds(self.when, params)
 
     def description(self, params: dict[str, Any]) -> str:
         return self.describe.format_map(params)
@@ -89,7 +97,7 @@ def _check_parameters(where: str, obj: PrepareObject) -> None:
     """A parameter the loop does not give is a typo, found when the profile loads."""
     known = PARAMETERS[obj.for_each]
     used = [v[1:] for v in _strings([*obj.where.values(), *obj.set.values()])
-            if v.startswith(":")]
+            if v.startswith(":")] + [k.lstrip(":") for k in obj.when]
     try:
         obj.describe.format_map({k: "" for k in known})
     except (KeyError, ValueError) as exc:

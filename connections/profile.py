@@ -193,6 +193,9 @@ class Profile:
     capabilities: frozenset[str] = frozenset()
     # What a member agrees to have created at onboarding (circhub.connections.prepare).
     prepare: tuple[PrepareObject, ...] = ()
+    # The one branch standing for every other member, for members that choose it
+    # (`holder_branches = "one"`); None: the kind offers only a branch per member.
+    consortium_branch: str | None = None
 
     def referenced_columns(self) -> dict[str, set[str]]:
         """Every (table -> columns) the profile reads or writes: what must exist live."""
@@ -288,6 +291,7 @@ def parse_profile(kind: str, data: dict[str, Any]) -> Profile:
         capabilities=frozenset(data.get("capabilities", [])),
         prepare=parse_prepare(where, data.get("prepare"),
                               lambda here, raw: _parse_step(here, raw, lookups)),
+        consortium_branch=data.get("consortium_branch"),
     )
 
 

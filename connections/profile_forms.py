@@ -13,6 +13,8 @@ Write side (a step's `where`, `set`, guards, and lookups):
                                                  the condition on the command holds
   { in = [A, B] } / { not_in = [A, B] } / { "<" = A } (<, <=, >, >=, "!=")
                                                 conditions beyond equality (NOT IN keeps NULLs)
+  { starts_with = "text" }                      a text column that begins with the text (a
+                                                 note the hub wrote, not one staff wrote)
 
 Read side (a source's `columns`, and its `where` / join `filter` conditions):
   "column" / "alias.column"                     a column
@@ -37,6 +39,7 @@ SPECIAL_VALUES = ("$now", "$null")
 CONDITION_SPECIALS = ("$null", "$not_null")
 COMPARISONS = ("<", "<=", ">", ">=", "!=")
 LIST_OPS = ("in", "not_in")
+PREFIX_OP = "starts_with"
 MEMBER_PREFIX = "$member."
 
 
@@ -92,7 +95,7 @@ class Conditional:
 class Cond:
     """A condition other than equality: IN a list, or a comparison."""
 
-    op: str  # in | not_in | < | <= | > | >= | !=
+    op: str  # in | not_in | < | <= | > | >= | != | starts_with
     value: Any
 
 
@@ -118,6 +121,8 @@ def parse_condition(where: str, raw: Any, parse_value) -> Any:
     """A condition's right-hand side: a value, "$null", "$not_null", {in = [...]}, {"<" = v}."""
     if raw in CONDITION_SPECIALS:
         return raw
+    if isinstance(raw, dict) and len(raw) == 1 and next(iter(raw)) == PREFIX_OP:
+        return Cond(PREFIX_OP, _like_prefix(where, raw[PREFIX_OP]))
     if isinstance(raw, dict) and len(raw) == 1 and next(iter(raw)) in LIST_OPS + COMPARISONS:
         op, value = next(iter(raw.items()))
         if op in LIST_OPS:
@@ -126,6 +131,14 @@ def parse_condition(where: str, raw: Any, parse_value) -> Any:
             return Cond(op, [parse_value(where, v) for v in value])
         return Cond(op, parse_value(where, value))
     return parse_value(where, raw)
+
+
+def _like_prefix(where: str, prefix: Any) -> str:
+    """A LIKE pattern of a plain prefix: LIKE's own wildcards would need an escape character,
+    which not every dialect has by default, so a prefix may not contain them."""
+    if not isinstance(prefix, str) or not prefix or set(prefix) & {"%", "_", "\\"}:
+        raise FormError(f"{where}: starts_with needs a non-empty text without % _ or \\")
+    return prefix + "%"
 
 
 def parse_when(where: str, raw: Any) -> dict[str, Any]:

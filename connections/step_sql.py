@@ -37,6 +37,7 @@ from sqlalchemy.types import NullType
 from circhub.connections.profile import NewerIn, RowExists, Step
 from circhub.connections.profile_forms import (
     KEY_SEPARATOR,
+    PREFIX_OP,
     Cond,
     Conditional,
     Lookup,
@@ -139,6 +140,8 @@ def compare(column: ColumnElement, v: Any, bind: Callable[[Any], ColumnElement]
         return column.in_([bind(x) for x in v.value])
     if isinstance(v, Cond) and v.op == "not_in":
         return or_(column.is_(None), column.not_in([bind(x) for x in v.value]))
+    if isinstance(v, Cond) and v.op == PREFIX_OP:
+        return column.like(_bound(v.value))  # the pattern, never rendered as a column value
     if isinstance(v, Cond):
         return column.operate(_COMPARE[v.op], bind(v.value))
     return column == bind(v)

@@ -38,11 +38,21 @@ def loan_events(rows: Iterable[dict], branch_to_member: Callable[[str | None], s
             events.append(Event(f"{base}:renewed:{int(r['renewals'])}", r["barcode"], RENEWED,
                                 lender, at, loan, due))
         returned = _py(r.get("returned_at"))
+        if returned and _names_no_member(r.get("return_branch"), branch_to_member):
+            # Returned at a branch that stands for every other member (one consortium
+            # branch): the hub's own close_loan read back. It learnt where from that member's
+            # desk; taking the lender for it would move the book home.
+            continue
         if returned:
             where = branch_to_member(r.get("return_branch")) or lender
             events.append(Event(f"{base}:returned", r["barcode"], RETURNED, where, returned,
                                 loan))
     return events
+
+
+def _names_no_member(branch: str | None,
+                     branch_to_member: Callable[[str | None], str | None]) -> bool:
+    return branch is not None and branch_to_member(branch) is None
 
 
 def sighting_events(rows: Iterable[dict], member: str,

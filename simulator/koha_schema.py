@@ -17,7 +17,9 @@ Facts taken from that file, table by table:
 - `items`: barcode varchar(20) UNIQUE; homebranch and holdingbranch FKs to branches
   (ON UPDATE CASCADE only: a branch code Koha does not have cannot be written there);
   notforloan, damaged, itemlost, withdrawn NOT NULL DEFAULT 0; onloan a DATE (the due date);
-  datelastborrowed DATE, datelastseen DATETIME; `timestamp` ON UPDATE CURRENT_TIMESTAMP.
+  datelastborrowed DATE, datelastseen DATETIME; `timestamp` ON UPDATE CURRENT_TIMESTAMP;
+  itemnotes LONGTEXT ('public notes on this item (MARC21 952$z)') and itemnotes_nonpublic
+  LONGTEXT ('non-public notes on this item (MARC21 952$x)'), both NULL by default.
   `deleteditems`: the same columns, no FKs (Koha moves a deleted item there).
 - `issues`: issue_id PK; borrowernumber and itemnumber NOT NULL, FKs ON UPDATE CASCADE with no
   ON DELETE action (a patron or item on loan cannot be deleted); itemnumber UNIQUE (one open
@@ -137,6 +139,8 @@ def _item_columns(with_fks: bool) -> list[Column]:
         Column("onloan", Date),
         Column("ccode", String(80)),
         Column("itype", String(10)),
+        Column("itemnotes", Text),
+        Column("itemnotes_nonpublic", Text),
     ]
 
 

@@ -56,9 +56,12 @@ class PrepareReport:
 def planned_objects(consortium: Consortium, member: Member) -> list[Planned]:
     """Every object the member's profile asks for, with its parameters bound."""
     base = {"member": member.code, "member_branch": member.branch_for_member(member.code),
-            "consortium": consortium.name}
+            "consortium": consortium.name, "holder_branches": member.holder_branches,
+            "consortium_branch": member.consortium_branch}
     planned = []
     for obj in load_profile(member.profile).prepare:
+        if not obj.wanted(base):
+            continue  # not what this member chose (a branch per member, or the one)
         if obj.for_each == "member":
             planned.append(Planned(obj, base))
             continue

@@ -135,7 +135,7 @@ def entity_query(member: Member, entity: str, since: datetime | None,
     hosts several members)."""
     profile = load_profile(member.profile)
     return extract_query(profile.entities[entity], since, until,
-                         branches=member.own_branches(), constants=member.constants)
+                         branches=member.own_branches(), constants=member.profile_constants())
 
 
 def extract_member(consortium: Consortium, member: Member, store: Engine, id_key: bytes,

@@ -28,6 +28,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from circhub.connections.config import Consortium, Member
 from circhub.connections.engines import ConnectionSetupError, member_engine
 from circhub.connections.errors import is_permanent
+from circhub.connections.holder_note import away_note, return_note
 from circhub.connections.live_schema import column_renderer, column_types
 from circhub.connections.profile import Profile, load_profile
 from circhub.connections.step_sql import Binding
@@ -68,16 +69,23 @@ def command_params(member: Member, payload: dict) -> dict:
     """The bound parameters of a command, in the target ILS's own branch codes."""
     params = dict(payload)
     params["holder_branch"] = member.branch_for_member(payload["holder"])
+    # Which member holds it, in words its staff read where the branch cannot say (one
+    # consortium branch for all the others); none when it is here.
+    params["holder_note"] = None if payload["holder"] == member.code \
+        else away_note(payload["holder"])
+    params["holder_branches"] = member.holder_branches
     if payload.get("return_member"):
         params["return_branch"] = member.branch_for_member(payload["return_member"])
     if payload.get("owner"):
         params["owner_branch"] = member.branch_for_member(payload["owner"])
+        params["owner_note"] = return_note(payload["owner"])
     for key in ("due_at", "returned_at", "state_at", "requested_at", "arrived_at"):
         if params.get(key):
             params[key] = datetime.fromisoformat(params[key])
     # Each value is bound in the type and precision of the column it meets (a DATE column
     # gets the due day): no hand-made variant of a parameter per column shape.
-    params.update({f"$member.{name}": value for name, value in member.constants.items()})
+    params.update({f"$member.{name}": value
+                   for name, value in member.profile_constants().items()})
     return params
 
 
