@@ -20,6 +20,16 @@ Where this is Polaris *style* rather than Polaris (the profile depends on these)
   workstation's time, which offline circulation backdates), ModificationDate on
   CircItemRecords and ItemCheckouts. Polaris has no such column on ItemCheckouts; a member
   would add it with a trigger, as an Evergreen member adds circulation.last_update_time.
+
+Organizations are Polaris's tree: branches (OrganizationCodeID 3) under a library (2). Patrons
+have a patron code (Polaris.PatronCodes, the patron's category); code 1 is the readers'.
+
+What a member agrees to create for the consortium (`prepare_consortium`, the profile's
+`[[prepare]]`, `circhub prepare`): a branch per other member (Abbreviation = its code) beside
+its own, and the consortium stand-in: a patron code described CIRCHUB and one patron of it
+(barcode CIRCHUB, with its registration). While the owner's book is lent at another member,
+the owner's ItemCheckouts shows it checked out to that patron at the holder's branch, due when
+the real loan is due (as Koha's issue and Evergreen's circulation to their stand-ins).
 """
 
 from __future__ import annotations
@@ -45,6 +55,9 @@ from sqlalchemy.schema import CreateSchema, DropSchema
 from circhub.simulator.desk import Desk
 
 CONSORT = "CONSORT"  # MaterialTypes.Description of consortium copies (the profile's marker)
+STAND_IN = "CIRCHUB"  # PatronCodes.Description and Patrons.Barcode of the consortium stand-in
+READER_CODE = 1  # PatronCodeID of the member's readers
+LIBRARY, BRANCH = 2, 3  # OrganizationCodeID
 BOOK_TYPE, CONSORT_TYPE = 1, 2  # MaterialTypeID
 CHECKOUT, CHECKIN = 6001, 6002  # TransactionTypeID
 ITEM_IN, ITEM_OUT, IN_TRANSIT = 1, 2, 6  # ItemStatusID: In, Out, In-Transit
@@ -57,15 +70,21 @@ organizations = Table(
     "Organizations", metadata,
     Column("OrganizationID", Integer, primary_key=True),
     Column("ParentOrganizationID", Integer),
-    Column("OrganizationCodeID", Integer, nullable=False, default=3),  # 3 = branch
+    Column("OrganizationCodeID", Integer, nullable=False, default=BRANCH),
     Column("Name", String(50), nullable=False),
     Column("Abbreviation", String(15), nullable=False, unique=True),
+    schema=POLARIS,
+)
+patron_codes = Table(
+    "PatronCodes", metadata,
+    Column("PatronCodeID", Integer, primary_key=True),
+    Column("Description", String(80), nullable=False),
     schema=POLARIS,
 )
 patrons = Table(
     "Patrons", metadata,
     Column("PatronID", Integer, primary_key=True),
-    Column("PatronCodeID", Integer, nullable=False, default=1),
+    Column("PatronCodeID", Integer, nullable=False, default=READER_CODE),
     Column("OrganizationID", Integer, nullable=False),
     Column("Barcode", String(20), unique=True),
     schema=POLARIS,
@@ -151,18 +170,54 @@ class PolarisDesk(Desk):
     kind = "polaris"
 
     def create_schema(self, member_codes: dict[str, str]) -> None:
+        """Polaris as installed for this member (its library and its own branch), then what it
+        agreed to create for the other members and the consortium stand-in."""
         with self.engine.begin() as conn:
             for schema in (POLARIS, TRANSACTIONS):
                 conn.execute(DropSchema(schema, cascade=True, if_exists=True))
                 conn.execute(CreateSchema(schema))
             metadata.create_all(conn)
-            conn.execute(insert(organizations), [
-                {"Abbreviation": code, "Name": name[:50]} for code, name in member_codes.items()
-            ])
+            library = conn.execute(insert(organizations).values(
+                OrganizationCodeID=LIBRARY, Abbreviation="ONECARD",
+                Name="Reading one-card members")).inserted_primary_key[0]
+            conn.execute(insert(organizations).values(
+                ParentOrganizationID=library, Abbreviation=self.branch,
+                Name=member_codes.get(self.branch, self.branch)[:50]))
             conn.execute(insert(material_types), [
                 {"MaterialTypeID": BOOK_TYPE, "Description": "Book"},
                 {"MaterialTypeID": CONSORT_TYPE, "Description": CONSORT},
             ])
+            # the readers' code, numbered by the table's identity (1): the stand-in's code is
+            # added the same way at onboarding, so an explicit number would collide with it
+            conn.execute(insert(patron_codes).values(Description="Adult"))
+        self.prepare_consortium({c: n for c, n in member_codes.items() if c != self.branch})
+
+    def prepare_consortium(self, member_names: dict[str, str]) -> None:
+        """What the member agrees to create (`circhub prepare`, the profile's [[prepare]]): a
+        branch per other member beside its own, and the stand-in its away loans are to."""
+        with self.engine.begin() as conn:
+            parent = conn.execute(select(organizations.c.ParentOrganizationID).where(
+                organizations.c.Abbreviation == self.branch)).scalar_one()
+            have = set(conn.execute(select(organizations.c.Abbreviation)).scalars())
+            missing = [{"Abbreviation": code, "Name": name[:50], "ParentOrganizationID": parent}
+                       for code, name in member_names.items() if code not in have]
+            if missing:
+                conn.execute(insert(organizations), missing)
+            if self._stand_in(conn) is None:
+                self._create_stand_in(conn)
+
+    def _create_stand_in(self, conn) -> None:
+        code = conn.execute(insert(patron_codes).values(
+            Description=STAND_IN)).inserted_primary_key[0]
+        patron = conn.execute(insert(patrons).values(
+            PatronCodeID=code, OrganizationID=self._org(conn),
+            Barcode=STAND_IN)).inserted_primary_key[0]
+        conn.execute(insert(patron_registration).values(
+            PatronID=patron, NameLast="Consortium", NameFirst="circhub"))
+
+    def _stand_in(self, conn) -> int | None:
+        return conn.execute(select(patrons.c.PatronID).where(
+            patrons.c.Barcode == STAND_IN)).scalar()
 
     def _org(self, conn, abbreviation: str | None = None) -> int:
         return conn.execute(select(organizations.c.OrganizationID).where(
@@ -201,7 +256,11 @@ class PolarisDesk(Desk):
         return conn.execute(select(checkouts).where(checkouts.c.ItemRecordID == item_id)).first()
 
     def checkout(self, barcode: str, reader_id: int, at: datetime, due: datetime) -> int:
-        """Returns the TransactionID of the checkout: the loan's id for the hub."""
+        """Returns the TransactionID of the checkout: the loan's id for the hub. An item still
+        checked out (to the consortium stand-in, the hub not yet told it came home) is checked
+        in first, as Polaris's staff client offers when an item is out to another patron."""
+        if self._checked_out(barcode):
+            self.checkin(barcode, at)
         with self.engine.begin() as conn:
             here, item = self._org(conn), self._item(conn, barcode)
             loan_id = conn.execute(insert(headers).values(
@@ -215,8 +274,14 @@ class PolarisDesk(Desk):
                 ItemStatusID=ITEM_OUT, LastUseBranchID=here, ModificationDate=_now()))
             return loan_id
 
+    def _checked_out(self, barcode: str) -> bool:
+        with self.engine.connect() as conn:
+            item = self._item(conn, barcode)
+            return item is not None and self._open(conn, item.ItemRecordID) is not None
+
     def checkin(self, barcode: str, at: datetime) -> None:
-        """Log the check-in, end the open checkout; a foreign book becomes a consortium copy."""
+        """Log the check-in, end the open checkout (a reader's, or the stand-in's of a book back
+        from another member); a foreign book becomes a consortium copy."""
         with self.engine.begin() as conn:
             here, item = self._org(conn), self._item(conn, barcode)
             if item is None:
@@ -246,13 +311,25 @@ class PolarisDesk(Desk):
 
     # What a test or the demo reads back: the owner's view of one book.
     def item_view(self, barcode: str) -> dict:
+        """The due day of its checkout, whoever it is to; its open loan only when that is a
+        reader's (the stand-in's checkout, the book lent at another member, is `lent_to`'s)."""
         with self.engine.connect() as conn:
             item = self._item(conn, barcode)
             loan = self._open(conn, item.ItemRecordID)
+            readers = loan is not None and loan.PatronID != self._stand_in(conn)
             return {"holding": self._abbreviation(conn, item.LastUseBranchID),
                     "status": item.ItemStatusID,
                     "onloan": loan.DueDate.date() if loan else None,
-                    "open_loan": self._loan_id(conn, loan) if loan else None}
+                    "open_loan": self._loan_id(conn, loan) if readers else None}
+
+    def lent_to(self, barcode: str) -> str | None:
+        """The barcode of the patron the book is checked out to here, if it is (the
+        stand-in's while the owner's book is lent at another member)."""
+        with self.engine.connect() as conn:
+            return conn.execute(select(patrons.c.Barcode).select_from(
+                checkouts.join(items, items.c.ItemRecordID == checkouts.c.ItemRecordID)
+                .join(patrons, patrons.c.PatronID == checkouts.c.PatronID))
+                .where(items.c.Barcode == barcode)).scalar()
 
     def _loan_id(self, conn, loan) -> int:
         return conn.execute(select(headers.c.TransactionID).where(

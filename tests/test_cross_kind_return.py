@@ -16,6 +16,7 @@ from member_databases import member_database
 from sqlalchemy import text
 
 from circhub.connections.runtime import upgrade_store
+from circhub.simulator.polaris import STAND_IN
 from circhub.simulator.world import LOAN_DAYS, config_toml, member_specs, mixed_world
 
 KINDS = [("evergreen", "postgresql"), ("koha", "mariadb"), ("polaris", "odbc"),
@@ -109,9 +110,20 @@ def test_a_polaris_book_returned_at_evergreen_and_lent_there_again_shows_in_pola
     assert polaris.item_view(book)["holding"] == EVERGREEN
 
     world.checkout(book, EVERGREEN, local_reader(world, EVERGREEN))  # secondary circulation
+    lent_at = world.journal[-1][0]
     sync_cycle(config)
+    # Out (2), checked out to the consortium stand-in (no reader's loan opened), due the day
+    # the Evergreen desk set.
     view = polaris.item_view(book)
     assert (view["holding"], view["status"], view["open_loan"]) == (EVERGREEN, 2, None)
+    assert view["onloan"] == (lent_at + timedelta(days=LOAN_DAYS)).date()
+    assert polaris.lent_to(book) == STAND_IN
+
+    world.checkin(book, POLARIS)  # home at its owner's desk: the stand-in's checkout ends
+    sync_cycle(config)
+    view = polaris.item_view(book)
+    assert (view["holding"], view["status"], view["onloan"]) == (POLARIS, 1, None)
+    assert polaris.lent_to(book) is None
 
 
 def test_once_the_owner_has_applied_the_return_later_cycles_owe_nothing(consortium):

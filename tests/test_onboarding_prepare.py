@@ -27,6 +27,7 @@ from circhub.connections.holds import holding
 from circhub.connections.profile import PROFILE_DIR, ProfileError, parse_profile
 from circhub.connections.runtime import open_runtime
 from circhub.simulator.evergreen import EvergreenDesk
+from circhub.simulator.polaris import PolarisDesk
 from circhub.simulator.world import make_id_number
 from circhub.tasks.onboarding.check import check_member
 from circhub.tasks.onboarding.prepare import prepare_member
@@ -196,6 +197,57 @@ def test_evergreen_check_names_the_org_unit_its_lookup_cannot_find_and_prepare_a
     created = prepare_member(consortium, consortium.member("AA001"), engine_for(url))
     assert created.created == ["consortium org unit BB002 for member BB002 (Beta)"]
     assert _check(consortium, "AA001").ready
+
+
+def polaris_before_onboarding(request) -> str:
+    """A Polaris-style member with a branch for BB002 but none for CC003, and no consortium
+    stand-in (as a real member's Polaris before `circhub prepare`), with a reader's open
+    loan."""
+    url = member_database(request, "odbc")
+    desk = PolarisDesk(engine_for(url), "AA001")
+    desk.create_schema({"AA001": "Alpha", "BB002": "Beta"})
+    with desk.engine.begin() as conn:
+        conn.execute(text('DELETE FROM "Polaris"."PatronRegistration" WHERE "PatronID" IN '
+                          '(SELECT "PatronID" FROM "Polaris"."Patrons" '
+                          """WHERE "Barcode" = 'CIRCHUB')"""))
+        conn.execute(text("""DELETE FROM "Polaris"."Patrons" WHERE "Barcode" = 'CIRCHUB'"""))
+        conn.execute(text("""DELETE FROM "Polaris"."PatronCodes" """
+                          """WHERE "Description" = 'CIRCHUB'"""))
+    card = make_id_number(random.Random(5), "Chengdu")[0]
+    people = desk.add_readers([{"cardnumber": card, "surname": "Wang", "firstname": "Fang",
+                                "dateofbirth": None, "sex": "F", "dateenrolled": None}])
+    desk.add_items(["AA0010000001", "AA0010000002"], datetime(2026, 10, 1))
+    desk.checkout("AA0010000001", people[0], datetime(2026, 10, 1), datetime(2026, 10, 29))
+    return url
+
+
+def test_polaris_check_names_the_branch_and_stand_in_prepare_creates_them_once(request):
+    url = polaris_before_onboarding(request)
+    consortium = parse_config({"consortium": {"name": "test", "demo": True}, "members": [
+        {"code": "AA001", "name": "Alpha", "profile": "polaris", "connection": url},
+        *({"code": code, "name": name, "profile": "koha",
+           "connection": "mysql+pymysql://root@127.0.0.1:1/none"}
+          for code, name in (("BB002", "Beta"), ("CC003", "Gamma")))]})
+
+    report = _check(consortium, "AA001")  # rehearsed with BB002 as the holder
+
+    assert not report.ready
+    assert report.missing == [
+        "consortium branch CC003 for member CC003 (Gamma)",
+        "patron code CIRCHUB (consortium stand-in)",
+        "stand-in patron CIRCHUB (this member's books lent at other members)",
+        "registration of the stand-in patron CIRCHUB"]
+    assert any("look-up 'stand_in' found nothing in Polaris.Patrons where Barcode = 'CIRCHUB'"
+               in r and "run `circhub prepare AA001`" in r for r in report.reasons), \
+        report.reasons
+    created = prepare_member(consortium, consortium.member("AA001"), engine_for(url))
+    assert created.created == report.missing
+    again = prepare_member(consortium, consortium.member("AA001"), engine_for(url))
+    assert (again.created, len(again.present)) == ([], 5)
+    ready = _check(consortium, "AA001")
+    assert ready.ready, ready.lines()
+    # the stand-in is no reader: the sample and the backfill leave it out
+    assert ready.backfill_rows["readers"] == 1
 
 
 def test_check_names_a_write_the_hubs_login_may_not_do(koha, mariadb_db):
