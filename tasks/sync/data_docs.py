@@ -89,9 +89,10 @@ def member_share(result, frame: pd.DataFrame, rows: range):
     `frame`, the batch validated): counts, percentages and success as if only its rows had
     been validated, its failing rows numbered from 0. One GX run per entity for all members
     keeps a cycle cheap (validate.validate_members); this keeps its Data Docs per member."""
-    share = copy.deepcopy(result)
-    for r in share.results:
-        _narrow(r, frame.iloc[rows.start:rows.stop], rows)
+    mine = frame.iloc[rows.start:rows.stop]
+    share = copy.copy(result)  # shallow: a deep copy per member cost 3 ms (250 members: 0.8 s)
+    share.results = [_narrow(r, mine, rows) for r in result.results]
+    share.meta, share.statistics = dict(result.meta), dict(result.statistics)
     done = [r.success for r in share.results]
     share.success = all(done)
     share.statistics.update(
@@ -101,17 +102,20 @@ def member_share(result, frame: pd.DataFrame, rows: range):
     return share
 
 
-def _narrow(r, mine: pd.DataFrame, rows: range) -> None:
-    """An expectation result narrowed to one member's rows; a result without row positions
-    (a table-level expectation) is kept as it is."""
-    res = r.result
-    if "unexpected_index_list" not in res:
-        return
+def _narrow(result, mine: pd.DataFrame, rows: range):
+    """An expectation result narrowed to one member's rows, as a copy; a result without row
+    positions (a table-level expectation) is the same result."""
+    if "unexpected_index_list" not in result.result:
+        return result
+    r = copy.copy(result)
+    r.result = res = dict(result.result)
     failing = [{ROW: pos - rows.start} for pos in _positions(res["unexpected_index_list"])
                if pos in rows]
     # Only expectations that skip missing values count them (not_be_null's failures are them).
     skips = "missing_count" in res
-    missing = int(_missing(r.expectation_config.kwargs, mine).sum()) if skips else 0
+    # none missing in the batch, none in any member's part: no pandas call (most rules)
+    missing = int(_missing(r.expectation_config.kwargs, mine).sum()) if res.get(
+        "missing_count") else 0
     checked, present = len(mine), len(mine) - missing
     res.update(
         element_count=checked, unexpected_count=len(failing),
@@ -124,6 +128,7 @@ def _narrow(r, mine: pd.DataFrame, rows: range) -> None:
             unexpected_percent_total=100 * len(failing) / checked if checked else None)
     mostly = r.expectation_config.kwargs.get("mostly") or 1
     r.success = present == 0 or len(failing) / present <= 1 - mostly
+    return r
 
 
 def _positions(index_list) -> list[int]:
