@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import re
 from collections import Counter
 from datetime import date, datetime, timedelta
@@ -12,7 +13,9 @@ from datetime import date, datetime, timedelta
 import matplotlib.image
 import pytest
 from sqlalchemy import select, text, update
+from typer.testing import CliRunner
 
+from circhub.cli import app
 from circhub.connections.runtime import open_runtime, upgrade_store
 from circhub.domain.schema import loans, outbox, quarantine, sync_runs
 from circhub.flows.report import markdown
@@ -173,6 +176,10 @@ def test_quarantine_counts_rows_under_each_rule_they_broke_and_says_so(tmp_path)
     assert bars.values == [2, 1]
     assert bars.title == ("Rows in quarantine: 2, by rule broken; 1 rows broke several rules "
                           "and count under each")
+    cli = CliRunner().invoke(app, ["quarantine", "--by-rule", "--json", "-c", str(config)])
+    assert cli.exit_code == 0, cli.output  # the CLI's figure is the report's
+    assert json.loads(cli.output) == {"rows": 2, "rows_breaking_several": 1, "by_rule": {
+        "id_number_valid: id_check_digit": 2, "card_number_present": 1}}
 
 
 def test_an_empty_quarantine_and_an_empty_backlog_are_one_sentence_each_not_a_chart(tmp_path):

@@ -171,15 +171,16 @@ class QuarantineByRule:
         return sorted(self.by_rule.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
 
 
-def quarantine_by_rule(store: Engine) -> QuarantineByRule:
-    """Rows held (not released), per rule broken; `circhub quarantine` lists the rows."""
+def quarantine_by_rule(store: Engine, member: str | None = None) -> QuarantineByRule:
+    """Rows held (not released), per rule broken, of every member or of one;
+    `circhub quarantine` lists the rows."""
+    query = select(quarantine.c.rules).where(quarantine.c.released_at.is_(None))
+    if member is not None:
+        query = query.where(quarantine.c.member == member)
     by_rule: Counter[str] = Counter()
     rows = several = 0
     with store.connect() as conn:
-        held = conn.execution_options(yield_per=STREAM_ROWS).execute(
-            select(quarantine.c.entity, quarantine.c.rules)
-            .where(quarantine.c.released_at.is_(None)))
-        for _, entries in held:
+        for entries in conn.execution_options(yield_per=STREAM_ROWS).execute(query).scalars():
             broken = rules_broken(entries)
             rows += 1
             several += len(broken) > 1
