@@ -17,13 +17,7 @@ from rich.console import Console
 from sqlalchemy import func, select
 
 from circhub.connections.runtime import upgrade_store
-from circhub.domain.schema import (
-    circulation_exceptions,
-    items,
-    loans,
-    outbox,
-    quarantine,
-)
+from circhub.domain.schema import circulation_exceptions, loans
 from circhub.simulator.world import World, config_toml, member_specs, mixed_world
 
 
@@ -200,12 +194,12 @@ def tell(console: Console, folder: Path, size: DemoSize) -> None:
     s = world.stats
     console.print(f"  sync 3 (nothing new at the desks): {third['events']} events, "
                   f"{third['commands']} write-backs — a re-run changes nothing")
-    console.print(f"  simulated {2 * size.days} days: {s.loans} loans, {s.returns} returns "
-                  f"({s.cross_returns} at another library), {s.secondary_loans} lent again "
-                  f"away from home, {s.renewals} renewals")
+    console.print(f"  simulated {2 * size.days} days at the desks: {s.loans} loans, "
+                  f"{s.returns} returns, {s.renewals} renewals")
     from circhub.connections.runtime import open_runtime
 
     rt = open_runtime(str(config))
+    _tell_headline(console, rt.store)
     _tell_store(console, rt.store)
     _tell_journey(console, rt.store, world, names)
     console.print(f"  config: {config}   central store: {folder / 'circhub.db'}")
@@ -233,30 +227,34 @@ def _tell_journey(console: Console, store, world: World, names: dict) -> None:
     console.print(f"     owner's ILS now shows: {_owner_view(world, barcode, names)}")
 
 
+def _tell_headline(console: Console, store) -> None:
+    """The daily report's headline figures, from the report's own definitions."""
+    from circhub.tasks.reporting.report import headline
+
+    console.print("  in the central store: " + "; ".join(
+        f"{label} {value}" for label, value in headline(store).rows()))
+
+
 def _tell_store(console: Console, store) -> None:
+    from circhub.tasks.reporting.bookflow import book_flow
+    from circhub.tasks.reporting.report import quarantine_by_rule, writebacks_by_status
+
+    statuses = writebacks_by_status(store)
+    away = sum(f.away_now() for f in book_flow(store).values())
+    held = quarantine_by_rule(store)
     with store.connect() as conn:
-        q_rules = conn.execute(select(quarantine.c.rules).where(
-            quarantine.c.released_at.is_(None))).scalars().all()
-        statuses = dict(conn.execute(select(outbox.c.status, func.count())
-                                     .group_by(outbox.c.status)).all())
-        away = conn.execute(select(func.count()).select_from(items).where(
-            items.c.holder != items.c.owner)).scalar()
         open_exceptions = dict(conn.execute(
             select(circulation_exceptions.c.reason, func.count())
             .where(circulation_exceptions.c.status == "open")
             .group_by(circulation_exceptions.c.reason)).all())
-    rules: dict[str, int] = {}
-    for rs in q_rules:
-        for r in rs:
-            rules[r] = rules.get(r, 0) + 1
-    shown = ", ".join(f"{r} ×{n}" for r, n in sorted(rules.items())) or "none"
     console.print(f"  write-backs: {statuses.get('applied', 0)} applied, "
                   f"{statuses.get('pending', 0)} pending, {statuses.get('dead', 0)} dead; "
                   f"{away} books are held away from their owner now")
-    console.print(f"  quarantined rows: {len(q_rules)} ({shown}) — `circhub quarantine` lists them")
-    held = ", ".join(f"{r} ×{n}" for r, n in sorted(open_exceptions.items())) or "none"
-    console.print(f"  open circulation exceptions: {sum(open_exceptions.values())} ({held}) — "
-                  "`circhub outbox exceptions` lists them")
+    shown = ", ".join(f"{r} ×{n}" for r, n in held.top(len(held.by_rule))) or "none"
+    console.print(f"  quarantined rows: {held.rows} ({shown}) — `circhub quarantine` lists them")
+    exceptions = ", ".join(f"{r} ×{n}" for r, n in sorted(open_exceptions.items())) or "none"
+    console.print(f"  open circulation exceptions: {sum(open_exceptions.values())} "
+                  f"({exceptions}) — `circhub outbox exceptions` lists them")
 
 
 def _owner_view(world: World, barcode: str, names: dict) -> str:

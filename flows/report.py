@@ -17,7 +17,7 @@ from prefect.artifacts import create_markdown_artifact
 from circhub.connections.runtime import default_config_path, open_runtime
 from circhub.flows.attempts import refuse_endless_attempts
 from circhub.flows.naming import report_run_name
-from circhub.tasks.reporting.plots import all_pngs
+from circhub.tasks.reporting.plots import all_pngs, empty_sentences
 from circhub.tasks.reporting.report import DailyFigures, daily_figures
 from circhub.tasks.reporting.status import Staleness
 
@@ -33,14 +33,19 @@ def report_dir(config: str, out_dir: str | None) -> Path:
 
 
 def markdown(f: DailyFigures, images: dict[str, str]) -> str:
-    """The report as markdown; `images` maps each plot to its src (data URI or file name)."""
+    """The report as markdown; `images` maps each plot to its src (data URI or file name). A
+    figure with nothing to draw is its sentence instead (`empty_sentences`)."""
     lines = [f"# {f.consortium}: daily report {f.at:%Y-%m-%d %H:%M}", "",
-             "| figure | value |", "| --- | --- |"]
-    lines += [f"| {label} | {value:,} |" for label, value in f.headline.rows()]
+             "| figure | value | since the day before |", "| --- | --- | --- |"]
+    lines += [f"| {label} | {value:,} | {change:+,} |" for label, value, change in f.change.rows()]
     lines += [f"| share of book movements reaching county libraries | "
-              f"{f.county_share():.0%} |", ""]
-    for key, src in images.items():
-        lines += [f"## {TITLES[key]}", "", f"![{TITLES[key]}]({src})", ""]
+              f"{f.county_share():.0%} | |", ""]
+    sentences = empty_sentences(f)
+    for key, title in TITLES.items():
+        if key in images:
+            lines += [f"## {title}", "", f"![{title}]({images[key]})", ""]
+        elif key in sentences:
+            lines += [f"## {title}", "", sentences[key], ""]
     return "\n".join(lines)
 
 
@@ -64,5 +69,7 @@ def daily_report(config: str | None = None, days: int = 30, out_dir: str | None 
     uris = {k: "data:image/png;base64," + base64.b64encode(v).decode() for k, v in pngs.items()}
     create_markdown_artifact(markdown(figures, uris), key="daily-report",
                              description=f"{figures.consortium}: daily report (plots)")
-    get_run_logger().info("daily report: %s; plots saved in %s", figures.headline, folder)
-    return {"folder": str(folder), **{label: v for label, v in figures.headline.rows()}}
+    get_run_logger().info("daily report, plots saved in %s:\n%s", folder,
+                          "\n".join(figures.change.lines()))
+    return {"folder": str(folder), "headline": figures.change.lines(),
+            **{label: value for label, value in figures.headline.rows()}}

@@ -66,7 +66,7 @@ def _run(rt, chosen: list[str], docs_site: str):
         get_run_logger().info("passing by %d paused member(s): %s (`circhub member resume`)",
                               len(paused), ", ".join(paused))
     ensure_limits(rt.consortium)  # strict limits: they must exist before any extract
-    outcomes = run_cycle(rt, chosen, PrefectRunner(rt))
+    outcomes = run_cycle(rt, chosen, PrefectRunner(rt), run_label=flow_run.name)
     verdict = sync_verdict(outcomes, rt.consortium.max_failed_share, paused)
     raise_alerts(rt, failed=verdict.failed)
     publish_data_docs(rt.consortium, docs_site, get_run_logger(),  # once per run

@@ -47,6 +47,8 @@ def test_data_docs_render_offline_with_a_section_per_member_and_the_expectations
     assert "Validation of sync-consortium-" in index
     for m in open_runtime(str(config)).consortium.members:
         assert f"{m.code} {m.name}" in index
+        # GX's own runs are the member's, named by the sync run and the member
+        assert re.search(rf"readers \(sync-consortium-\S+ {m.code}\)", index)
     assert "id_number_valid" in index and "rows failing" in index
     validation = next((site / "validations" / "readers").rglob("*.html"))
     shown = _dom(validation, tmp_path / "profile")

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 import pandas as pd
 
 from circhub.domain.prepare import MemberView, coerce_types
-from circhub.tasks.sync.validate import BatchRejected, validate_extract, validate_members
+from circhub.tasks.sync.docs_pages import MemberChecks, write_index
+from circhub.tasks.sync.validate import (
+    BatchRejected,
+    validate_extract,
+    validate_members,
+    write_data_docs,
+)
 
 NOW = datetime(2026, 11, 25, 12, 0)
 MEMBERS = ("SC001", "SC002")
@@ -64,3 +71,31 @@ def test_one_member_alone_gives_the_same_verdict_as_in_a_batch():
     assert [(b.row_key, b.rules) for b in alone.bad] == \
         [(b.row_key, b.rules) for b in together.bad]
     assert alone.summary == together.summary
+
+
+def test_validation_runs_are_named_by_the_run_and_the_member_each_judging_its_own_rows(
+        tmp_path):
+    run = "sync-consortium-2026-11-25T12:00"
+    validate_members({"SC001": {"items": _items("SC001", ["1", "2", "3"])},
+                      "SC002": {"items": _items("SC002", ["1", "2", "2"])}},
+                     {m: _view(m) for m in MEMBERS}, now=NOW, run_label=run)
+    site = write_data_docs(tmp_path / "site").parent
+
+    runs = {p.name: p for p in (site / "validations" / "items").iterdir()}
+    assert {f"{run} SC001", f"{run} SC002"} <= set(runs)
+    assert not any("members" in name or "batch" in name for name in runs)
+    page = {code: _text(next(runs[f"{run} {code}"].rglob("*.html"))) for code in MEMBERS}
+    # SC002's duplicate key: 2 of its own 3 rows, not of the batch's 6
+    assert "local_id 2 unexpected values found. ≈66.67% of 3" in page["SC002"]
+    assert re.search(r"Evaluated Expectations\s+\d+\s+Successful Expectations\s+(\d+)\s+"
+                     r"Unsuccessful Expectations\s+0", page["SC001"])  # its rows alone
+    assert re.search(r"Unsuccessful Expectations\s+1\b", page["SC002"])
+    index = _text(write_index(site, run, [MemberChecks(code, code, []) for code in MEMBERS]))
+    sections = re.split(r"(?=SC00\d SC00\d)", index)  # a member's section: its own runs only
+    for code, other in (MEMBERS, MEMBERS[::-1]):
+        mine = next(s for s in sections if s.startswith(f"{code} {code}"))
+        assert f"items ({run} {code})" in mine and f"{run} {other}" not in mine
+
+
+def _text(page) -> str:
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page.read_text()))

@@ -239,6 +239,8 @@ def backfill_cmd(member: str, entity: str,
 @app.command("quarantine")
 def quarantine_list(config: str = ConfigOpt, limit: int = 50,
                     member: str = typer.Option(None, "--member", "-m"),
+                    by_rule: bool = typer.Option(False, "--by-rule", help="Rows per rule "
+                                                 "broken (the daily report's figure)."),
                     as_json: bool = JsonOpt) -> None:
     """Rows held back by validation, with the rules they broke (masked values)."""
     from sqlalchemy import select
@@ -250,6 +252,8 @@ def quarantine_list(config: str = ConfigOpt, limit: int = 50,
     if member:
         known_member(rt, member)
         query = query.where(quarantine.c.member == member)
+    if by_rule:
+        return _quarantine_by_rule(rt, member, as_json)
     with rt.store.connect() as conn:
         rows = conn.execute(query.order_by(quarantine.c.member, quarantine.c.entity)
                             .limit(limit)).all()
@@ -263,6 +267,23 @@ def quarantine_list(config: str = ConfigOpt, limit: int = 50,
     for r in rows:
         table.add_row(r.member, r.entity, r.row_key, ", ".join(r.rules),
                       ", ".join(f"{k}={v}" for k, v in r.row_masked.items() if v is not None))
+    console.print(table)
+
+
+def _quarantine_by_rule(rt, member: str | None, as_json: bool) -> None:
+    from circhub.tasks.reporting.report import quarantine_by_rule
+
+    held = quarantine_by_rule(rt.store, member)
+    if as_json:
+        return print_json({"rows": held.rows, "rows_breaking_several": held.several,
+                           "by_rule": dict(held.top(len(held.by_rule)))})
+    if not held.rows:
+        return say_empty("rows in quarantine")
+    table = Table("rule broken", "rows", title=f"{held.rows} rows in quarantine"
+                  + (f"; {held.several} broke several rules and count under each"
+                     if held.several else ""))
+    for rule, n in held.top(len(held.by_rule)):
+        table.add_row(rule, str(n))
     console.print(table)
 
 

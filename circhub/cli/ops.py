@@ -113,8 +113,10 @@ def report(config: str = ConfigOpt, days: int = 30,
     if not state.is_completed():
         err.print(f"[red]report failed:[/] {state.message}")
         raise typer.Exit(1)
-    for key, value in state.result().items():
-        console.print(f"  {key}: {value}")
+    result = state.result()
+    for line in result["headline"]:  # the flow's own lines: one definition of each figure
+        console.print(f"  {line}", highlight=False)
+    console.print(f"  plots: {result['folder']}", highlight=False)
 
 
 @ops_app.command()

@@ -1,9 +1,10 @@
 """Reader figures of the central store, defined like the consortium's public headline figures
 (DESIGN.md: "readers who borrowed across libraries", "cross-library loans so far").
 
-- a reader borrowed across members when they have a loan at a member other than their home
-  (the same definition as the daily report, `circhub.tasks.reporting.report.headline`);
+- a reader borrowed across members when they have a loan at a member other than their home;
 - a cross loan is a loan made by a member that does not own the book (the glossary);
+both are the daily report's own predicates (`circhub.tasks.reporting.report`), imported, so
+`circhub readers stats` and the report cannot disagree;
 - cross loans per reader = cross loans / readers who borrowed across (5.41 M / 1.5 M = 3.6 in
   the real network's Dec 2025 figures).
 `since` / `until` bound the loans by issue time, for a day's or a month's figures.
@@ -17,9 +18,7 @@ from datetime import datetime
 from sqlalchemy import Connection, Engine, distinct, func, select
 
 from circhub.domain.schema import items, loans, reader_accounts, readers
-
-# A loan made at a member other than the reader's home member: borrowed across libraries.
-LENT_AWAY_FROM_HOME = loans.c.member != readers.c.home_member
+from circhub.tasks.reporting.report import CROSS_LOAN, LENT_AWAY_FROM_HOME
 
 
 @dataclass(frozen=True)
@@ -58,9 +57,7 @@ def reader_stats(store: Engine, since: datetime | None = None,
                     readers, readers.c.reader_key == loans.c.reader_key).where(LENT_AWAY_FROM_HOME),
                 since, until)),
             cross_loans=_count(conn, _window(
-                select(func.count()).select_from(loans).join(
-                    items, items.c.barcode == loans.c.barcode).where(
-                    loans.c.member != items.c.owner), since, until)),
+                select(func.count()).select_from(loans).join(items, CROSS_LOAN), since, until)),
         )
 
 

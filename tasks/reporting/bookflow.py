@@ -10,12 +10,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import groupby
 
-from sqlalchemy import Engine, distinct, func, select
+from sqlalchemy import Engine, func, select
 
 from circhub.domain.bookflow import Spell, away_spells
-from circhub.domain.circulation import IN_HAND, ISSUED, Event
+from circhub.domain.circulation import IN_HAND, Event
 from circhub.domain.schema import circulation_events as ev
 from circhub.domain.schema import items
+from circhub.tasks.reporting.report import books_lent_again
 
 STREAM_ROWS = 50_000
 
@@ -54,7 +55,7 @@ def book_flow(store: Engine) -> dict[str, OwnerFlow]:
                 f.at_home += n
             else:
                 f.held_at[holder] += n
-        for owner, n in conn.execute(_lent_again_away()):
+        for owner, n in conn.execute(books_lent_again(items.c.owner)):
             _flow(flows, owner).lent_again_away = n
         for spell in _spells(conn):
             _flow(flows, spell.owner).spells.append(spell)
@@ -64,13 +65,6 @@ def book_flow(store: Engine) -> dict[str, OwnerFlow]:
 def _flow(flows: dict[str, OwnerFlow], owner: str) -> OwnerFlow:
     flows[owner].owner = owner
     return flows[owner]
-
-
-def _lent_again_away():
-    return (select(items.c.owner, func.count(distinct(ev.c.barcode)))
-            .select_from(ev.join(items, items.c.barcode == ev.c.barcode))
-            .where(ev.c.kind == ISSUED, ev.c.member != items.c.owner)
-            .group_by(items.c.owner))
 
 
 def _spells(conn):

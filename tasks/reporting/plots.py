@@ -8,6 +8,8 @@ the store.
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
+from datetime import timedelta
 
 import matplotlib
 
@@ -17,8 +19,12 @@ import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from circhub.tasks.reporting.report import DailyFigures  # noqa: E402
-from circhub.tasks.reporting.status import Staleness  # noqa: E402
+from circhub.tasks.reporting.report import DailyFigures, change_text  # noqa: E402
+from circhub.tasks.reporting.status import (  # noqa: E402
+    Staleness,
+    least_fresh,
+    stale_members,
+)
 
 BLUE, ORANGE, RED, GREY = "#2f6db3", "#e08a1e", "#c0392b", "#9aa5b1"
 DPI = 90
@@ -41,13 +47,16 @@ def _counts_axis(ax, empty: bool, what: str) -> None:
 
 
 def headline_png(f: DailyFigures) -> bytes:
-    rows = f.headline.rows()
-    fig, axes = plt.subplots(1, len(rows), figsize=(12, 2.2))
-    for ax, (label, value) in zip(axes, rows, strict=True):
+    rows = f.change.rows()
+    fig, axes = plt.subplots(1, len(rows), figsize=(12, 2.5))
+    for ax, (label, value, change) in zip(axes, rows, strict=True):
         ax.axis("off")
-        ax.text(0.5, 0.62, f"{value:,}", ha="center", fontsize=26, color=BLUE, weight="bold")
-        ax.text(0.5, 0.18, label, ha="center", fontsize=9, wrap=True)
-    fig.suptitle(f"{f.consortium} — {f.at:%Y-%m-%d %H:%M}", fontsize=11)
+        ax.text(0.5, 0.66, f"{value:,}", ha="center", fontsize=26, color=BLUE, weight="bold")
+        ax.text(0.5, 0.42, change_text(change), ha="center", fontsize=8,
+                color=BLUE if change else GREY)
+        ax.text(0.5, 0.12, label, ha="center", fontsize=9, wrap=True)
+    fig.suptitle(f"{f.consortium} — {f.at:%Y-%m-%d %H:%M} (changes: since 24 h before)",
+                 fontsize=11)
     return _png(fig)
 
 
@@ -105,54 +114,108 @@ def flow_matrix_png(f: DailyFigures) -> bytes:
     return _png(fig)
 
 
-def backlog_png(f: DailyFigures) -> bytes:
-    codes = sorted(f.backlog) or ["(none)"]
-    pending = [f.backlog.get(c, {}).get("pending", 0) for c in codes]
-    dead = [f.backlog.get(c, {}).get("dead", 0) for c in codes]
-    fig, ax = plt.subplots(figsize=(8, 3))
-    ax.bar(codes, pending, color=BLUE, label="pending")
-    ax.bar(codes, dead, bottom=pending, color=RED, label="dead-lettered")
-    ax.set_title(f"Write-back backlog: {sum(pending)} pending, {sum(dead)} dead-lettered")
-    _counts_axis(ax, not f.backlog, "no write-backs waiting")
-    ax.legend()
-    ax.tick_params(axis="x", rotation=90)
-    return _png(fig)
+@dataclass(frozen=True)
+class Bars:
+    """What a bar chart shows: labelled rows, worst or largest first, and a title that says
+    how many rows are shown of how many."""
+
+    title: str
+    labels: list[str]
+    values: list[float]
+    marked: list[bool]  # drawn red: stale, never synced, dead-lettered
 
 
-def quarantine_png(f: DailyFigures) -> bytes:
-    codes = sorted({m for m, _ in f.quarantined}) or ["(none)"]
-    entities = sorted({e for _, e in f.quarantined}) or ["readers"]
-    fig, ax = plt.subplots(figsize=(8, 3))
-    bottom = [0] * len(codes)
-    for entity, colour in zip(entities, [ORANGE, BLUE, GREY], strict=False):
-        counts = [f.quarantined.get((c, entity), 0) for c in codes]
-        ax.bar(codes, counts, bottom=bottom, color=colour, label=entity)
-        bottom = [b + n for b, n in zip(bottom, counts, strict=True)]
-    ax.set_title(f"Rows in quarantine: {sum(f.quarantined.values())}")
-    _counts_axis(ax, not f.quarantined, "nothing in quarantine")
-    ax.legend()
-    ax.tick_params(axis="x", rotation=90)
+def freshness_bars(f: DailyFigures, rule: Staleness, n: int = MAX_ROWS) -> Bars:
+    """The `n` least fresh members, worst first; stale and never-synced ones marked."""
+    limit = _minutes(rule.limit)
+    rows = least_fresh(f.freshness, n)
+    stale = stale_members(f.freshness, rule)
+    shown = (f"all {len(rows)} members" if len(rows) == len(f.freshness)
+             else f"the {len(rows)} least fresh of {len(f.freshness)} members")
+    # A member never synced has no lag: its bar is the longest drawn, past the stale line.
+    never = max([2 * limit, *(_minutes(s.lag) for s in rows if s.lag is not None)])
+    return Bars(f"Freshness: {shown}; {len(stale)} stale",
+                [f"{s.code} {s.name}" + (" (never synced)" if s.lag is None else "")
+                 for s in rows],
+                [_minutes(s.lag) if s.lag is not None else never for s in rows],
+                [s.stale(rule) for s in rows])
+
+
+def backlog_bars(f: DailyFigures, n: int = MAX_ROWS) -> Bars | None:
+    """The `n` members owed most write-backs (pending and dead-lettered), most first; None
+    when nothing waits."""
+    owed = sorted(f.backlog.items(), key=lambda kv: (-sum(kv[1].values()), kv[0]))
+    if not owed:
+        return None
+    names = {s.code: s.name for s in f.freshness}  # names beside codes, as everywhere
+    pending = sum(c["pending"] for c in f.backlog.values())
+    dead = sum(c["dead"] for c in f.backlog.values())
+    shown = "" if len(owed) <= n else f" (the {n} owed most)"
+    return Bars(f"Write-back backlog: {pending:,} pending, {dead:,} dead-lettered, at "
+                f"{len(owed)} members{shown}",
+                [f"{code} {names.get(code, '')}".strip() for code, _ in owed[:n]],
+                [sum(counts.values()) for _, counts in owed[:n]],
+                [counts["dead"] > 0 for _, counts in owed[:n]])
+
+
+def quarantine_bars(f: DailyFigures, n: int = MAX_ROWS) -> Bars | None:
+    """The `n` rules broken by most rows in quarantine, most first; None when none is held."""
+    q = f.quarantined
+    if not q.rows:
+        return None
+    top = q.top(n)
+    shown = "" if len(top) == len(q.by_rule) else f"; the {len(top)} broken most"
+    several = (f"; {q.several:,} rows broke several rules and count under each"
+               if q.several else "")
+    return Bars(f"Rows in quarantine: {q.rows:,}, by rule broken{shown}{several}",
+                [rule for rule, _ in top], [count for _, count in top], [False] * len(top))
+
+
+def empty_sentences(f: DailyFigures) -> dict[str, str]:
+    """A sentence for each figure with nothing to draw: an empty chart reads as broken."""
+    found = {}
+    if not f.backlog:
+        found["writeback-backlog"] = ("No write-backs waiting: every member has been sent what "
+                                      "it was owed.")
+    if not f.quarantined.rows:
+        found["quarantine"] = "Nothing in quarantine: every row synced passed its rules."
+    return found
+
+
+def bars_png(bars: Bars, unit: str, limit: float | None = None) -> bytes:
+    """Horizontal bars, the first row on top; marked rows red."""
+    fig, ax = plt.subplots(figsize=(9, max(2.5, 0.3 * len(bars.labels) + 1.2)))
+    ax.barh(bars.labels, bars.values, color=[RED if m else BLUE for m in bars.marked])
+    if limit is not None:
+        ax.axvline(limit, color=RED, linestyle="--", label=f"stale after {limit:.0f} min")
+        ax.legend(loc="lower right")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.invert_yaxis()
+    ax.tick_params(axis="y", labelsize=8)
+    ax.set_xlabel(unit)
+    ax.set_title(bars.title, fontsize=10)
     return _png(fig)
 
 
 def freshness_png(f: DailyFigures, rule: Staleness) -> bytes:
-    limit = rule.limit.total_seconds() / 60
-    worst = sorted(f.freshness, key=lambda s: -s.lag.total_seconds() if s.lag else -1e12)
-    rows = sorted(worst[:MAX_ROWS], key=lambda s: s.code)
-    minutes = [s.lag.total_seconds() / 60 if s.lag else limit * 2 for s in rows]
-    colours = [RED if s.stale(rule) else BLUE for s in rows]
-    fig, ax = plt.subplots(figsize=(8, max(2.5, 0.3 * len(rows) + 1)))
-    ax.barh([s.code for s in rows], minutes, color=colours)
-    ax.axvline(limit, color=RED, linestyle="--", label=f"stale after {limit:.0f} min")
-    ax.invert_yaxis()
-    ax.set_xlabel("minutes since last good sync (red: stale or never synced)")
-    shown = "" if len(rows) == len(f.freshness) else f" (the {len(rows)} least fresh)"
-    ax.set_title(f"Freshness per member{shown}")
-    ax.legend(loc="lower right")
-    return _png(fig)
+    return bars_png(freshness_bars(f, rule),
+                    "minutes since the last good sync (red: stale or never synced)",
+                    limit=_minutes(rule.limit))
 
 
 def all_pngs(f: DailyFigures, rule: Staleness) -> dict[str, bytes]:
-    return {"headline": headline_png(f), "cross-loans-per-day": per_day_png(f),
-            "book-flows": flow_matrix_png(f), "writeback-backlog": backlog_png(f),
-            "quarantine": quarantine_png(f), "freshness": freshness_png(f, rule)}
+    """Every figure that has something to draw (`empty_sentences` says the others)."""
+    pngs = {"headline": headline_png(f), "cross-loans-per-day": per_day_png(f),
+            "book-flows": flow_matrix_png(f)}
+    backlog = backlog_bars(f)
+    if backlog:
+        pngs["writeback-backlog"] = bars_png(backlog, "write-backs (red: some dead-lettered)")
+    quarantined = quarantine_bars(f)
+    if quarantined:
+        pngs["quarantine"] = bars_png(quarantined, "rows held")
+    pngs["freshness"] = freshness_png(f, rule)
+    return pngs
+
+
+def _minutes(lag: timedelta) -> float:
+    return lag.total_seconds() / 60

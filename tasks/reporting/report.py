@@ -12,18 +12,26 @@ Definitions follow the glossary in DESIGN.md:
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
-from sqlalchemy import Engine, and_, distinct, func, select, union
+from sqlalchemy import Engine, and_, distinct, func, select, true, union
 
 from circhub.connections.config import Consortium
+from circhub.domain.records import entities, suite_rules
 from circhub.domain.schema import items, loans, outbox, quarantine, readers
-from circhub.tasks.reporting.status import MemberStatus, member_statuses
+from circhub.tasks.reporting.status import MemberStatus, member_statuses, writeback_backlog
 
 CROSS_LOAN = and_(loans.c.barcode == items.c.barcode, loans.c.member != items.c.owner)
 CROSS_RETURN = and_(loans.c.returned_at.is_not(None), loans.c.return_member.is_not(None),
                     loans.c.return_member != loans.c.member)
+# A loan made at a member other than the reader's home member: the reader borrowed across.
+LENT_AWAY_FROM_HOME = loans.c.member != readers.c.home_member
+
+
+DAY = timedelta(days=1)
+STREAM_ROWS = 10_000  # quarantine rows read at a time: a bad profile may hold millions
 
 
 @dataclass(frozen=True)
@@ -42,17 +50,84 @@ class Headline:
                 ("books lent again away from home", self.lent_again)]
 
 
+@dataclass(frozen=True)
+class HeadlineChange:
+    """The headline figures now and 24 h before, computed by the one `headline` definition."""
+
+    now: Headline
+    day_before: Headline
+
+    def rows(self) -> list[tuple[str, int, int]]:
+        """(label, value now, change since the day before), in the headline's order."""
+        return [(label, value, value - before) for (label, value), (_, before)
+                in zip(self.now.rows(), self.day_before.rows(), strict=True)]
+
+    def lines(self) -> list[str]:
+        """One line per figure, for logs and terminals (no Python reprs)."""
+        return [f"{label}: {value:,} ({change_text(change)})"
+                for label, value, change in self.rows()]
+
+
+def change_text(change: int) -> str:
+    return f"{change:+,} since the day before" if change else "unchanged since the day before"
+
+
+def headline(store: Engine, as_of: datetime | None = None) -> Headline:
+    """The headline figures over every loan the store holds; with `as_of`, as they stood at
+    that moment: only loans issued, and returns made, before it. One definition serves today's
+    figures and the day before's, so their difference is the day's activity."""
+    issued, returned = _issued_before(as_of), and_(CROSS_RETURN, _returned_before(as_of))
+    with store.connect() as conn:
+        def count(query) -> int:
+            return conn.execute(query).scalar() or 0
+
+        cross = select(loans).join(items, CROSS_LOAN).where(issued)
+        lenders = select(loans.c.member).join(items, CROSS_LOAN).where(issued)
+        receivers = select(loans.c.return_member).where(returned)
+        active = union(lenders, receivers).subquery()
+        return Headline(
+            cross_loans=count(select(func.count()).select_from(cross.subquery())),
+            cross_returns=count(select(func.count()).select_from(loans).where(returned)),
+            cross_readers=count(select(func.count(distinct(loans.c.reader_key)))
+                                .join(readers, readers.c.reader_key == loans.c.reader_key)
+                                .where(LENT_AWAY_FROM_HOME, issued)),
+            active_members=count(select(func.count()).select_from(active)),
+            lent_again=count(books_lent_again(as_of=as_of)),
+        )
+
+
+def books_lent_again(*by, as_of: datetime | None = None):
+    """Books lent by a member that is not their owner, each counted once (grouped `by` the
+    columns given, e.g. `items.c.owner`): the report's and `circhub books`' one query."""
+    return (select(*by, func.count(distinct(loans.c.barcode)))
+            .select_from(loans.join(items, CROSS_LOAN)).where(_issued_before(as_of))
+            .group_by(*by))
+
+
+def headline_change(store: Engine, now: datetime) -> HeadlineChange:
+    return HeadlineChange(now=headline(store), day_before=headline(store, now - DAY))
+
+
+def _issued_before(as_of: datetime | None):
+    return true() if as_of is None else loans.c.issued_at < as_of
+
+
+def _returned_before(as_of: datetime | None):
+    return true() if as_of is None else loans.c.returned_at < as_of
+
+
 @dataclass
 class DailyFigures:
     consortium: str
     at: datetime
     headline: Headline
+    change: HeadlineChange  # the headline beside the day before's
     per_day: list[tuple[date, int]]  # cross loans per day, oldest first, days without any: 0
     flows: dict[tuple[str, str], int]  # (lent at, returned at) -> books moved
     levels: dict[str, str]  # member -> province | city | county
     regions: dict[str, str]  # member -> region, to fold a large matrix
     backlog: dict[str, dict[str, int]]  # member -> {"pending": n, "dead": n}
-    quarantined: dict[tuple[str, str], int]  # (member, entity) -> rows held
+    quarantined: QuarantineByRule
     freshness: list[MemberStatus] = field(default_factory=list)
 
     def county_share(self) -> float:
@@ -61,26 +136,6 @@ class DailyFigures:
         to_county = sum(n for (_, dst), n in self.flows.items()
                         if self.levels.get(dst) == "county")
         return to_county / moved if moved else 0.0
-
-
-def headline(store: Engine) -> Headline:
-    with store.connect() as conn:
-        def count(query) -> int:
-            return conn.execute(query).scalar() or 0
-
-        cross = select(loans).join(items, CROSS_LOAN)
-        lenders = select(loans.c.member).join(items, CROSS_LOAN)
-        receivers = select(loans.c.return_member).where(CROSS_RETURN)
-        active = union(lenders, receivers).subquery()
-        return Headline(
-            cross_loans=count(select(func.count()).select_from(cross.subquery())),
-            cross_returns=count(select(func.count()).select_from(loans).where(CROSS_RETURN)),
-            cross_readers=count(select(func.count(distinct(loans.c.reader_key)))
-                                .join(readers, readers.c.reader_key == loans.c.reader_key)
-                                .where(loans.c.member != readers.c.home_member)),
-            active_members=count(select(func.count()).select_from(active)),
-            lent_again=count(select(func.count(distinct(loans.c.barcode))).join(items, CROSS_LOAN)),
-        )
 
 
 def cross_loans_per_day(store: Engine, today: date, days: int = 30) -> list[tuple[date, int]]:
@@ -103,34 +158,73 @@ def book_flows(store: Engine) -> dict[tuple[str, str], int]:
     return {(src, dst): n for src, dst, n in rows}
 
 
-def writeback_backlog(store: Engine) -> dict[str, dict[str, int]]:
+@dataclass(frozen=True)
+class QuarantineByRule:
+    """Rows held in quarantine, counted under each rule they broke."""
+
+    rows: int
+    by_rule: dict[str, int]  # rule (with its specific reason, when it has one) -> rows
+    several: int  # rows that broke more than one rule: counted under each
+
+    def top(self, n: int) -> list[tuple[str, int]]:
+        """The `n` rules broken most, most first (ties by name, so the order is stable)."""
+        return sorted(self.by_rule.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
+
+
+def quarantine_by_rule(store: Engine, member: str | None = None) -> QuarantineByRule:
+    """Rows held (not released), per rule broken, of every member or of one;
+    `circhub quarantine` lists the rows."""
+    query = select(quarantine.c.rules).where(quarantine.c.released_at.is_(None))
+    if member is not None:
+        query = query.where(quarantine.c.member == member)
+    by_rule: Counter[str] = Counter()
+    rows = several = 0
     with store.connect() as conn:
-        rows = conn.execute(select(outbox.c.target, outbox.c.status, func.count())
-                            .where(outbox.c.status.in_(("pending", "dead")))
-                            .group_by(outbox.c.target, outbox.c.status)).all()
-    found: dict[str, dict[str, int]] = {}
-    for target, status, n in rows:
-        found.setdefault(target, {"pending": 0, "dead": 0})[status] = n
+        for entries in conn.execution_options(yield_per=STREAM_ROWS).execute(query).scalars():
+            broken = rules_broken(entries)
+            rows += 1
+            several += len(broken) > 1
+            by_rule.update(broken)
+    return QuarantineByRule(rows, dict(by_rule), several)
+
+
+def rules_broken(entries: list[str]) -> list[str]:
+    """A quarantined row's rules, each with its specific reason when the rule records one
+    (`id_number_valid: id_check_digit`): the rules column lists that reason right after its
+    rule (tasks/sync/validate.py), and a reason alone is no rule."""
+    names, detailed = _rule_names()
+    found: list[str] = []
+    for entry in entries:
+        if found and found[-1] in detailed and entry not in names:
+            found[-1] = f"{found[-1]}: {entry}"
+        else:
+            found.append(entry)
     return found
 
 
-def quarantine_counts(store: Engine) -> dict[tuple[str, str], int]:
+def _rule_names() -> tuple[set[str], set[str]]:
+    """Every declared rule's name, and the names of those that record a specific reason."""
+    rules = [r for e in entities() for r in suite_rules(e)]
+    return {r.name for r in rules}, {r.name for r in rules if r.detail}
+
+
+def writebacks_by_status(store: Engine) -> dict[str, int]:
+    """Write-back commands per status (pending, applied, dead, ...), over every member."""
     with store.connect() as conn:
-        rows = conn.execute(select(quarantine.c.member, quarantine.c.entity, func.count())
-                            .where(quarantine.c.released_at.is_(None))
-                            .group_by(quarantine.c.member, quarantine.c.entity)).all()
-    return {(m, e): n for m, e, n in rows}
+        return dict(conn.execute(select(outbox.c.status, func.count())
+                                 .group_by(outbox.c.status)).all())
 
 
 def daily_figures(store: Engine, consortium: Consortium, now: datetime | None = None,
                   days: int = 30) -> DailyFigures:
     now = now or datetime.now()
+    change = headline_change(store, now)
     return DailyFigures(
-        consortium=consortium.name, at=now, headline=headline(store),
+        consortium=consortium.name, at=now, headline=change.now, change=change,
         per_day=cross_loans_per_day(store, now.date(), days), flows=book_flows(store),
         levels={m.code: m.level for m in consortium.members},
         regions={m.code: m.region or m.code for m in consortium.members},
-        backlog=writeback_backlog(store), quarantined=quarantine_counts(store),
+        backlog=writeback_backlog(store), quarantined=quarantine_by_rule(store),
         freshness=member_statuses(store, consortium, now))
 
 

@@ -130,6 +130,31 @@ def problems_first(rows: list[MemberStatus], rule: Staleness) -> list[MemberStat
     return sorted(rows, key=order)
 
 
+def least_fresh(rows: list[MemberStatus], n: int) -> list[MemberStatus]:
+    """The `n` members least fresh, worst first: never synced, then longest since a good sync.
+    Members whose sync is off or paused come last: nobody expects them to be fresh."""
+    def order(s: MemberStatus):
+        lag = float("inf") if s.lag is None else s.lag.total_seconds()
+        return (not s.sync_enabled or s.paused is not None, -lag, s.code)
+    return sorted(rows, key=order)[:n]
+
+
+def stale_members(rows: list[MemberStatus], rule: Staleness) -> list[MemberStatus]:
+    return [s for s in rows if s.stale(rule)]
+
+
+def writeback_backlog(store: Engine) -> dict[str, dict[str, int]]:
+    """Member -> {"pending": n, "dead": n}, for the members owed write-backs."""
+    with store.connect() as conn:
+        rows = conn.execute(select(outbox.c.target, outbox.c.status, func.count())
+                            .where(outbox.c.status.in_(("pending", "dead")))
+                            .group_by(outbox.c.target, outbox.c.status)).all()
+    found: dict[str, dict[str, int]] = {}
+    for target, status, n in rows:
+        found.setdefault(target, {"pending": 0, "dead": 0})[status] = n
+    return found
+
+
 def failures_in_a_row(store: Engine) -> dict[str, int]:
     """Per member, its failed runs since its last good one (0 when the latest was good)."""
     last_ok = (select(sync_runs.c.member, func.max(sync_runs.c.id).label("ok_id"))
@@ -163,16 +188,14 @@ def _latest_runs(store: Engine) -> dict[str, tuple[str, str | None]]:
 def _outbox_counts(store: Engine) -> dict[tuple[str, str], int]:
     """(member, pending | dead | failing) -> commands; failing: pending after a failure."""
     with store.connect() as conn:
-        rows = conn.execute(
-            select(outbox.c.target, outbox.c.status, func.count())
-            .where(outbox.c.status.in_(("pending", "dead")))
-            .group_by(outbox.c.target, outbox.c.status)).all()
         failing = conn.execute(
             select(outbox.c.target, func.count())
             .where(outbox.c.status == "pending", outbox.c.attempts > 0,
                    outbox.c.last_error.is_not(None))
             .group_by(outbox.c.target)).all()
-    return {(t, s): n for t, s, n in rows} | {(t, "failing"): n for t, n in failing}
+    backlog = {(t, status): n for t, counts in writeback_backlog(store).items()
+               for status, n in counts.items()}
+    return backlog | {(t, "failing"): n for t, n in failing}
 
 
 def _quarantine_counts(store: Engine) -> dict[str, int]:

@@ -147,12 +147,14 @@ def extract_stage(rt: Runtime, code: str) -> Extract:
     return extract_member(rt.consortium, rt.consortium.member(code), rt.store, rt.id_key)
 
 
-def validate_stage(rt: Runtime, extracts: dict[str, Extract]) -> dict[str, Validated | Failed]:
+def validate_stage(rt: Runtime, extracts: dict[str, Extract],
+                   run_label: str | None = None) -> dict[str, Validated | Failed]:
     """Every extracted member in one Great Expectations run per entity; then every member's
-    good rows get their content hash, in one call per entity for all of them."""
+    good rows get their content hash, in one call per entity for all of them. `run_label`
+    names the cycle's validation runs in the Data Docs, beside each member's code."""
     views = {code: rt.member_view(rt.consortium.member(code)) for code in extracts}
     checked = validate_members({code: ext.frames for code, ext in extracts.items()}, views,
-                               rt.consortium.max_bad_share)
+                               rt.consortium.max_bad_share, run_label=run_label)
     hash_good_rows(v for v in checked.values() if isinstance(v, Validated))
     return {code: v if isinstance(v, Validated) else failure(VALIDATE, v)
             for code, v in checked.items()}
@@ -185,13 +187,16 @@ def push_stage(rt: Runtime, code: str) -> PushReport:
 
 # -- the composition --------------------------------------------------------------------------
 def run_cycle(rt: Runtime, codes: Sequence[str], runner: Runner = PLAIN, *,
-              push: bool = True) -> dict[str, MemberOutcome]:
+              push: bool = True, run_label: str | None = None) -> dict[str, MemberOutcome]:
     """Extract, validate and merge the members named, then (with `push`) push every member
-    owed write-backs. Returns each member's outcome; never raises for one member's failure."""
+    owed write-backs. Returns each member's outcome; never raises for one member's failure.
+    `run_label` (a flow passes its run's name) names the validation runs with each member;
+    without it they are named by member alone, a bounded set for a process that never
+    publishes its Data Docs (a benchmark, a test)."""
     outcomes = {code: MemberOutcome(code) for code in codes}
     runs = {code: _start_run(rt, code) for code in codes}
     try:
-        _sync(rt, codes, runner, outcomes)
+        _sync(rt, codes, runner, outcomes, run_label)
     finally:
         for code, out in outcomes.items():
             _finish_run(rt, runs[code], out)
@@ -201,7 +206,7 @@ def run_cycle(rt: Runtime, codes: Sequence[str], runner: Runner = PLAIN, *,
 
 
 def _sync(rt: Runtime, codes: Sequence[str], runner: Runner,
-          outcomes: dict[str, MemberOutcome]) -> None:
+          outcomes: dict[str, MemberOutcome], run_label: str | None) -> None:
     extracts = {}
     for code, got in runner.per_member(EXTRACT, lambda c: extract_stage(rt, c), codes).items():
         if isinstance(got, Failed):
@@ -210,7 +215,8 @@ def _sync(rt: Runtime, codes: Sequence[str], runner: Runner,
             outcomes[code].extract = extracts[code] = got
     if not extracts:
         return
-    checked = runner.whole(VALIDATE, lambda: validate_stage(rt, extracts), list(extracts))
+    checked = runner.whole(VALIDATE, lambda: validate_stage(rt, extracts, run_label),
+                           list(extracts))
     batches = {}
     for code in extracts:
         got = checked if isinstance(checked, Failed) else checked[code]

@@ -9,7 +9,8 @@ server and read well without scripts), and the index is ours, plain HTML:
 
 - one section per member, named by the run (`sync-consortium-2026-12-03T10:05`) and the
   member's code and name, with each entity's rules: rows checked, rows failing;
-- a link to GX's own page of each validation run, for the expectations in full.
+- links to GX's own pages of the member's validation runs (named by the run and the
+  member, `run_name`), for the expectations in full.
 
 Plain file writing, no GX import: the rows come from the sync's typed outcomes.
 """
@@ -48,6 +49,12 @@ class MemberChecks:
     error: str = ""  # why it has no checks (unreachable) or its batch was refused
 
 
+def run_name(run_label: str | None, member: str) -> str:
+    """A member's validation run: `<run> <member>` (`sync-consortium-2026-12-03T10:05
+    SC001`), or the member's code alone when no run is named (a check, a backfill chunk)."""
+    return member if run_label is None else f"{run_label} {member}"
+
+
 def make_offline(site: Path) -> int:
     """Every page of a built GX site without its CDN tags, our stylesheet linked instead;
     returns the pages changed."""
@@ -65,18 +72,21 @@ def make_offline(site: Path) -> int:
 
 
 def write_index(site: Path, run_label: str, members: Iterable[MemberChecks]) -> Path:
-    """The site's index.html: a section per member, failing members first."""
+    """The site's index.html: a section per member, failing members first, each with the links
+    to GX's pages of its own validation runs (named by the run and the member)."""
     members = sorted(members, key=lambda m: (not _failing(m), m.code))
     gx_pages = _gx_validation_pages(site)
     body = [f"<h1>Validation of {_e(run_label)}</h1>",
             f"<p>{len(members)} member(s); {sum(_failing(m) for m in members)} with failing "
             "rows or no checks. Rows that fail a rule are in quarantine "
             "(<code>circhub quarantine</code>).</p>"]
-    body += [_section(m, gx_pages) for m in members]
-    if gx_pages:
+    body += [_section(m, _pages_of(m.code, gx_pages)) for m in members]
+    shown = {p for m in members for p in _pages_of(m.code, gx_pages)}
+    others = [p for p in gx_pages if p not in shown]
+    if others:
         body.append("<h2>Great Expectations validation runs</h2><ul>" + "".join(
-            f'<li><a href="{_e(href)}">{_e(label)}</a></li>'
-            for label, href in sorted(gx_pages.items())) + "</ul>")
+            f'<li><a href="{_e(p.href)}">{_e(p.suite)}, run {_e(p.run)}</a></li>'
+            for p in others) + "</ul>")
     suites = sorted((site / "expectations").glob("*.html"))
     if suites:
         body.append("<h2>Expectation suites</h2><ul>" + "".join(
@@ -87,7 +97,7 @@ def write_index(site: Path, run_label: str, members: Iterable[MemberChecks]) -> 
     return index
 
 
-def _section(m: MemberChecks, gx_pages: dict[str, str]) -> str:
+def _section(m: MemberChecks, gx_pages: list[GxPage]) -> str:
     title = f'<h2 id="{_e(m.code)}">{_e(m.code)} {_e(m.name)}</h2>'
     if m.error and not m.rows:
         return title + f'<p class="failed">not validated: {_e(m.error)}</p>'
@@ -96,21 +106,38 @@ def _section(m: MemberChecks, gx_pages: dict[str, str]) -> str:
         f"<td class=\"{'failed' if r['failed'] else 'ok'}\">{r['failed']}</td></tr>"
         for r in sorted(m.rows, key=lambda r: (r["entity"], -r["failed"], r["rule"])))
     note = f'<p class="failed">{_e(m.error)}</p>' if m.error else ""
+    links = ("<p>Great Expectations runs: " + ", ".join(
+        f'<a href="{_e(p.href)}">{_e(p.suite)} ({_e(p.run)})</a>' for p in gx_pages) + "</p>"
+        if gx_pages else "")
     return (title + note + "<table><tr><th>entity</th><th>rule</th><th>rows checked</th>"
-            f"<th>rows failing</th></tr>{lines}</table>")
+            f"<th>rows failing</th></tr>{lines}</table>{links}")
 
 
 def _failing(m: MemberChecks) -> bool:
     return bool(m.error) or any(r["failed"] for r in m.rows)
 
 
-def _gx_validation_pages(site: Path) -> dict[str, str]:
-    """'items, run 12 members' -> relative link, for each GX validation page of the site."""
-    found = {}
+@dataclass(frozen=True)
+class GxPage:
+    """One of GX's validation pages: its suite (entity), run name and link from the index."""
+
+    suite: str
+    run: str
+    href: str
+
+
+def _gx_validation_pages(site: Path) -> list[GxPage]:
+    """GX's validation pages of the site (`validations/<suite>/<run name>/...`)."""
+    found = []
     for page in sorted((site / "validations").rglob("*.html")):
         suite, run = page.relative_to(site / "validations").parts[:2]
-        found[f"{suite}, run {run}"] = page.relative_to(site).as_posix()
+        found.append(GxPage(suite, run, page.relative_to(site).as_posix()))
     return found
+
+
+def _pages_of(code: str, pages: list[GxPage]) -> list[GxPage]:
+    """A member's pages: their run is named by the member (`run_name`)."""
+    return [p for p in pages if p.run == code or p.run.endswith(f" {code}")]
 
 
 def _page(title: str, body: str) -> str:

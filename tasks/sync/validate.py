@@ -20,6 +20,7 @@ from circhub.connections.runtime import settle_heap
 from circhub.domain.prepare import FUTURE_TOLERANCE, MemberView, add_checks
 from circhub.domain.records import entities, spec, suite_rules
 from circhub.expectations import build_suite, suite_columns
+from circhub.tasks.sync.docs_pages import run_name
 
 if TYPE_CHECKING:
     from circhub.connections.config import Consortium
@@ -101,14 +102,17 @@ def prepare_validator(entity: str) -> None:
         _validator(entity)
 
 
-def failing_rows(entity: str, frame: pd.DataFrame, parameters: dict,
-                 member: str = "-") -> tuple[dict[int, list[str]], list[dict]]:
+def failing_rows(entity: str, frame: pd.DataFrame, parameters: dict, member: str = "-",
+                 shares: dict[str, range] | None = None,
+                 ) -> tuple[dict[int, list[str]], list[dict]]:
     """Row position -> rules broken, and a per-rule summary, from one GX run. `parameters`
     are the suite's run-time values (`member_codes`, `latest_time`: see circhub.expectations).
 
     The result stays in the context for the Data Docs under run name `member`, the latest per
-    run name and entity, until `write_data_docs`. No unexpected values are kept in it (row
-    positions only), so neither it nor the docs can show a value of a failing row.
+    run name and entity, until `write_data_docs`; with `shares` (run name -> the rows of one
+    member), as one result per member instead, each under its own run name. No unexpected
+    values are kept in it (row positions only), so neither it nor the docs can show a value
+    of a failing row.
     """
     from great_expectations.core.run_identifier import RunIdentifier
 
@@ -122,6 +126,8 @@ def failing_rows(entity: str, frame: pd.DataFrame, parameters: dict,
             # run_time given: without it GX tries to read a date out of the run name
             run_id=RunIdentifier(run_name=member, run_time=datetime.now(UTC)),
         )
+        if shares:
+            _file_by_member(entity, member, result, frame, shares)
     broken: dict[int, list[str]] = {}
     summary = []
     for r in result.results:
@@ -134,6 +140,15 @@ def failing_rows(entity: str, frame: pd.DataFrame, parameters: dict,
         summary.append({"entity": entity, "rule": rule, "failed": len(rows),
                         "checked": len(frame)})
     return broken, summary
+
+
+def _file_by_member(entity: str, batch_run: str, result, frame: pd.DataFrame,
+                    shares: dict[str, range]) -> None:
+    """The batch's result, kept for the Data Docs as one result per member (under the lock)."""
+    from circhub.tasks.sync.data_docs import member_share
+
+    kept = {name: member_share(result, frame, rows) for name, rows in shares.items()}
+    _context().validation_results_store.split(entity, batch_run, kept)
 
 
 def _detail(frame: pd.DataFrame, column: str | None, pos: int) -> str | None:
@@ -151,28 +166,31 @@ def _row_positions(index_list) -> list[int]:
 
 
 def validate_extract(member: str, frames: dict[str, pd.DataFrame], view: MemberView,
-                     max_bad_share: float = 0.5, now: datetime | None = None) -> Validated:
+                     max_bad_share: float = 0.5, now: datetime | None = None,
+                     run_label: str | None = None) -> Validated:
     """One member's extract; raises BatchRejected when a batch fails wholesale."""
-    result = validate_members({member: frames}, {member: view}, max_bad_share, now)[member]
+    result = validate_members({member: frames}, {member: view}, max_bad_share, now,
+                              run_label)[member]
     if isinstance(result, BatchRejected):
         raise result
     return result
 
 
 def validate_members(frames: dict[str, dict[str, pd.DataFrame]], views: dict[str, MemberView],
-                     max_bad_share: float = 0.5,
-                     now: datetime | None = None) -> dict[str, Validated | BatchRejected]:
+                     max_bad_share: float = 0.5, now: datetime | None = None,
+                     run_label: str | None = None) -> dict[str, Validated | BatchRejected]:
     """Several members' extracts, with one GX run per entity for all of them.
 
     A GX run costs ~160 ms whatever its size (measured: 20 rows or 20,000), so a cycle of 251
     members validated one by one would pay it 753 times. Keys are checked for uniqueness within
     each member. A member whose batch fails wholesale gets its BatchRejected; the others go on.
+    Each member's part of a run is kept for the Data Docs under its own run name: the run
+    (`run_label`, e.g. the sync's flow run name) and the member (`docs_pages.run_name`).
     """
     out = {m: Validated(member=m, good={}) for m in frames}
     if not frames:
         return {}
     rejected: dict[str, BatchRejected] = {}
-    run_name = next(iter(frames)) if len(frames) == 1 else f"{len(frames)} members"
     parameters = run_parameters(next(iter(views.values())), now or datetime.now())
     for entity in entities():
         parts = []
@@ -185,7 +203,7 @@ def validate_members(frames: dict[str, dict[str, pd.DataFrame]], views: dict[str
                 parts.append((m, checked))
         if not parts:
             continue
-        broken, _ = failing_rows(entity, _batch(entity, parts), parameters, run_name)
+        broken, _ = _run_batch(entity, parts, parameters, run_label)
         start = 0
         for m, checked in parts:
             mine = {p - start: rules for p, rules in broken.items()
@@ -196,6 +214,21 @@ def validate_members(frames: dict[str, dict[str, pd.DataFrame]], views: dict[str
             except BatchRejected as exc:
                 rejected.setdefault(m, exc)
     return {m: rejected.get(m, v) for m, v in out.items()}
+
+
+def _run_batch(entity: str, parts: list[tuple[str, pd.DataFrame]], parameters: dict,
+               run_label: str | None) -> tuple[dict[int, list[str]], list[dict]]:
+    """One GX run over the members' rows; its result kept per member, named by run and member
+    (one member alone: under its own name, nothing to split)."""
+    batch = _batch(entity, parts)
+    if len(parts) == 1:
+        return failing_rows(entity, batch, parameters, run_name(run_label, parts[0][0]))
+    shares, start = {}, 0
+    for m, checked in parts:
+        shares[run_name(run_label, m)] = range(start, start + len(checked))
+        start += len(checked)
+    return failing_rows(entity, batch, parameters, f"{run_label or 'validation'} (batch)",
+                        shares)
 
 
 def run_parameters(view: MemberView, now: datetime) -> dict:
