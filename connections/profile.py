@@ -3,7 +3,9 @@
 A profile maps each canonical entity (see `circhub.domain.records`) onto one or more source tables,
 with joins, names the cursor and key, and lists the write-back steps per command kind.
 Every table and column name becomes a quoted SQLAlchemy identifier; every value a bound parameter.
-The value, condition and column forms are listed in `circhub.connections.profile_forms`;
+Its structure (every key, its type, default and meaning) is declared in
+`circhub.connections.profile_model`; this module loads a profile and words what the models
+refuse. The value, condition and column forms are listed in `circhub.connections.profile_forms`;
 docs/ils-profiles.md shows each with an example.
 """
 
@@ -94,10 +96,11 @@ def _problem(kind: str, data: dict, error: dict) -> str:
                f"{_suggest(str(path[-1]), _keys_at(loc[:-1]))}"
     if error["type"] == "missing":
         return f"{place}: key {_dotted(path)!r} missing"
-    message = re.sub(r"^(Value error, |Input should)", lambda m: "" if m[1].startswith("V")
-                     else "should", error["msg"])
-    if error["type"] == "value_error" or error["input"] is None:
+    if error["type"] == "value_error":  # a rule or a form: its message says what is wrong
+        message = error["msg"].removeprefix("Value error, ")
         return f"{place}: {_dotted(path) + ': ' if path else ''}{message}"
+    # A type or an allowed value: "Input should be ...", the key named already.
+    message = re.sub(r"^\w+ should", "should", error["msg"])
     return f"{place}: key {_dotted(path)!r} {message}, not {_shown(error['input'])}"
 
 
