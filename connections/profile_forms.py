@@ -50,6 +50,12 @@ class ProfileError(ValueError):
 FormError = ProfileError  # a value or column form that is not one of the documented ones
 
 
+def at(where: str, message: str) -> str:
+    """A message under its place; without one (a profile model's validator: the error's
+    location names the place) the bare message."""
+    return f"{where}: {message}" if where else message
+
+
 # --- write side -------------------------------------------------------------------------------
 
 
@@ -127,7 +133,7 @@ def parse_condition(where: str, raw: Any, parse_value) -> Any:
         op, value = next(iter(raw.items()))
         if op in LIST_OPS:
             if not isinstance(value, list) or not value:
-                raise FormError(f"{where}: {op!r} needs a non-empty list")
+                raise FormError(at(where, f"{op!r} needs a non-empty list"))
             return Cond(op, [parse_value(where, v) for v in value])
         return Cond(op, parse_value(where, value))
     return parse_value(where, raw)
@@ -137,15 +143,15 @@ def _like_prefix(where: str, prefix: Any) -> str:
     """A LIKE pattern of a plain prefix: LIKE's own wildcards would need an escape character,
     which not every dialect has by default, so a prefix may not contain them."""
     if not isinstance(prefix, str) or not prefix or set(prefix) & {"%", "_", "\\"}:
-        raise FormError(f"{where}: starts_with needs a non-empty text without % _ or \\")
+        raise FormError(at(where, "starts_with needs a non-empty text without % _ or \\"))
     return prefix + "%"
 
 
 def parse_when(where: str, raw: Any) -> dict[str, Any]:
     """`when = { param = "set" | "missing" | value }`: conditions on the command's parameters."""
     if not isinstance(raw, dict) or not raw:
-        raise FormError(f"{where}: 'when' needs a table of parameter = \"set\" | \"missing\" "
-                        f"| value")
+        raise FormError(at(where, "'when' needs a table of parameter = \"set\" | \"missing\" "
+                                "| value"))
     return {k.lstrip(":"): v for k, v in raw.items()}
 
 
@@ -220,7 +226,7 @@ def column_parts(expr: Any) -> tuple[str, ...]:
 
 
 def parse_column_form(where: str, field_name: str, raw: Any) -> Any:
-    here = f"{where}: field {field_name!r}"
+    here = at(where, f"field {field_name!r}")
     if is_member_constant(raw):
         return MemberConstant(raw[len(MEMBER_PREFIX):])
     if isinstance(raw, str) and raw:
@@ -281,7 +287,7 @@ def parse_filter(where: str, raw: dict) -> dict[str, Any]:
     or "$member.name" is a typo."""
     found = {}
     for col, value in raw.items():
-        found[col] = parse_condition(f"{where}: filter on {col!r}", value, _read_constant)
+        found[col] = parse_condition(at(where, f"filter on {col!r}"), value, _read_constant)
     return found
 
 
@@ -289,7 +295,7 @@ def _read_constant(where: str, value: Any) -> Any:
     if is_member_constant(value):
         return MemberConstant(value[len(MEMBER_PREFIX):])
     if isinstance(value, str) and value.startswith("$"):
-        raise FormError(f"{where}: {value!r} is not a constant")
+        raise FormError(at(where, f"{value!r} is not a constant"))
     if isinstance(value, dict | list):
-        raise FormError(f"{where}: {value!r} is not a constant")
+        raise FormError(at(where, f"{value!r} is not a constant"))
     return value

@@ -190,7 +190,8 @@ def exists_query(check: RowExists, b: Binding):
 
 def row_exists(step: Step, b: Binding):
     """insert_missing: whether the row it would insert (its `where`) is there already."""
-    return exists_query(RowExists(step.table, step.where), b)
+    # The step's `where` is parsed already: built, not validated again.
+    return exists_query(RowExists.model_construct(table=step.table, where=step.where), b)
 
 
 def step_statement(step: Step, params: dict[str, Any] | Binding,

@@ -111,7 +111,8 @@ def test_a_column_written_only_when_the_command_has_the_value(koha, due_at, onlo
 
 
 def test_an_unknown_step_key_is_refused():
-    with pytest.raises(ProfileError, match=r"unknown key\(s\) \['unles_newer'\]"):
+    with pytest.raises(ProfileError,
+                       match=r"unknown key 'unles_newer' \(did you mean unless_newer\?\)"):
         parse_profile("typo", _with_set_item([{
             "op": "update", "table": "items", "where": {"barcode": ":barcode"},
             "set": {"holdingbranch": ":holder_branch"}, "unles_newer": {}}]))
