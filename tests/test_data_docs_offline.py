@@ -45,11 +45,26 @@ def test_data_docs_render_offline_with_a_section_per_member_and_the_expectations
     assert pages and remote == []
     index = _dom(site / "index.html", tmp_path / "profile")
     assert "Validation of sync-consortium-" in index
+    failing = _members_with_quarantined_readers(config)
+    assert failing  # the bad reader planted
     for m in open_runtime(str(config)).consortium.members:
         assert f"{m.code} {m.name}" in index
-        # GX's own runs are the member's, named by the sync run and the member
-        assert re.search(rf"readers \(sync-consortium-\S+ {m.code}\)", index)
+        # GX's own runs are the member's, named by the sync run and the member; a member
+        # whose rows all passed has its line and no GX page
+        linked = re.search(rf"readers \(sync-consortium-\S+ {m.code}\)", index)
+        assert bool(linked) == (m.code in failing), m.code
+    assert "Every rule passed on its rows" in index
     assert "id_number_valid" in index and "rows failing" in index
     validation = next((site / "validations" / "readers").rglob("*.html"))
     shown = _dom(validation, tmp_path / "profile")
     assert "values must belong to this set" in shown and "Unsuccessful Expectations" in shown
+
+
+def _members_with_quarantined_readers(config) -> set[str]:
+    from sqlalchemy import select
+
+    from circhub.domain.schema import quarantine
+
+    with open_runtime(str(config)).store.connect() as conn:
+        return set(conn.execute(select(quarantine.c.member).where(
+            quarantine.c.entity == "readers")).scalars())

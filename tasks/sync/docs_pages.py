@@ -108,7 +108,8 @@ def _section(m: MemberChecks, gx_pages: list[GxPage]) -> str:
     note = f'<p class="failed">{_e(m.error)}</p>' if m.error else ""
     links = ("<p>Great Expectations runs: " + ", ".join(
         f'<a href="{_e(p.href)}">{_e(p.suite)} ({_e(p.run)})</a>' for p in gx_pages) + "</p>"
-        if gx_pages else "")
+        if gx_pages else "<p>Every rule passed on its rows (no Great Expectations page kept "
+                         "for it).</p>" if m.rows and not _failing(m) else "")
     return (title + note + "<table><tr><th>entity</th><th>rule</th><th>rows checked</th>"
             f"<th>rows failing</th></tr>{lines}</table>{links}")
 
