@@ -52,8 +52,8 @@ def test_capabilities_are_no_key_of_the_profile_language():
 
 
 def test_an_unknown_step_key_is_refused_naming_the_step_and_the_nearest_key():
-    message = _refused(lambda d: _step(d, "set_item", 2).update(skip_if_exist={}))
-    assert message == ("profile 'koha_typo' write-back 'set_item' step 2 (update issues): "
+    message = _refused(lambda d: _step(d, "close_loan", 2).update(skip_if_exist={}))
+    assert message == ("profile 'koha_typo' write-back 'close_loan' step 2 (delete issues): "
                        "unknown key 'skip_if_exist' (did you mean skip_if_exists?)")
 
 
