@@ -202,5 +202,8 @@ def _listen(monkeypatch, handler: logging.Handler) -> None:
     # loggers it did not name: this one is wanted on.
     monkeypatch.setattr(logger, "disabled", False)
     monkeypatch.setattr(logger, "level", logging.DEBUG)
+    # Set as an attribute, the level bypasses the logger's cache of "is DEBUG on?": a debug
+    # line logged earlier in the session left False there, and the full suite heard nothing.
+    monkeypatch.setattr(logger, "_cache", {})
     logger.addHandler(handler)
     monkeypatch.setattr(logger, "handlers", [*logger.handlers])  # removed at teardown
