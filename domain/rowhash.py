@@ -92,9 +92,17 @@ def tokens_of(col: pd.Series) -> list[str]:
         return [_number(v) for v in col.tolist()]
     if kind == "b":
         return np.where(col.to_numpy(), "true", "false").tolist()
-    if isinstance(col.dtype, pd.StringDtype):
+    if isinstance(col.dtype, pd.StringDtype) or _all_text(col):
         return _texts(col)
     return [_token(v) for v in col.tolist()]
+
+
+def _all_text(col: pd.Series) -> bool:
+    """An object column holding only text and gaps (what a driver hands over for VARCHAR): its
+    tokens are the texts, found column-wise (value by value cost ~0.5 µs a value, four times
+    what hashing the row costs)."""
+    return col.dtype == object and pd.api.types.infer_dtype(col, skipna=True) in (
+        "string", "empty")
 
 
 def _texts(col: pd.Series) -> list[str]:

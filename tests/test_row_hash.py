@@ -73,3 +73,14 @@ def test_members_hashed_together_get_the_hashes_they_get_one_by_one():
     together = with_row_hashes("items", frames)
     for frame, hashed in zip(frames, together, strict=True):
         assert hashed["_hash"].tolist() == with_row_hash("items", frame)["_hash"].tolist()
+
+
+def test_a_text_column_gives_the_same_tokens_whatever_pandas_type_holds_it():
+    values = ["a\\b", None, "x\x1fy", "", "plain", np.nan, pd.NA]
+    as_objects = pd.Series(values, dtype=object)  # what a driver hands over for VARCHAR
+    as_strings = pd.Series(values, dtype="string")
+    one_by_one = [tokens_of(pd.Series([v], dtype=object))[0] for v in values]
+    assert tokens_of(as_objects) == tokens_of(as_strings) == one_by_one
+    assert one_by_one == ["a\\\\b", "\\N", "x\\x1fy", "", "plain", "\\N", "\\N"]
+    mixed = pd.Series(["3", 3, None], dtype=object)  # not all text: value by value
+    assert tokens_of(mixed) == ["3", "3", "\\N"]
