@@ -7,6 +7,7 @@ source or profile, and quarantining everything would hide it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from dataclasses import dataclass, field
@@ -249,6 +250,19 @@ def _batch(entity: str, parts: list[tuple[str, pd.DataFrame]]) -> pd.DataFrame:
     batch = pd.concat([checked[needed] for _, checked in parts], ignore_index=True)
     batch[MEMBER] = [m for m, checked in parts for _ in range(len(checked))]
     batch[ROW] = range(len(batch))
+    return _times_in_nanoseconds(batch)
+
+
+def _times_in_nanoseconds(batch: pd.DataFrame) -> pd.DataFrame:
+    """GX compares a time column with its bounds column-wise only at nanosecond resolution;
+    pandas reads ILS times at microseconds, which GX compared value by value in Python: the
+    "not in the future" rules took 80 % of a backfill's validation (0.55 s per 100,000 items
+    instead of 0.11). A column with a time beyond nanoseconds' range (after 2262: a 9999 due
+    date) stays as it is, and slow."""
+    for name in batch.columns:
+        if batch[name].dtype.kind == "M" and batch[name].dt.unit != "ns":
+            with contextlib.suppress(pd.errors.OutOfBoundsDatetime):
+                batch[name] = batch[name].dt.as_unit("ns")
     return batch
 
 
