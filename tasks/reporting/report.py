@@ -120,7 +120,6 @@ def _returned_before(as_of: datetime | None):
 class DailyFigures:
     consortium: str
     at: datetime
-    headline: Headline
     change: HeadlineChange  # the headline beside the day before's
     per_day: list[tuple[date, int]]  # cross loans per day, oldest first, days without any: 0
     flows: dict[tuple[str, str], int]  # (lent at, returned at) -> books moved
@@ -129,6 +128,10 @@ class DailyFigures:
     backlog: dict[str, dict[str, int]]  # member -> {"pending": n, "dead": n}
     quarantined: QuarantineByRule
     freshness: list[MemberStatus] = field(default_factory=list)
+
+    @property
+    def headline(self) -> Headline:
+        return self.change.now
 
     def county_share(self) -> float:
         """Share of book movements that end at a county-level member."""
@@ -220,7 +223,7 @@ def daily_figures(store: Engine, consortium: Consortium, now: datetime | None = 
     now = now or datetime.now()
     change = headline_change(store, now)
     return DailyFigures(
-        consortium=consortium.name, at=now, headline=change.now, change=change,
+        consortium=consortium.name, at=now, change=change,
         per_day=cross_loans_per_day(store, now.date(), days), flows=book_flows(store),
         levels={m.code: m.level for m in consortium.members},
         regions={m.code: m.region or m.code for m in consortium.members},
