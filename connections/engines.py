@@ -91,11 +91,24 @@ def _dispose_engines() -> None:
 engine_for.cache_clear = _dispose_engines  # the name callers and tests already use
 
 
-def _create_engine(url: str) -> Engine:
+def bulk_read_engine(url: str) -> Engine:
+    """An engine for a backfill's reader process: its backend's `bulk_read_args` added (values
+    the driver may leave to `coerce_types`). Only for reading rows that `coerce_types` types;
+    never for write-backs, whose code reads values back as the driver types them."""
+    key = f"bulk-read:{url}"
+    with _engines_lock:
+        engine = _engines.get(key)
+        if engine is None:
+            bulk = backend_of_url(url).bulk_read_args
+            engine = _engines[key] = _create_engine(url, bulk() if bulk else {})
+        return engine
+
+
+def _create_engine(url: str, extra_args=None) -> Engine:
     """An engine made as its backend's record says (`circhub.connections.backends`)."""
     backend = backend_of_url(url)
     engine = create_engine(url, pool_pre_ping=backend.pool_pre_ping,
-                           connect_args=dict(backend.connect_args))
+                           connect_args={**backend.connect_args, **(extra_args or {})})
     for on_connect in backend.on_connect:
         event.listen(engine, "connect", on_connect)
     return engine

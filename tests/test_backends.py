@@ -28,8 +28,9 @@ SHARED_CODE = ("circhub", "connections", "tasks", "flows", "domain", "simulator"
     ("postgresql+psycopg://u@h/db", backends.POSTGRESQL),
     ("postgresql://u@h/db", backends.POSTGRESQL),
     ("postgresql+pyodbc://u@h/db?driver=PostgreSQL+Unicode", backends.POSTGRESQL_ODBC),
-    ("mysql+pymysql://u@h/db", backends.MYSQL),
-    ("mariadb+pymysql://u@h/db", backends.MYSQL),  # had no timeouts before the records
+    ("mysql+pymysql://u@h/db", backends.MYSQL_PYMYSQL),
+    ("mariadb+pymysql://u@h/db", backends.MYSQL_PYMYSQL),  # had no timeouts before the records
+    ("mysql+mysqldb://u@h/db", backends.MYSQL),
     ("mssql+pyodbc://u@h/db?driver=ODBC+Driver+18+for+SQL+Server", backends.MSSQL),
     ("oracle+oracledb://u@h/db", backends.OTHER),
 ])

@@ -66,3 +66,37 @@ def test_no_url_or_key_on_the_readers_command_line_or_in_its_environment(tmp_pat
     seen = Path(f"/proc/{pid}/cmdline").read_bytes() + Path(f"/proc/{pid}/environ").read_bytes()
     chunks.close()
     assert KEY not in seen and b"secret-member" not in seen
+
+
+def test_a_mariadb_reader_that_leaves_times_as_text_types_them_as_the_sync_does(mariadb_db):
+    """The reader asks pymysql for DATE, DATETIME and TIMESTAMP as text (backends:
+    `bulk_read_args`) and types them in one pandas pass: the frames and row hashes must equal
+    the sync path's, where pymysql parses each value, for every shape a Koha time takes."""
+    from circhub.connections.engines import engine_for
+    from circhub.domain.rowhash import with_row_hash
+    from circhub.tasks.sync.extract import entity_query, prepare_frame, read_entity
+
+    url = mariadb_db()
+    member = _member(url, 6)
+    with create_engine(url).begin() as conn:
+        conn.exec_driver_sql("SET SESSION sql_mode = ''")  # a legacy server's zero dates
+        conn.exec_driver_sql(
+            "UPDATE items SET datelastseen = CASE itemnumber "
+            "WHEN 1 THEN '0000-00-00 00:00:00' WHEN 2 THEN NULL "
+            "WHEN 3 THEN '2026-02-29 08:00:00' WHEN 4 THEN '2026-03-01 23:59:59' "
+            "ELSE datelastseen END, "
+            "onloan = CASE itemnumber WHEN 4 THEN '9999-12-31' WHEN 5 THEN '2026-04-01' "
+            "WHEN 6 THEN '0000-00-00' ELSE NULL END")
+
+    bulk = [g for g in read_in_child(ReadJob(member, url, "items", WHOLE, 100, KEY))
+            if isinstance(g, pd.DataFrame)]
+    query = entity_query(member, "items", WHOLE[0][0], WHOLE[0][1])
+    synced = with_row_hash("items", prepare_frame("items", read_entity(engine_for(url), query,
+                                                                       "items"), KEY))
+    engine_for.cache_clear()
+
+    assert len(bulk) == 1
+    pd.testing.assert_frame_equal(bulk[0], synced)
+    shown = bulk[0].set_index("local_id")
+    assert shown.loc["1", "last_seen"] is pd.NaT and shown.loc["3", "last_seen"] is pd.NaT
+    assert shown.loc["4", "on_loan_due"] == pd.Timestamp("9999-12-31")

@@ -97,13 +97,13 @@ def _next_message(child: subprocess.Popen, member: str):
 def _read(job: ReadJob, out: BinaryIO) -> None:
     from sqlalchemy.exc import SQLAlchemyError
 
-    from circhub.connections.engines import engine_for
+    from circhub.connections.engines import bulk_read_engine
     from circhub.connections.errors import is_transient
     from circhub.domain.rowhash import with_row_hash
     from circhub.tasks.sync.extract import entity_query, iter_chunks, prepare_frame
 
     try:
-        engine = engine_for(job.url)
+        engine = bulk_read_engine(job.url)
         for start, end in job.windows:
             query = entity_query(job.member, job.entity, start, end)
             for raw in iter_chunks(engine, query, job.entity, job.chunk_rows):
