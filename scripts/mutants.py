@@ -114,8 +114,11 @@ def latest_session(module: dict) -> Path:
 
 
 def slug_of(module: dict) -> str:
+    """A name for the module's copy and sessions; one file mutated in two scopes gets two."""
     slug = module["path"].replace("/", "_").removesuffix(".py")
-    return slug + "-scoped" if module.get("functions") else slug
+    if not module.get("functions"):
+        return slug
+    return slug + "-" + hashlib.sha256(",".join(module["functions"]).encode()).hexdigest()[:6]
 
 
 def excluded_operators(keep: list[str]) -> list[str]:
@@ -142,6 +145,7 @@ def run_module(module: dict, conf: dict) -> None:
                        cwd=work, check=True, capture_output=True)
         if module.get("functions"):
             out_of_scope(session, work / module["path"], module["functions"])
+    set_aside_annotations(session, work / module["path"])
     print(f"[mutants] {module['path']}: {count(session)}", flush=True)
     cosmic("exec", config, session, work)
     print(f"[mutants] {module['path']}: done, {count(session)}", flush=True)
@@ -163,6 +167,40 @@ def out_of_scope(session: Path, source: Path, functions: list[str]) -> None:
 
 
 OUT_OF_SCOPE = "out of scope"
+IN_ANNOTATION = "in a type annotation"
+
+
+def annotation_spans(source: Path) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """Where the type annotations are, in a module that never evaluates them (`from
+    __future__ import annotations`, PEP 563: each stays a string no code reads); none in a
+    module that does."""
+    tree = ast.parse(source.read_text())
+    postponed = any(isinstance(node, ast.ImportFrom) and node.module == "__future__"
+                    and any(a.name == "annotations" for a in node.names) for node in tree.body)
+    if not postponed:
+        return []
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.arg | ast.AnnAssign) and node.annotation is not None:
+            found.append(node.annotation)
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.returns:
+            found.append(node.returns)
+    return [((n.lineno, n.col_offset), (n.end_lineno, n.end_col_offset)) for n in found]
+
+
+def set_aside_annotations(session: Path, source: Path) -> None:
+    """Mark the mutants inside type annotations as skipped, run or not: `str | None` made
+    `str & None` in a string no code reads changes nothing a test could see (mutmut leaves
+    annotations alone for the same reason). The report counts them apart."""
+    from cosmic_ray.work_db import WorkDB, use_db
+    from cosmic_ray.work_item import WorkerOutcome, WorkResult
+
+    spans = annotation_spans(source)
+    with use_db(str(session), WorkDB.Mode.open) as db:
+        inside = [item.job_id for item in db.work_items
+                  if any(lo <= item.mutations[0].start_pos < hi for lo, hi in spans)]
+        db.set_multiple_results(inside, WorkResult(output=IN_ANNOTATION,
+                                                   worker_outcome=WorkerOutcome.SKIPPED))
 
 
 def baseline(module: dict, work: Path) -> float:
@@ -217,52 +255,93 @@ def _state(result) -> str:
     if result is None:
         return "pending"
     if result.worker_outcome.value == "skipped":
-        return "filtered"
+        return "annotation" if result.output == IN_ANNOTATION else "filtered"
     if result.worker_outcome.value != "normal":
         return "error"
     return result.test_outcome.value  # killed | survived | incompetent
 
 
 def count(session: Path) -> str:
-    rows = [r for r in outcomes(session) if r["state"] != "filtered"]
+    rows = [r for r in outcomes(session) if r["state"] not in SET_ASIDE]
     by = {s: sum(r["state"] == s for r in rows) for s in ("killed", "survived", "pending")}
     return f"{len(rows)} mutants: {by['killed']} killed, {by['survived']} survived, " \
            f"{by['pending']} to run"
 
 
+SET_ASIDE = ("filtered", "annotation")  # not run, or run but changing nothing observable
+
+
+def changed_lines(diff: str | None) -> tuple[str, str]:
+    """The line a mutant removed and the one it put in, stripped (one line each: cosmic-ray
+    mutates one operator at a time)."""
+    lines = (diff or "").splitlines()
+    was = [ln[1:].strip() for ln in lines if ln.startswith("-") and not ln.startswith("---")]
+    now = [ln[1:].strip() for ln in lines if ln.startswith("+") and not ln.startswith("+++")]
+    return " ".join(was), " ".join(now)
+
+
+def equivalent_reason(module: dict, row: dict) -> str | None:
+    """Why a surviving mutant is equivalent, if scripts/mutants.toml says so for its module:
+    an entry matches the line the mutant removed (`was`) and the line it put in (`now`)."""
+    was, now = changed_lines(row["diff"])
+    for entry in module.get("equivalent", ()):
+        if entry["was"] == was and entry["now"] == now:
+            return entry["why"]
+    return None
+
+
+def _rate(killed: int, of: int) -> str:
+    return f"{100 * killed / of:.1f} %" if of else "not run"
+
+
 def report(conf: dict) -> str:
+    """Per module and in total: the kill rate over every mutant run, and the mutation score
+    with the mutants shown equivalent set aside (they change no behaviour, so no test can
+    kill them: each is listed with the reason given in scripts/mutants.toml)."""
     lines = ["# Mutation testing (cosmic-ray)", "",
              f"Operators kept: `{'`, `'.join(conf['keep_operators'])}`.", "",
-             "| module (functions mutated) | guarded by | mutants | run | killed | survived "
-             "| kill rate |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
-    total_killed = total_survived = 0
-    survivors = []
+             "| module (functions mutated) | guarded by | mutants | run | killed | equivalent "
+             "| survived | kill rate | score (equivalent set aside) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    totals = {"killed": 0, "run": 0, "equivalent": 0, "annotation": 0}
+    survivors, equivalents = [], []
     for module in conf["module"]:
         session = latest_session(module)
-        rows = [r for r in outcomes(session) if r["state"] != "filtered"] \
-            if session.exists() else []
+        every = outcomes(session) if session.exists() else []
+        rows = [r for r in every if r["state"] not in SET_ASIDE]
+        totals["annotation"] += sum(r["state"] == "annotation" for r in every)
         killed = sum(r["state"] == "killed" for r in rows)
         lost = [r for r in rows if r["state"] == "survived"]
+        same = [(r, why) for r in lost if (why := equivalent_reason(module, r))]
         run = killed + len(lost)
-        total_killed, total_survived = total_killed + killed, total_survived + len(lost)
-        rate = f"{100 * killed / run:.1f} %" if run else "not run"
+        totals["killed"] += killed
+        totals["run"] += run
+        totals["equivalent"] += len(same)
         tests = ", ".join(f"`{t}`" for t in module["tests"])
         scope = ", ".join(f"`{f}`" for f in module.get("functions", ())) or "whole module"
         lines.append(f"| `{module['path']}` ({scope}) | {tests} | {len(rows) or '-'} | {run} "
-                     f"| {killed} "
-                     f"| {len(lost)} | {rate} |")
-        survivors += [(module["path"], r) for r in lost]
-    run = total_killed + total_survived
-    total = f"{100 * total_killed / run:.1f} %" if run else "not run"
-    lines += ["", f"**Total over the mutants run: {total_killed} killed of {run} ({total}).**",
-              "", "## Survivors", ""]
-    for path, r in survivors:
-        changed = [ln for ln in (r["diff"] or "").splitlines()
-                   if ln[:1] in "+-" and not ln.startswith(("+++", "---"))]
-        lines.append(f"- `{path}:{r['line']}` {r['operator']}: "
-                     + " / ".join(f"`{c.strip()}`" for c in changed))
+                     f"| {killed} | {len(same)} | {len(lost) - len(same)} "
+                     f"| {_rate(killed, run)} | {_rate(killed, run - len(same))} |")
+        shown = {id(r) for r, _ in same}
+        survivors += [(module["path"], r) for r in lost if id(r) not in shown]
+        equivalents += [(module["path"], r, why) for r, why in same]
+    k, run, eq = totals["killed"], totals["run"], totals["equivalent"]
+    lines += ["", f"**Total over the mutants run: {k} killed of {run} ({_rate(k, run)}); "
+              f"{eq} equivalent; score with them set aside: {k} of {run - eq} "
+              f"({_rate(k, run - eq)}).** Not counted: {totals['annotation']} mutants inside "
+              "type annotations, which these modules never evaluate.", "",
+              "## Survivors not shown equivalent", ""]
+    lines += [f"- `{path}:{r['line']}` {r['operator']}: {_shown(r)}" for path, r in survivors] \
+        or ["None."]
+    lines += ["", "## Equivalent survivors (scripts/mutants.toml says why)", ""]
+    lines += [f"- `{path}:{r['line']}` {r['operator']}: {_shown(r)}. {why}"
+              for path, r, why in equivalents] or ["None."]
     return "\n".join(lines) + "\n"
+
+
+def _shown(row: dict) -> str:
+    was, now = changed_lines(row["diff"])
+    return f"`{was}` -> `{now}`"
 
 
 def main() -> None:

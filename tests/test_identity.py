@@ -100,6 +100,14 @@ def test_stray_spaces_and_zero_width_characters_are_removed():
     assert normalize_id_number(" 110105 19491231\u00a0002x\u200b\ufeff ") == SAMPLE_X
 
 
+def test_the_whole_full_width_ascii_block_and_nothing_past_it_is_mapped_to_ascii():
+    # U+FF01..U+FF5E is the block Chinese input methods type; its neighbours are other scripts'
+    # characters, which must reach the format check as they are.
+    for cp in range(0xFF01, 0xFF5F):
+        assert normalize_id_number(chr(cp)) == chr(cp - 0xFEE0).upper(), hex(cp)
+    assert normalize_id_number("\uff00\uff5f") == "\uff00\uff5f"
+
+
 def test_normalize_none_is_empty_string():
     assert normalize_id_number(None) == ""
 
@@ -140,12 +148,23 @@ def test_birth_date_before_1900_is_invalid():
     assert (result.status, result.rule) == (IdStatus.INVALID, "id_birth_date")
 
 
+def test_birth_date_on_1900_01_01_is_the_earliest_valid():
+    assert check(with_check("110105" + "19000101" + "001")).status is IdStatus.VALID
+
+
 def test_unknown_area_code_99_is_invalid_area():
     result = check(with_check("990105" + "19491231" + "002"))
     assert (result.status, result.rule) == (IdStatus.INVALID, "id_area_code")
 
 
-@pytest.mark.parametrize("prefix", ["00", "10", "16", "20", "38", "47", "55", "66", "70", "72"])
+@pytest.mark.parametrize("province", MAINLAND_PROVINCES)
+def test_every_mainland_province_code_is_a_valid_resident_area(province):
+    assert check(with_check(province + "0105" + "19491231" + "002")).status is IdStatus.VALID
+
+
+# Each span's neighbours: the codes just outside the ranges of GB/T 2260.
+@pytest.mark.parametrize("prefix", ["00", "10", "16", "20", "24", "30", "38", "40", "47", "49",
+                                    "55", "56", "60", "66", "70", "72"])
 def test_non_province_prefixes_are_invalid_area(prefix):
     result = check(with_check(prefix + "0105" + "19491231" + "002"))
     assert (result.status, result.rule, result.kind) == (
@@ -182,6 +201,11 @@ def test_15_digit_number_is_upgraded_to_18_with_check_char():
     assert result.normalized == expected == SAMPLE_X
     assert result.birth_date == date(1949, 12, 31)
     assert result.sex == "F"
+
+
+def test_a_15_digit_numbers_sex_is_read_from_its_last_digit():
+    assert check("110105491231012").sex == "F"  # sequence 012: the last digit, 2, is even
+    assert check("110105491231021").sex == "M"
 
 
 def test_upgrade_15_to_18_matches_the_independent_formula():
@@ -313,6 +337,12 @@ def test_status_values_are_short_lowercase_strings():
     assert IdStatus("needs_review") is IdStatus.NEEDS_REVIEW
 
 
+def test_an_idcheck_cannot_be_changed_after_the_check():
+    result = check(SAMPLE_X)
+    with pytest.raises(AttributeError):
+        result.status = IdStatus.INVALID  # type: ignore[misc]
+
+
 def test_idcheck_repr_does_not_show_the_number():
     assert SAMPLE_X not in repr(check(SAMPLE_X))
 
@@ -345,6 +375,11 @@ def test_mask_short_strings_keep_at_most_two_at_each_end():
     assert mask_id_number("E12345678") == "E1*****78"
     assert mask_id_number("A1B2") == "A**2"
     assert mask_id_number("ABC") == "***"
+    assert mask_id_number("ABCDEFGHIJKLMNOP") == "AB" + "*" * 12 + "OP"  # 16 chars: still two
+
+
+def test_mask_longer_than_18_keeps_the_first_6_and_last_4():
+    assert mask_id_number("ABCDEFGHIJKLMNOPQRST") == "ABCDEF" + "*" * 10 + "QRST"
 
 
 def test_mask_empty_and_none_give_empty_string():

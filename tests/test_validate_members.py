@@ -6,6 +6,7 @@ import re
 from datetime import datetime
 
 import pandas as pd
+import pytest
 
 from circhub.domain.prepare import MemberView, coerce_types
 from circhub.tasks.sync.docs_pages import MemberChecks, write_index
@@ -101,3 +102,43 @@ def test_validation_runs_are_named_by_the_run_and_the_member_each_judging_its_ow
 
 def _text(page) -> str:
     return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page.read_text()))
+
+
+def _with_bad(code: str, rows: int, bad: int) -> pd.DataFrame:
+    """`rows` items of `code`, the first `bad` with a barcode of nobody's prefix."""
+    barcodes = [f"SC009{i:07d}" if i < bad else f"{code}{i:07d}" for i in range(rows)]
+    return _items(code, [str(i) for i in range(rows)], barcodes)
+
+
+# A batch is refused when more than half its rows fail, from ten rows up (the default share,
+# the consortium's `max_bad_share`); below that its bad rows go to quarantine.
+@pytest.mark.parametrize(("rows", "bad", "refused"), [
+    (10, 0, False), (10, 1, False), (10, 5, False), (10, 6, True), (9, 9, False),
+    (11, 6, True)])
+def test_a_batch_is_refused_only_past_half_bad_rows_and_from_ten_rows_up(rows, bad, refused):
+    frames = {"items": _with_bad("SC001", rows, bad)}
+    views = {"SC001": _view("SC001")}
+    verdicts = [validate_members({"SC001": frames}, views, now=NOW)["SC001"]]
+    try:
+        verdicts.append(validate_extract("SC001", frames, views["SC001"], now=NOW))
+    except BatchRejected as exc:
+        verdicts.append(exc)
+    for verdict in verdicts:
+        assert isinstance(verdict, BatchRejected) is refused, verdict
+        if not refused:
+            assert len(verdict.bad) == bad and len(verdict.good["items"]) == rows - bad
+
+
+def test_a_member_without_an_entity_does_not_keep_the_next_members_rows_from_being_judged():
+    results = validate_members({"SC001": {}, "SC002": {"items": _with_bad("SC002", 3, 1)}},
+                               {m: _view(m) for m in MEMBERS}, now=NOW)
+    assert [b.row_key for b in results["SC002"].bad] == ["0"]
+    assert results["SC002"].good["items"]["local_id"].tolist() == ["1", "2"]
+
+
+def test_the_next_members_first_row_is_never_blamed_on_the_member_before():
+    results = validate_members({"SC001": {"items": _items("SC001", ["1", "2", "3"])},
+                                "SC002": {"items": _with_bad("SC002", 3, 1)}},
+                               {m: _view(m) for m in MEMBERS}, now=NOW)
+    assert not results["SC001"].bad and len(results["SC001"].good["items"]) == 3
+    assert [b.row_key for b in results["SC002"].bad] == ["0"]

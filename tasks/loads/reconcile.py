@@ -113,7 +113,9 @@ def _recognise_legacy(entity: str, rows: pd.DataFrame, keys: pd.Series, stored: 
                       rehashed: dict[str, str]) -> pd.Series:
     """The stored hashes, with each one marked as made the old way that matches the old hash
     of the row read now replaced by the row's new hash (and noted in `rehashed`)."""
-    legacy = stored.str.startswith(LEGACY_MARK, na=False).astype(bool)
+    # object: with nothing stored yet (a member never synced) `stored` is all NaN, a float
+    # column that has no .str
+    legacy = stored.astype(object).str.startswith(LEGACY_MARK, na=False).astype(bool)
     if not legacy.any():
         return stored
     old = pd.Series(legacy_row_hashes(entity, rows[legacy]), index=rows.index[legacy])
