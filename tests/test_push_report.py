@@ -1,0 +1,92 @@
+"""What one push tells its operator and leaves in the central store: applied, failed and dead
+commands counted apart, each failure in the words of the step that failed, the jitter's range,
+and a claimed return noted on that one loan only.
+
+A failure at the ILS is made as in test_writeback_retries: a MariaDB trigger refuses to update
+one book (as an ILS locks an item during inventory).
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, text
+
+from circhub.domain.schema import loans
+from circhub.tasks.writeback.outbox import RetryPolicy
+from tests.helpers import consortium_settings
+from tests.writeback import BOOK, A, B, commands, push, reader, sync
+
+OTHER = "SC0010000002"  # another of A's books
+
+
+class _Edge(random.Random):
+    """A jitter source that always draws one end of its range."""
+
+    def __init__(self, high: bool):
+        super().__init__(0)
+        self.high = high
+
+    def uniform(self, a: float, b: float) -> float:
+        return b if self.high else a
+
+
+def test_the_jitter_spans_exactly_half_the_ceiling_to_all_of_it():
+    policy = RetryPolicy(max_attempts=9, base_seconds=30, cap_seconds=600)
+    for attempt, ceiling in [(1, 30), (2, 60), (6, 600)]:
+        assert policy.delay(attempt, _Edge(high=False)) == ceiling / 2
+        assert policy.delay(attempt, _Edge(high=True)) == ceiling
+
+
+def test_a_push_counts_failures_apart_from_dead_letters_in_the_failing_steps_words(koha):
+    world, config = koha
+    consortium_settings(config, writeback_max_attempts=2)
+    for barcode in (BOOK, OTHER):
+        world.checkout(barcode, A, reader(world, A))
+        world.checkin(barcode, B)
+    rt = sync(config)
+    _lock(world, A, BOOK)
+    t0 = datetime(2030, 1, 1, 9, 0)
+
+    first = push(rt, now=t0)[A]
+
+    assert (first.applied, first.failed, first.dead) == (1, 1, 0)  # OTHER went through
+    [cmd] = commands(rt, BOOK, target=A)
+    # The step's own words (its label, then the ILS's message), not a Python class name.
+    assert not cmd.last_error.startswith("Step") and "item locked" in cmd.last_error
+    assert first.errors == [f"member {A}: close_loan {BOOK}: {cmd.last_error}"]
+
+    second = push(rt, now=t0 + timedelta(hours=1))[A]
+
+    assert (second.applied, second.failed, second.dead) == (0, 1, 1)
+    assert commands(rt, BOOK, target=A)[0].status == "dead"
+
+
+def test_a_claimed_return_is_noted_on_that_loan_only(koha):
+    """The return time a push is about to write is noted on the loan it closes (its echo is
+    then known): not on the same loan number at another member, nor on a later loan."""
+    world, config = koha
+    world.checkout("CQ0010000001", B, reader(world, B))  # B's first loan: the same number
+    world.checkout(BOOK, A, reader(world, A))
+    issue = world.books[BOOK].loan[1]
+    world.checkin(BOOK, B)
+    world.checkout(OTHER, A, reader(world, A))  # A's next loan, still out
+    rt = sync(config)
+
+    push(rt)
+
+    with rt.store.connect() as conn:
+        noted = dict(conn.execute(select(loans.c.member + "/" + loans.c.local_id,
+                                         loans.c.pushed_returned_at)).all())
+    assert noted.pop(f"{A}/{issue}") is not None
+    assert f"{B}/{issue}" in noted and len(noted) == 2  # B's loan of that number, A's next
+    assert set(noted.values()) == {None}
+
+
+def _lock(world, member: str, barcode: str) -> None:
+    with world.desks[member].engine.begin() as conn:
+        conn.execute(text(
+            "CREATE TRIGGER circhub_test_lock BEFORE UPDATE ON items FOR EACH ROW BEGIN "
+            f"IF NEW.barcode = '{barcode}' THEN SIGNAL SQLSTATE '45000' "
+            "SET MESSAGE_TEXT = 'item locked for inventory'; END IF; END"))
