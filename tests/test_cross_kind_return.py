@@ -136,6 +136,24 @@ def test_once_the_owner_has_applied_the_return_later_cycles_owe_nothing(consorti
     assert outbox_rows(rt) == before
 
 
+@pytest.mark.parametrize("owner", [EVERGREEN, POLARIS])
+def test_a_book_lent_again_elsewhere_is_told_to_its_owner_once(consortium, owner):
+    """Evergreen and Polaris keep no due date on an item lent at another member: the owner's
+    next extract never shows the one the hub sent, and the hub must not send it again."""
+    world, config = consortium
+    book = f"{owner}0000002"
+    world.checkout(book, owner, local_reader(world, owner))
+    sync_cycle(config)
+    world.checkin(book, KOHA)  # returned and lent again between two syncs: one close_loan
+    world.checkout(book, KOHA, local_reader(world, KOHA))  # tells the return and the new loan
+    rt = sync_cycle(config)
+    before = outbox_rows(rt)
+    assert before.count(("close_loan", owner, "applied")) == 1
+    for _ in range(2):
+        rt = sync_cycle(config)
+        assert outbox_rows(rt) == before
+
+
 def test_an_openbiblio_book_returned_at_a_koha_member_lands_back_in_openbiblio(consortium):
     world, config = consortium
     book = f"{OPENBIBLIO}0000001"
