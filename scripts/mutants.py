@@ -197,8 +197,11 @@ def set_aside_annotations(session: Path, source: Path) -> None:
 
     spans = annotation_spans(source)
     with use_db(str(session), WorkDB.Mode.open) as db:
-        inside = [item.job_id for item in db.work_items
-                  if any(lo <= item.mutations[0].start_pos < hi for lo, hi in spans)]
+        left_out = {job for job, result in db.results  # other operators, other functions
+                    if result.worker_outcome == WorkerOutcome.SKIPPED
+                    and result.output != IN_ANNOTATION}
+        inside = [item.job_id for item in db.work_items if item.job_id not in left_out
+                  and any(lo <= item.mutations[0].start_pos < hi for lo, hi in spans)]
         db.set_multiple_results(inside, WorkResult(output=IN_ANNOTATION,
                                                    worker_outcome=WorkerOutcome.SKIPPED))
 
