@@ -82,13 +82,20 @@ def test_a_kind_the_holders_profile_lacks_is_marked_unsupported_by_name(koha_and
     push(rt)
 
     request_transfer(rt.store, rt.consortium, book, at=world.tick())
+    # and, queued after it, a return Evergreen's profile does support
+    own = f"{evergreen}0000001"
+    world.checkout(own, evergreen, next(p for p in world.people if p.home == evergreen))
+    sync(config)
+    world.checkin(own, koha)
+    rt = sync(config)
     report = push(rt)[evergreen]
 
     [cmd] = commands(rt, book, target=evergreen, kind="transfer")
     assert cmd.status == "unsupported"
     assert cmd.outcome == (f"write-back 'transfer' not supported by profile 'evergreen' "
                            f"(member {evergreen})")
-    assert report.unsupported == 1 and report.applied == 0
+    assert report.unsupported == 1 and report.applied == 1  # the return still went through
+    assert [c.status for c in commands(rt, own, target=evergreen)] == ["applied"]
 
 
 def _returned_at_evergreen(world, koha: str, evergreen: str) -> str:
