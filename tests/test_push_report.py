@@ -56,8 +56,14 @@ def test_a_push_counts_failures_apart_from_dead_letters_in_the_failing_steps_wor
     # The step's own words (its label, then the ILS's message), not a Python class name.
     assert not cmd.last_error.startswith("Step") and "item locked" in cmd.last_error
     assert first.errors == [f"member {A}: close_loan {BOOK}: {cmd.last_error}"]
+    [done] = commands(rt, OTHER, target=A)
+    assert done.outcome.startswith("rows matched: ")  # the ILS rows it changed
 
-    second = push(rt, now=t0 + timedelta(hours=1))[A]
+    waiting = push(rt, now=t0 + timedelta(seconds=10))[A]  # inside the backoff: not tried
+
+    assert (waiting.waiting, waiting.failed) == (1, 0)
+
+    second = push(rt, now=cmd.next_attempt_at)[A]  # its time has come: tried
 
     assert (second.applied, second.failed, second.dead) == (0, 1, 1)
     assert commands(rt, BOOK, target=A)[0].status == "dead"
