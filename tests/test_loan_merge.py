@@ -1,0 +1,60 @@
+"""What the merge keeps of a loan: its renewals as the desk counted them, and a loan held in
+quarantine released once the desk has fixed it, even when nothing else of the member is held.
+Koha members on SQLite files, central store on SQLite (the demo's setup)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import select, update
+
+from circhub.domain.schema import loans, quarantine
+from circhub.simulator import koha
+from tests.helpers import koha_consortium, sync_cycle
+
+
+def _consortium(tmp_path):
+    members = [f"sqlite:///{tmp_path}/m{i}.db" for i in range(2)]
+    world, config = koha_consortium(tmp_path, members, f"sqlite:///{tmp_path}/c.db")
+    code = list(world.desks)[0]
+    barcode = f"{code}0000001"
+    world.checkout(barcode, code, next(p for p in world.people if p.home == code))
+    return world, config, code, barcode, world.books[barcode].loan[1]
+
+
+def _loan(rt, code: str, issue: int):
+    with rt.store.connect() as conn:
+        return conn.execute(select(loans).where(loans.c.member == code,
+                                                loans.c.local_id == str(issue))).first()
+
+
+def test_a_renewal_at_the_desk_is_counted_in_the_central_store(tmp_path):
+    world, config, code, barcode, issue = _consortium(tmp_path)
+    sync_cycle(config)
+    world.renew(barcode)
+
+    rt = sync_cycle(config)
+
+    assert _loan(rt, code, issue).renewals == 1
+
+
+def test_a_loan_fixed_at_the_desk_is_released_though_nothing_else_is_held(tmp_path):
+    world, config, code, _, issue = _consortium(tmp_path)
+    row = koha.issues.c.issue_id == issue
+    with world.desks[code].engine.begin() as conn:  # due before it was issued
+        issued = conn.execute(select(koha.issues.c.issuedate).where(row)).scalar_one()
+        conn.execute(update(koha.issues).where(row).values(date_due=issued - timedelta(days=1)))
+    rt = sync_cycle(config)
+    assert _loan(rt, code, issue) is None
+    with world.desks[code].engine.begin() as conn:  # fixed, stamped past the watermark
+        stamped = conn.execute(select(koha.issues.c.timestamp).where(row)).scalar_one()
+        conn.execute(update(koha.issues).where(row).values(
+            date_due=issued + timedelta(days=30), timestamp=stamped + timedelta(seconds=1)))
+
+    rt = sync_cycle(config)
+
+    assert _loan(rt, code, issue) is not None
+    with rt.store.connect() as conn:
+        held = conn.execute(select(quarantine.c.row_key).where(
+            quarantine.c.released_at.is_(None))).scalars().all()
+    assert held == []
