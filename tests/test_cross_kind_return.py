@@ -15,6 +15,8 @@ from helpers import sync_cycle
 from member_databases import member_database
 from sqlalchemy import text
 
+from circhub.connections.config import load_config
+from circhub.connections.engines import central_url, engine_for
 from circhub.connections.runtime import upgrade_store
 from circhub.simulator.polaris import STAND_IN
 from circhub.simulator.world import LOAN_DAYS, config_toml, member_specs, mixed_world
@@ -85,6 +87,11 @@ def test_an_evergreen_book_returned_at_a_koha_member_is_closed_in_evergreen(cons
                             s=EVERGREEN).id
     assert (copy.circ_lib, copy.status, copy.out_at) == (own_org, 1, koha_org)
     assert copy.usrname == "circhub-consortium"
+    # Evergreen's profile maps no renewal count: the central store invents none.
+    with engine_for(central_url(load_config(config))).connect() as conn:
+        renewals = conn.execute(text("SELECT renewals FROM loans WHERE member = :m AND "
+                                     "local_id = :i"), {"m": EVERGREEN, "i": str(circ_id)})
+        assert renewals.scalar_one() == 0
 
 
 def test_the_return_time_written_to_evergreen_is_when_the_koha_desk_took_the_book(consortium):
