@@ -8,8 +8,10 @@ from datetime import timedelta
 
 from sqlalchemy import select, update
 
+from circhub.connections.runtime import open_runtime
 from circhub.domain.schema import loans, quarantine
 from circhub.simulator import koha
+from circhub.tasks.sync.cycle import run_cycle
 from tests.helpers import koha_consortium, sync_cycle
 
 
@@ -46,15 +48,25 @@ def test_a_loan_fixed_at_the_desk_is_released_though_nothing_else_is_held(tmp_pa
         conn.execute(update(koha.issues).where(row).values(date_due=issued - timedelta(days=1)))
     rt = sync_cycle(config)
     assert _loan(rt, code, issue) is None
+    world.checkout(f"{code}0000002", code, next(p for p in world.people if p.home == code))
+    assert _released(config, code) == 0  # a good loan beside the held one releases nothing
     with world.desks[code].engine.begin() as conn:  # fixed, stamped past the watermark
         stamped = conn.execute(select(koha.issues.c.timestamp).where(row)).scalar_one()
         conn.execute(update(koha.issues).where(row).values(
             date_due=issued + timedelta(days=30), timestamp=stamped + timedelta(seconds=1)))
 
-    rt = sync_cycle(config)
+    assert _released(config, code) == 1  # what the sync's record tells the operator
 
+    rt = open_runtime(str(config))
     assert _loan(rt, code, issue) is not None
     with rt.store.connect() as conn:
         held = conn.execute(select(quarantine.c.row_key).where(
             quarantine.c.released_at.is_(None))).scalars().all()
     assert held == []
+
+
+def _released(config, code: str) -> int:
+    """One cycle of every member; how many quarantined rows `code`'s sync released."""
+    rt = open_runtime(str(config))
+    outcomes = run_cycle(rt, [m.code for m in rt.consortium.members])
+    return outcomes[code].counts()["released"]

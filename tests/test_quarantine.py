@@ -71,3 +71,34 @@ def test_a_row_fixed_at_the_source_is_released_and_merged(tmp_path):
             reader_accounts.c.member == bad.member,
             reader_accounts.c.local_id == bad.row_key)).one()
     assert account.reader_key is not None
+
+
+def test_a_fix_at_one_member_releases_none_of_another_members_rows_under_the_same_key(tmp_path):
+    members = [f"sqlite:///{tmp_path}/m{i}.db" for i in range(3)]
+    world, config = koha_consortium(tmp_path, members, f"sqlite:///{tmp_path}/c.db",
+                                    bad_readers=3)  # one at each member
+    newest = max(r.updated_on for r in _borrowers(world))
+    key = max(r.borrowernumber for r in _borrowers(world))  # the bad reader, added last
+    for desk in world.desks.values():  # behind every later poll's lookback: read once
+        with desk.engine.begin() as conn:
+            conn.execute(update(koha.borrowers).where(koha.borrowers.c.borrowernumber == key)
+                         .values(updated_on=newest - timedelta(days=30)))
+    rt = sync_cycle(config)
+    held = {r.member: r.row_key for r in _quarantined(rt)}
+    assert held == dict.fromkeys(world.desks, str(key))  # the same key at all three
+    middle = sorted(held)[1]  # members on either side of it, in code order
+    with world.desks[middle].engine.begin() as conn:  # fixed, stamped past the watermark
+        conn.execute(update(koha.borrowers).where(koha.borrowers.c.borrowernumber == key).values(
+            cardnumber=world._person(middle).id_number, updated_on=newest + timedelta(seconds=1)))
+
+    rt = sync_cycle(config)
+
+    assert sorted(r.member for r in _quarantined(rt)) == sorted(set(held) - {middle})
+
+
+def _borrowers(world):
+    rows = []
+    for desk in world.desks.values():
+        with desk.engine.connect() as conn:
+            rows += conn.execute(select(koha.borrowers)).all()
+    return rows

@@ -103,6 +103,7 @@ class MemberOutcome:
         """What `sync_runs.counts` keeps of a successful sync."""
         return {"extracted": self.extract.counts() if self.extract else {},
                 "quarantined": self.merged.quarantined if self.merged else 0,
+                "released": self.merged.released if self.merged else 0,
                 "merged": self.merged.merged if self.merged else {},
                 "events": self.merged.events if self.merged else 0,
                 "commands": self.merged.commands if self.merged else 0}
