@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import select, text
 
+from circhub.connections.runtime import open_runtime
 from circhub.domain.schema import loans
 from circhub.tasks.writeback.outbox import RetryPolicy
 from tests.helpers import consortium_settings
@@ -56,6 +57,7 @@ def test_a_push_counts_failures_apart_from_dead_letters_in_the_failing_steps_wor
     # The step's own words (its label, then the ILS's message), not a Python class name.
     assert not cmd.last_error.startswith("Step") and "item locked" in cmd.last_error
     assert first.errors == [f"member {A}: close_loan {BOOK}: {cmd.last_error}"]
+    assert cmd.outcome == f"attempt 1 failed; next not before {cmd.next_attempt_at:%F %T}"
     [done] = commands(rt, OTHER, target=A)
     assert done.outcome.startswith("rows matched: ")  # the ILS rows it changed
 
@@ -66,7 +68,31 @@ def test_a_push_counts_failures_apart_from_dead_letters_in_the_failing_steps_wor
     second = push(rt, now=cmd.next_attempt_at)[A]  # its time has come: tried
 
     assert (second.applied, second.failed, second.dead) == (0, 1, 1)
-    assert commands(rt, BOOK, target=A)[0].status == "dead"
+    dead = commands(rt, BOOK, target=A)[0]
+    assert (dead.status, dead.outcome) == ("dead", "dead after 2 attempts")
+
+
+def test_a_command_past_a_lowered_attempt_limit_goes_dead_at_its_next_failure(koha):
+    world, config = koha
+    consortium_settings(config, writeback_max_attempts=5)
+    world.checkout(BOOK, A, reader(world, A))
+    world.checkin(BOOK, B)
+    rt = sync(config)
+    _lock(world, A, BOOK)
+    t0 = datetime(2030, 1, 1, 9, 0)
+    push(rt, now=t0)
+    push(rt, now=t0 + timedelta(hours=1))
+    assert commands(rt, BOOK, target=A)[0].attempts == 2
+    # the operator lowers the limit
+    config.write_text(config.read_text().replace("writeback_max_attempts = 5",
+                                                 "writeback_max_attempts = 1"))
+    open_runtime.cache_clear()
+    rt = open_runtime(str(config))
+
+    push(rt, now=t0 + timedelta(hours=2))
+
+    cmd = commands(rt, BOOK, target=A)[0]
+    assert (cmd.status, cmd.attempts, cmd.outcome) == ("dead", 3, "dead after 3 attempts")
 
 
 def test_a_claimed_return_is_noted_on_that_loan_only(koha):
