@@ -151,7 +151,7 @@ def acknowledge(store: Engine, cmd, outcome: str, now: datetime) -> None:
 
 
 def record_failure(store: Engine, cmd, message: str, policy: RetryPolicy, now: datetime,
-                   rng: random.Random, permanent: bool = False) -> str:
+                   rng: random.Random, *, permanent: bool) -> str:
     """A failed delivery: tried again later with backoff, or dead-lettered when its attempts
     are spent or the error is `permanent` (a refused login, a missing table or column, a
     constraint: it comes back every time, so retrying only hides it)."""
