@@ -17,7 +17,7 @@ from circhub.connections.runtime import open_runtime
 from circhub.domain.schema import loans
 from circhub.tasks.writeback.outbox import RetryPolicy
 from tests.helpers import consortium_settings
-from tests.writeback import BOOK, A, B, commands, push, reader, sync
+from tests.writeback import BOOK, A, B, C, commands, push, reader, sync
 
 OTHER = "SC0010000002"  # another of A's books
 
@@ -97,13 +97,18 @@ def test_a_command_past_a_lowered_attempt_limit_goes_dead_at_its_next_failure(ko
 
 def test_a_claimed_return_is_noted_on_that_loan_only(koha):
     """The return time a push is about to write is noted on the loan it closes (its echo is
-    then known): not on the same loan number at another member, nor on a later loan."""
+    then known): not on the same loan number at another member (codes on either side of the
+    owner's), nor on an earlier or a later loan of its own."""
     world, config = koha
-    world.checkout("CQ0010000001", B, reader(world, B))  # B's first loan: the same number
-    world.checkout(BOOK, A, reader(world, A))
-    issue = world.books[BOOK].loan[1]
-    world.checkin(BOOK, B)
-    world.checkout(OTHER, A, reader(world, A))  # A's next loan, still out
+    for member in (A, C):  # loans 1 and 2 at the members either side of B in code order
+        for n in (1, 2):
+            world.checkout(f"{member}{n:07d}", member, reader(world, member))
+    world.checkout(f"{B}0000003", B, reader(world, B))  # B's loan 1, still out
+    book = f"{B}0000001"
+    world.checkout(book, B, reader(world, B))  # B's loan 2: returned at A, closed by the hub
+    issue = world.books[book].loan[1]
+    world.checkin(book, A)
+    world.checkout(f"{B}0000002", B, reader(world, B))  # B's loan 3, still out
     rt = sync(config)
 
     push(rt)
@@ -111,8 +116,8 @@ def test_a_claimed_return_is_noted_on_that_loan_only(koha):
     with rt.store.connect() as conn:
         noted = dict(conn.execute(select(loans.c.member + "/" + loans.c.local_id,
                                          loans.c.pushed_returned_at)).all())
-    assert noted.pop(f"{A}/{issue}") is not None
-    assert f"{B}/{issue}" in noted and len(noted) == 2  # B's loan of that number, A's next
+    assert noted.pop(f"{B}/{issue}") is not None
+    assert {f"{A}/{issue}", f"{C}/{issue}"} <= set(noted) and len(noted) == 6
     assert set(noted.values()) == {None}
 
 
