@@ -9,7 +9,7 @@ from datetime import timedelta
 from sqlalchemy import select, update
 
 from circhub.connections.runtime import open_runtime
-from circhub.domain.schema import loans, quarantine
+from circhub.domain.schema import circulation_events, loans, quarantine
 from circhub.simulator import koha
 from circhub.tasks.sync.cycle import run_cycle
 from tests.helpers import koha_consortium, sync_cycle
@@ -38,6 +38,23 @@ def test_a_renewal_at_the_desk_is_counted_in_the_central_store(tmp_path):
     rt = sync_cycle(config)
 
     assert _loan(rt, code, issue).renewals == 1
+
+
+def test_a_loan_lent_renewed_and_returned_at_the_desk_is_three_events_in_the_central_store(
+        tmp_path):
+    world, config, code, barcode, issue = _consortium(tmp_path)
+    sync_cycle(config)
+    world.renew(barcode)
+    world.checkin(barcode, code)
+
+    rt = sync_cycle(config)
+
+    with rt.store.connect() as conn:
+        kinds = conn.execute(select(circulation_events.c.kind).where(
+            circulation_events.c.loan_local_id == str(issue),
+            circulation_events.c.loan_member == code).order_by(circulation_events.c.at,
+                                                              circulation_events.c.id)).scalars()
+        assert list(kinds) == ["issued", "renewed", "returned"]
 
 
 def test_a_loan_fixed_at_the_desk_is_released_though_nothing_else_is_held(tmp_path):
