@@ -96,6 +96,46 @@ def test_a_fix_at_one_member_releases_none_of_another_members_rows_under_the_sam
     assert sorted(r.member for r in _quarantined(rt)) == sorted(set(held) - {middle})
 
 
+
+def test_a_fix_releases_only_its_own_entitys_row_under_that_key(tmp_path):
+    """Items 1 and 3 and loans 1 and 3 held; item 1 and loan 3 fixed: item 3 and loan 1 stay
+    held, though an item and a loan share each key."""
+    members = [f"sqlite:///{tmp_path}/m{i}.db" for i in range(2)]
+    world, config = koha_consortium(tmp_path, members, f"sqlite:///{tmp_path}/c.db")
+    code = list(world.desks)[0]
+    person = next(p for p in world.people if p.home == code)
+    for n in (4, 5, 6):  # loans 1, 2, 3
+        world.checkout(f"{code}{n:07d}", code, person)
+    desk = world.desks[code]
+    items, issues = koha.items.c, koha.issues.c
+    with desk.engine.begin() as conn:
+        for key in (1, 3):
+            conn.execute(update(koha.items).where(items.itemnumber == key).values(
+                barcode=f"XX{key:07d}"))  # nobody's prefix
+            issued = conn.execute(select(issues.issuedate).where(issues.issue_id == key)
+                                  ).scalar_one()
+            conn.execute(update(koha.issues).where(issues.issue_id == key).values(
+                date_due=issued - timedelta(days=1)))  # due before it was issued
+    rt = sync_cycle(config)
+    assert _held_keys(rt) == {("items", "1"), ("items", "3"), ("loans", "1"), ("loans", "3")}
+    with desk.engine.begin() as conn:
+        stamp = conn.execute(select(items.timestamp).where(items.itemnumber == 1)).scalar_one()
+        conn.execute(update(koha.items).where(items.itemnumber == 1).values(
+            barcode=f"{code}0000001", timestamp=stamp + timedelta(seconds=1)))
+        row = conn.execute(select(issues.issuedate, issues.timestamp).where(
+            issues.issue_id == 3)).one()
+        conn.execute(update(koha.issues).where(issues.issue_id == 3).values(
+            date_due=row.issuedate + timedelta(days=30), timestamp=row.timestamp
+            + timedelta(seconds=1)))
+
+    rt = sync_cycle(config)
+
+    assert _held_keys(rt) == {("items", "3"), ("loans", "1")}
+
+
+def _held_keys(rt) -> set[tuple[str, str]]:
+    return {(r.entity, r.row_key) for r in _quarantined(rt)}
+
 def _borrowers(world):
     rows = []
     for desk in world.desks.values():
