@@ -15,7 +15,8 @@ from sqlalchemy import select, text
 
 from circhub.connections.runtime import open_runtime
 from circhub.domain.schema import loans
-from circhub.tasks.writeback.outbox import RetryPolicy
+from circhub.tasks.sync.cycle import run_cycle
+from circhub.tasks.writeback.outbox import RetryPolicy, resolve_commands
 from tests.helpers import consortium_settings
 from tests.writeback import BOOK, A, B, C, commands, push, reader, sync
 
@@ -119,6 +120,40 @@ def test_a_claimed_return_is_noted_on_that_loan_only(koha):
     assert noted.pop(f"{B}/{issue}") is not None
     assert {f"{A}/{issue}", f"{C}/{issue}"} <= set(noted) and len(noted) == 6
     assert set(noted.values()) == {None}
+
+
+def test_a_resolved_command_stays_resolved_when_its_book_moves_on(koha):
+    """An operator's resolution is a record: the book's later states supersede pending
+    commands only, never a resolved one."""
+    world, config = koha
+    consortium_settings(config, writeback_max_attempts=1)
+    world.checkout(BOOK, A, reader(world, A))
+    world.checkin(BOOK, B)
+    rt = sync(config)
+    _lock(world, A, BOOK)
+    push(rt)
+    [cmd] = commands(rt, BOOK, target=A)
+    assert resolve_commands(rt.store, [cmd.id], "closed at A's desk by hand") == 1
+    with world.desks[A].engine.begin() as conn:
+        conn.execute(text("DROP TRIGGER circhub_test_lock"))
+    world.checkin(BOOK, A)  # A's staff close the loan at their desk
+
+    rt = sync(config)
+
+    assert [c.status for c in commands(rt, BOOK, target=A) if c.id == cmd.id] == ["resolved"]
+
+
+def test_a_cycle_with_nothing_new_queues_no_command(koha):
+    world, config = koha
+    world.checkout(BOOK, A, reader(world, A))
+    world.checkin(BOOK, B)
+    push(sync(config))
+    rt = open_runtime(str(config))
+
+    outcomes = run_cycle(rt, [m.code for m in rt.consortium.members])
+
+    assert {code: o.counts()["commands"] for code, o in outcomes.items()} == \
+        dict.fromkeys(outcomes, 0)
 
 
 def _lock(world, member: str, barcode: str) -> None:
