@@ -13,10 +13,12 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import select, text
 
+from circhub.connections.holds import holding
 from circhub.connections.runtime import open_runtime
 from circhub.domain.schema import loans
 from circhub.tasks.sync.cycle import run_cycle
 from circhub.tasks.writeback.outbox import RetryPolicy, resolve_commands
+from circhub.tasks.writeback.push import push_member
 from tests.helpers import consortium_settings
 from tests.writeback import BOOK, A, B, C, commands, push, reader, sync
 
@@ -154,6 +156,24 @@ def test_a_cycle_with_nothing_new_queues_no_command(koha):
 
     assert {code: o.counts()["commands"] for code, o in outcomes.items()} == \
         dict.fromkeys(outcomes, 0)
+
+
+def test_a_members_push_touches_only_its_own_commands(koha):
+    world, config = koha
+    world.checkout(BOOK, A, reader(world, A))  # A is owed a close
+    world.checkin(BOOK, B)
+    for member in (B, C):  # and so are the members whose codes sort before A's
+        book = f"{member}0000001"
+        world.checkout(book, member, reader(world, member))
+        world.checkin(book, A)
+    rt = sync(config)
+
+    with holding(A):
+        report = push_member(rt.store, rt.consortium, rt.consortium.member(A))
+
+    assert report.applied == 1
+    others = [c for c in commands(rt) if c.target != A]
+    assert others and {(c.status, c.attempts) for c in others} == {("pending", 0)}
 
 
 def _lock(world, member: str, barcode: str) -> None:
