@@ -1,6 +1,8 @@
-"""What one push tells its operator and leaves in the central store: applied, failed and dead
-commands counted apart, each failure in the words of the step that failed, the jitter's range,
-and a claimed return noted on that one loan only.
+"""What one push tells its operator and leaves in the central store: applied, failed, waiting
+and dead commands counted apart, each failure in the words of the step that failed and each
+retry's time, the jitter's range, a lowered attempt limit obeyed, a claimed return noted on
+that one loan only, a member's push touching its own commands only, a resolution kept when
+the book moves on, and nothing queued by a quiet cycle.
 
 A failure at the ILS is made as in test_writeback_retries: a MariaDB trigger refuses to update
 one book (as an ILS locks an item during inventory).
