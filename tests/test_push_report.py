@@ -4,8 +4,8 @@ retry's time, the jitter's range, a lowered attempt limit obeyed, a claimed retu
 that one loan only, a member's push touching its own commands only, a resolution kept when
 the book moves on, and nothing queued by a quiet cycle.
 
-A failure at the ILS is made as in test_writeback_retries: a MariaDB trigger refuses to update
-one book (as an ILS locks an item during inventory).
+A failure at the ILS is made by `lock_item` (tests/writeback.py): a MariaDB trigger refuses
+to update one book, as an ILS locks an item during inventory.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, text
+from sqlalchemy import select
 
 from circhub.connections.holds import holding
 from circhub.connections.runtime import open_runtime
@@ -22,7 +22,18 @@ from circhub.tasks.sync.cycle import run_cycle
 from circhub.tasks.writeback.outbox import RetryPolicy, resolve_commands
 from circhub.tasks.writeback.push import push_member
 from tests.helpers import consortium_settings
-from tests.writeback import BOOK, A, B, C, commands, push, reader, sync
+from tests.writeback import (
+    BOOK,
+    A,
+    B,
+    C,
+    commands,
+    lock_item,
+    push,
+    reader,
+    sync,
+    unlock_items,
+)
 
 OTHER = "SC0010000002"  # another of A's books
 
@@ -47,12 +58,7 @@ def test_the_jitter_spans_exactly_half_the_ceiling_to_all_of_it():
 
 def test_a_push_counts_failures_apart_from_dead_letters_in_the_failing_steps_words(koha):
     world, config = koha
-    consortium_settings(config, writeback_max_attempts=2)
-    for barcode in (BOOK, OTHER):
-        world.checkout(barcode, A, reader(world, A))
-        world.checkin(barcode, B)
-    rt = sync(config)
-    _lock(world, A, BOOK)
+    rt = _owed_closes_with_book_locked(world, config, 2, (BOOK, OTHER))
     t0 = datetime(2030, 1, 1, 9, 0)
 
     first = push(rt, now=t0)[A]
@@ -79,11 +85,7 @@ def test_a_push_counts_failures_apart_from_dead_letters_in_the_failing_steps_wor
 
 def test_a_command_past_a_lowered_attempt_limit_goes_dead_at_its_next_failure(koha):
     world, config = koha
-    consortium_settings(config, writeback_max_attempts=5)
-    world.checkout(BOOK, A, reader(world, A))
-    world.checkin(BOOK, B)
-    rt = sync(config)
-    _lock(world, A, BOOK)
+    rt = _owed_closes_with_book_locked(world, config, 5)
     t0 = datetime(2030, 1, 1, 9, 0)
     push(rt, now=t0)
     push(rt, now=t0 + timedelta(hours=1))
@@ -130,16 +132,11 @@ def test_a_resolved_command_stays_resolved_when_its_book_moves_on(koha):
     """An operator's resolution is a record: the book's later states supersede pending
     commands only, never a resolved one."""
     world, config = koha
-    consortium_settings(config, writeback_max_attempts=1)
-    world.checkout(BOOK, A, reader(world, A))
-    world.checkin(BOOK, B)
-    rt = sync(config)
-    _lock(world, A, BOOK)
+    rt = _owed_closes_with_book_locked(world, config, 1)
     push(rt)
     [cmd] = commands(rt, BOOK, target=A)
     assert resolve_commands(rt.store, [cmd.id], "closed at A's desk by hand") == 1
-    with world.desks[A].engine.begin() as conn:
-        conn.execute(text("DROP TRIGGER circhub_test_lock"))
+    unlock_items(world, A)
     world.checkin(BOOK, A)  # A's staff close the loan at their desk
 
     rt = sync(config)
@@ -178,9 +175,12 @@ def test_a_members_push_touches_only_its_own_commands(koha):
     assert others and {(c.status, c.attempts) for c in others} == {("pending", 0)}
 
 
-def _lock(world, member: str, barcode: str) -> None:
-    with world.desks[member].engine.begin() as conn:
-        conn.execute(text(
-            "CREATE TRIGGER circhub_test_lock BEFORE UPDATE ON items FOR EACH ROW BEGIN "
-            f"IF NEW.barcode = '{barcode}' THEN SIGNAL SQLSTATE '45000' "
-            "SET MESSAGE_TEXT = 'item locked for inventory'; END IF; END"))
+def _owed_closes_with_book_locked(world, config, attempts: int, barcodes=(BOOK,)):
+    """A's books lent at A and returned at B, BOOK locked at A: its close keeps failing."""
+    consortium_settings(config, writeback_max_attempts=attempts)
+    for barcode in barcodes:
+        world.checkout(barcode, A, reader(world, A))
+        world.checkin(barcode, B)
+    rt = sync(config)
+    lock_item(world, A, BOOK)
+    return rt

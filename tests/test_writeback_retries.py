@@ -10,7 +10,6 @@ from __future__ import annotations
 import random
 from datetime import datetime, timedelta
 
-from sqlalchemy import text
 from typer.testing import CliRunner
 
 from circhub.cli import app
@@ -24,27 +23,16 @@ from tests.writeback import (
     commands,
     ils,
     item_row,
+    lock_item,
     push,
     reader,
     sync,
+    unlock_items,
 )
 
 OTHER = "SC0010000002"  # another of A's books
 
 
-
-
-def _lock(world, member: str, barcode: str) -> None:
-    with world.desks[member].engine.begin() as conn:
-        conn.execute(text(
-            "CREATE TRIGGER circhub_test_lock BEFORE UPDATE ON items FOR EACH ROW BEGIN "
-            f"IF NEW.barcode = '{barcode}' THEN SIGNAL SQLSTATE '45000' "
-            "SET MESSAGE_TEXT = 'item locked for inventory'; END IF; END"))
-
-
-def _unlock(world, member: str) -> None:
-    with world.desks[member].engine.begin() as conn:
-        conn.execute(text("DROP TRIGGER circhub_test_lock"))
 
 
 def _returned_at_b(world, *barcodes):
@@ -76,7 +64,7 @@ def test_a_failing_command_backs_off_then_goes_dead_then_is_retried_by_command(k
     consortium_settings(config, writeback_max_attempts=3)
     issues = _returned_at_b(world, BOOK, OTHER)
     rt = sync(config)
-    _lock(world, A, BOOK)
+    lock_item(world, A, BOOK)
     t0 = datetime(2030, 1, 1, 9, 0)
 
     push(rt, now=t0)
@@ -103,7 +91,7 @@ def test_a_failing_command_backs_off_then_goes_dead_then_is_retried_by_command(k
     listing = _cli(config, "list", "--status", "dead")
     assert BOOK in listing and "item locked" in listing
 
-    _unlock(world, A)
+    unlock_items(world, A)
     _cli(config, "retry", str(cmd.id))
     push(rt)
 
@@ -119,13 +107,13 @@ def test_a_dead_command_resolved_by_hand_is_never_applied(koha):
     consortium_settings(config, writeback_max_attempts=1)
     issues = _returned_at_b(world, BOOK)
     rt = sync(config)
-    _lock(world, A, BOOK)
+    lock_item(world, A, BOOK)
     push(rt)
     [cmd] = commands(rt, BOOK, target=A)
     assert cmd.status == "dead"
 
     _cli(config, "resolve", str(cmd.id), "--note", "closed at A's desk by hand")
-    _unlock(world, A)
+    unlock_items(world, A)
     push(rt)
 
     [cmd] = commands(rt, BOOK, target=A)
@@ -163,11 +151,11 @@ def test_a_late_older_command_never_regresses_what_the_owner_shows(koha):
     consortium_settings(config, writeback_max_attempts=1)
     _returned_at_b(world, BOOK)
     rt = sync(config)
-    _lock(world, A, BOOK)
+    lock_item(world, A, BOOK)
     push(rt)
     [old] = commands(rt, BOOK, target=A)
     assert old.status == "dead"  # 'held at B, not on loan', as of the return at B
-    _unlock(world, A)
+    unlock_items(world, A)
     world.checkout(BOOK, B, reader(world, B))  # newer: lent again at B
     due = item_row(world, B, BOOK).onloan
     rt = sync(config)
@@ -198,7 +186,7 @@ def test_a_failed_command_holds_back_the_later_commands_of_its_item_only(koha):
     world.checkin(BOOK, A)
     world.checkin(OTHER, A)
     rt = sync(config)
-    _lock(world, B, BOOK)  # B's copy of BOOK cannot be updated for now
+    lock_item(world, B, BOOK)  # B's copy of BOOK cannot be updated for now
 
     push(rt)
 

@@ -67,6 +67,21 @@ def sync(config: Path, codes: list[str] | None = None) -> Runtime:
     return rt
 
 
+def lock_item(world, member: str, barcode: str) -> None:
+    """A MariaDB trigger refuses every update of one book at `member` (as an ILS locks an item
+    during inventory): its write-backs fail there, the rest go through."""
+    with world.desks[member].engine.begin() as conn:
+        conn.execute(text(
+            "CREATE TRIGGER circhub_test_lock BEFORE UPDATE ON items FOR EACH ROW BEGIN "
+            f"IF NEW.barcode = '{barcode}' THEN SIGNAL SQLSTATE '45000' "
+            "SET MESSAGE_TEXT = 'item locked for inventory'; END IF; END"))
+
+
+def unlock_items(world, member: str) -> None:
+    with world.desks[member].engine.begin() as conn:
+        conn.execute(text("DROP TRIGGER circhub_test_lock"))
+
+
 def push(rt: Runtime, **kw) -> dict[str, PushReport]:
     return {t: _push_one(rt, t, **kw) for t in targets_with_pending(rt.store)}
 
