@@ -1,7 +1,8 @@
 """`make mutants`: mutation testing (cosmic-ray) of the modules that carry the guarantees.
 
 Each module listed in scripts/mutants.toml is mutated one change at a time, and each mutant
-runs the tests that guard that module (`pytest -x`, a timeout per mutant). A mutant the tests
+runs the tests that guard that module and reach the changed line (`pytest -x`, a timeout per
+mutant). A mutant the tests
 pass with has survived: either it is equivalent, or a guarantee lacks a test. The report,
 mutants/report.md, gives the kill rate per module and in total and lists every survivor.
 
@@ -17,6 +18,11 @@ of the guarding tests listed does.)
 A module may list `functions`: only mutants inside those are run (the others are marked
 out of scope and counted nowhere), to spend a short run on the code carrying the guarantee.
 
+Each mutant runs only the guarding tests that execute the line it changed
+(scripts/mutant_tests.py): the unmutated run, under coverage with one context per test (the
+processes a test starts included), gives which test reaches which line, in a plan kept beside
+the session. A test that never runs a line cannot tell it changed.
+
 A module's session (mutants/sessions/*.sqlite) is named by a hash of the module and its
 tests: a run cut short resumes where it stopped; a changed module or test starts afresh.
 
@@ -31,6 +37,7 @@ from __future__ import annotations
 import argparse
 import ast
 import hashlib
+import json
 import os
 import re
 import shlex
@@ -88,16 +95,25 @@ def _check_imports_from_copy(work: Path) -> None:
 
 
 # -- one module ----------------------------------------------------------------------------------
-def test_command(tests: list[str]) -> str:
-    return shlex.join([str(BIN / "python"), "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
-                       "-o", "addopts=", *tests])
+SELECTOR = ROOT / "scripts" / "mutant_tests.py"
+
+
+def mutant_command(module: dict, session: Path) -> str:
+    """What cosmic-ray runs for each mutant: the tests of the plan that reach its line."""
+    return shlex.join([str(BIN / "python"), str(SELECTOR), str(plan_of(session)),
+                       module["path"]])
+
+
+def plan_of(session: Path) -> Path:
+    return session.with_suffix(".plan.json")
 
 
 def session_of(module: dict) -> Path:
     digest = hashlib.sha256()
-    for name in [module["path"], *(t.split("::")[0] for t in module["tests"])]:
+    for name in [module["path"], *(t.split("::")[0] for t in module["tests"]),
+                 SELECTOR.relative_to(ROOT)]:
         digest.update((ROOT / name).read_bytes())
-    digest.update(test_command(module["tests"]).encode())
+    digest.update(repr(module["tests"]).encode())
     digest.update(repr(module.get("functions")).encode())
     return SESSIONS / f"{slug_of(module)}-{digest.hexdigest()[:10]}.sqlite"
 
@@ -135,11 +151,12 @@ def run_module(module: dict, conf: dict) -> None:
     session = session_of(module)
     config = session.with_suffix(".toml")
     if not session.exists():
-        seconds = baseline(module, work)
+        seconds = baseline(module, work, session)
         timeout = module.get("timeout", conf["default_timeout"])
         print(f"[mutants] {module['path']}: tests take {seconds:.0f} s unmutated; "
               f"timeout {timeout} s a mutant", flush=True)
-        write_config(config, module, timeout, excluded_operators(conf["keep_operators"]))
+        write_config(config, module, session, timeout,
+                     excluded_operators(conf["keep_operators"]))
         cosmic("init", config, session, work)
         subprocess.run([str(BIN / "cr-filter-operators"), str(session), str(config)],
                        cwd=work, check=True, capture_output=True)
@@ -206,16 +223,110 @@ def set_aside_annotations(session: Path, source: Path) -> None:
                                                    worker_outcome=WorkerOutcome.SKIPPED))
 
 
-def baseline(module: dict, work: Path) -> float:
+# -- the plan: which test reaches which line ------------------------------------------------------
+# Started by pytest's own process after its start, so that coverage's .pth file measures the
+# processes a test starts (they inherit COVERAGE_PROCESS_START), not pytest's, which pytest-cov
+# measures with one context per test phase.
+_PYTEST_STARTING_CHILD_COVERAGE = ("import os, sys, pytest; "
+                                   "os.environ['COVERAGE_PROCESS_START'] = sys.argv[1]; "
+                                   "sys.exit(pytest.main(sys.argv[2:]))")
+
+
+def baseline(module: dict, work: Path, session: Path) -> float:
+    """Run the guarding tests unmutated under coverage and write the module's plan. Seconds."""
+    rc, data = session.with_suffix(".coveragerc"), session.with_suffix(".coverage")
+    junit = session.with_suffix(".junit.xml")
+    session.parent.mkdir(parents=True, exist_ok=True)
+    for old in session.parent.glob(data.name + "*"):
+        old.unlink()
+    # A started process expands ${PYTEST_CURRENT_TEST} itself: its lines carry the test's id.
+    rc.write_text(f"[run]\ninclude = {work / module['path']}\nparallel = true\n"
+                  f"data_file = {data}\ncontext = ${{PYTEST_CURRENT_TEST}}\n")
     started = time.monotonic()
-    done = subprocess.run(shlex.split(test_command(module["tests"])), cwd=work,
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [str(BIN / "python"), "-c", _PYTEST_STARTING_CHILD_COVERAGE, str(rc), "-x", "-q",
+         "-p", "no:cacheprovider", "-o", "addopts=", "--cov", f"--cov-config={rc}",
+         "--cov-context=test", "--cov-report=", f"--junitxml={junit}", *module["tests"]],
+        cwd=work, capture_output=True, text=True)
     if done.returncode != 0:
         sys.exit(f"{module['path']}: its tests fail unmutated:\n{done.stdout[-3000:]}")
-    return time.monotonic() - started
+    seconds = time.monotonic() - started
+    source = (work / module["path"]).read_text()
+    if not (lines := reached_by(data)):
+        sys.exit(f"{module['path']}: coverage saw none of its lines run ({rc})")
+    plan = {"source": source, "tests": quickest_first(collected(module["tests"], work), junit),
+            "body_lines": body_lines(source), "spans": statement_spans(source),
+            "reached_by": lines}
+    plan_of(session).write_text(json.dumps(plan, indent=1))
+    return seconds
 
 
-def write_config(path: Path, module: dict, timeout: float, exclude: list[str]) -> None:
+def collected(tests: list[str], work: Path) -> list[str]:
+    """The test ids the list names, in pytest's order."""
+    out = subprocess.run([str(BIN / "python"), "-m", "pytest", "--collect-only", "-q",
+                          "-p", "no:cacheprovider", "-o", "addopts=", *tests],
+                         cwd=work, check=True, capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if "::" in line]
+
+
+def quickest_first(tests: list[str], junit: Path) -> list[str]:
+    """The tests in the order of their unmutated run's duration: with `-x`, the first test to
+    fail kills the mutant, so a quick one first saves the slow ones' time."""
+    import xml.etree.ElementTree as ET
+
+    took = {(case.get("classname"), case.get("name")): float(case.get("time") or 0)
+            for case in ET.parse(junit).iter("testcase")}
+
+    def seconds(test: str) -> float:
+        path, *names = test.split("::")
+        where = ".".join([path.removesuffix(".py").replace("/", "."), *names[:-1]])
+        return took.get((where, names[-1]), float("inf"))
+
+    return sorted(tests, key=seconds)
+
+
+def body_lines(source: str) -> list[int]:
+    """The lines inside function bodies: they run when called, so in a test's context."""
+    lines: set[int] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            lines.update(range(node.body[0].lineno, node.end_lineno + 1))
+    return sorted(lines)
+
+
+def statement_spans(source: str) -> list[list[int]]:
+    """First and last line of each statement (of a compound one, its header): coverage may
+    record a statement that spans lines under its first line only, while a mutant may change
+    any of them."""
+    spans = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.stmt):
+            continue
+        inner = [n for field in ("body", "orelse", "finalbody", "handlers")
+                 for n in getattr(node, field, None) or ()]
+        end = min(n.lineno for n in inner) - 1 if inner else node.end_lineno
+        spans.append([node.lineno, max(end, node.lineno)])
+    return sorted(spans)
+
+
+def reached_by(data: Path) -> dict[str, list[str]]:
+    """Line -> the ids of the tests that ran it ("" for a line run outside any test).
+    pytest-cov names a context `<id>|run` (or `|setup`, `|teardown`); a started process,
+    `<id> (call)`."""
+    from coverage import CoverageData
+
+    measured = CoverageData(str(data))
+    measured.read()
+    found: dict[str, set[str]] = {}
+    for path in measured.measured_files():
+        for line, contexts in measured.contexts_by_lineno(path).items():
+            ids = {re.sub(r" \((setup|call|teardown)\)$", "", c.split("|")[0]) for c in contexts}
+            found.setdefault(str(line), set()).update(ids)
+    return {line: sorted(ids) for line, ids in found.items()}
+
+
+def write_config(path: Path, module: dict, session: Path, timeout: float,
+                 exclude: list[str]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     quoted = ", ".join(f'"{e}"' for e in exclude)
     path.write_text(
@@ -223,7 +334,7 @@ def write_config(path: Path, module: dict, timeout: float, exclude: list[str]) -
         f'module-path = "{module["path"]}"\n'
         f"timeout = {float(timeout)}\n"
         "excluded-modules = []\n"
-        f"test-command = {tomllib_str(test_command(module['tests']))}\n"
+        f"test-command = {tomllib_str(mutant_command(module, session))}\n"
         "[cosmic-ray.distributor]\n"
         'name = "local"\n'
         "[cosmic-ray.filters.operators-filter]\n"

@@ -2,7 +2,9 @@
 and dead commands counted apart, each failure in the words of the step that failed and each
 retry's time, the jitter's range, a lowered attempt limit obeyed, a claimed return noted on
 that one loan only, a member's push touching its own commands only, a resolution kept when
-the book moves on, and nothing queued by a quiet cycle.
+the book moves on, nothing queued by a quiet cycle, only pending commands shown while
+write-back is off, a stale claim refused, and a desk's own return after a failed push kept as
+the desk's, not taken for the hub's echo.
 
 A failure at the ILS is made by `lock_item` (tests/writeback.py): a MariaDB trigger refuses
 to update one book, as an ILS locks an item during inventory.
@@ -17,9 +19,16 @@ from sqlalchemy import select
 
 from circhub.connections.holds import holding
 from circhub.connections.runtime import open_runtime
-from circhub.domain.schema import loans
+from circhub.domain.schema import circulation_events, loans
 from circhub.tasks.sync.cycle import run_cycle
-from circhub.tasks.writeback.outbox import RetryPolicy, resolve_commands
+from circhub.tasks.writeback.outbox import (
+    RetryPolicy,
+    acknowledge,
+    claim,
+    pending_commands,
+    record_failure,
+    resolve_commands,
+)
 from circhub.tasks.writeback.push import push_member
 from tests.helpers import consortium_settings
 from tests.writeback import (
@@ -175,6 +184,45 @@ def test_a_members_push_touches_only_its_own_commands(koha):
     assert others and {(c.status, c.attempts) for c in others} == {("pending", 0)}
 
 
+def test_write_back_switched_off_shows_the_pending_commands_alone(koha):
+    """A member whose write-back is off (onboarding, maintenance) is shown what a push would
+    apply: its pending commands, never those already applied or settled by hand."""
+    world, config = koha
+    rt = _owed_closes_with_book_locked(world, config, 1, barcodes=(BOOK, OTHER))
+    push(rt)  # OTHER's close applied; BOOK's dead at its first failure, then settled by hand
+    [dead] = commands(rt, BOOK, target=A)
+    assert resolve_commands(rt.store, [dead.id], "closed at A's desk by hand") == 1
+    third = f"{A}0000003"
+    world.checkout(third, A, reader(world, A))
+    world.checkin(third, B)
+    config.write_text(config.read_text().replace(f'code = "{A}"\n',
+                                                 f'code = "{A}"\nwriteback = false\n'))
+    open_runtime.cache_clear()
+    rt = sync(config)
+
+    report = push(rt)[A]
+
+    assert (report.held, [c["barcode"] for c in report.dry_run]) == (1, [third])
+    assert {c.barcode: c.status for c in commands(rt, target=A)} == \
+        {OTHER: "applied", BOOK: "resolved", third: "pending"}
+
+
+def test_a_claim_refuses_a_command_no_longer_pending(koha):
+    """The claim is the last guard against a double delivery: a pusher holding a stale read
+    (another applied the command, or it went dead, in between) must not deliver it again."""
+    world, config = koha
+    rt = _owed_closes_with_book_locked(world, config, 5, barcodes=(BOOK, OTHER))
+    stale = {c.barcode: c for c in pending_commands(rt.store, A)}
+    now = datetime(2030, 1, 1, 9, 0)
+    acknowledge(rt.store, stale[OTHER], "applied by another pusher", now)
+    record_failure(rt.store, stale[BOOK], "refused", RetryPolicy.of(rt.consortium), now,
+                   random.Random(0), permanent=True)
+
+    assert [claim(rt.store, stale[b], now) for b in (OTHER, BOOK)] == [False, False]
+    assert {c.barcode: (c.status, c.attempts) for c in commands(rt, target=A)} == \
+        {OTHER: ("applied", 0), BOOK: ("dead", 0)}
+
+
 def _owed_closes_with_book_locked(world, config, attempts: int, barcodes=(BOOK,)):
     """A's books lent at A and returned at B, BOOK locked at A: its close keeps failing."""
     consortium_settings(config, writeback_max_attempts=attempts)
@@ -184,3 +232,27 @@ def _owed_closes_with_book_locked(world, config, attempts: int, barcodes=(BOOK,)
     rt = sync(config)
     lock_item(world, A, BOOK)
     return rt
+
+
+def test_a_return_the_owners_desk_records_after_a_push_that_failed_is_not_taken_for_an_echo(
+        koha):
+    """The claim noted the return time the push was about to write; the write failed, and A's
+    staff closed the loan at their own desk later. What A shows is their check-in, not the
+    hub's echo: it is an event of its own, at A, at the desk's time."""
+    world, config = koha
+    rt = _owed_closes_with_book_locked(world, config, 5)
+    push(rt)  # claimed (its return time noted on the loan), then refused by the lock
+    unlock_items(world, A)
+    world.checkin(BOOK, A)
+
+    rt = sync(config)
+
+    with rt.store.connect() as conn:
+        events = conn.execute(select(circulation_events.c.kind, circulation_events.c.member,
+                                     circulation_events.c.at)
+                              .where(circulation_events.c.barcode == BOOK)
+                              .order_by(circulation_events.c.at,
+                                        circulation_events.c.kind)).all()
+    assert [(e.kind, e.member) for e in events] == \
+        [("issued", A), ("seen", B), ("returned", A), ("seen", A)]
+    assert events[2].at > events[1].at  # the desk's time, not the return at B the push carried

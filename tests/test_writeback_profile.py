@@ -81,7 +81,8 @@ def test_a_kind_the_holders_profile_lacks_is_marked_unsupported_by_name(koha_and
     rt = sync(config)
     push(rt)
 
-    request_transfer(rt.store, rt.consortium, book, at=world.tick())
+    asked = world.tick()
+    request_transfer(rt.store, rt.consortium, book, at=asked)
     # and, queued after it, a return Evergreen's profile does support
     own = f"{evergreen}0000001"
     world.checkout(own, evergreen, next(p for p in world.people if p.home == evergreen))
@@ -96,6 +97,10 @@ def test_a_kind_the_holders_profile_lacks_is_marked_unsupported_by_name(koha_and
                            f"(member {evergreen})")
     assert report.unsupported == 1 and report.applied == 1  # the return still went through
     assert [c.status for c in commands(rt, own, target=evergreen)] == ["applied"]
+    # asked again, the same transfer stays unsupported: only a superseded command is revived
+    assert request_transfer(rt.store, rt.consortium, book, at=asked).commands == 0
+    assert [c.status for c in commands(rt, book, target=evergreen, kind="transfer")] == \
+        ["unsupported"]
 
 
 def _returned_at_evergreen(world, koha: str, evergreen: str) -> str:

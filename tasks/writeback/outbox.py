@@ -56,15 +56,12 @@ def queue_commands(conn: Connection, commands: dict[str, list[Command]], now: da
     commands, and supersede the pending ones it no longer asks for. A few statements for the
     whole replay, not a few per item: a sync replays ~20 items per member. Returns how many
     commands were queued (new, or wanted again after being superseded)."""
-    if not commands:
-        return 0
     wanted = {(c.target, c.command_key) for cmds in commands.values() for c in cmds}
     _supersede_stale(conn, list(commands), wanted)
-    told = _already_told(conn, [c for cmds in commands.values() for c in cmds])
     rows = [dict(target=c.target, command_key=c.command_key, kind=c.kind, barcode=c.barcode,
                  payload=c.payload, status=PENDING, attempts=0, created_at=now)
-            for cmds in commands.values() for c in cmds if (c.target, c.command_key) not in told]
-    if not rows:
+            for cmds in commands.values() for c in cmds]
+    if not rows:  # items that now ask for nothing: their stale commands were all it took
         return 0
     # One row per command, in the order given: outbox ids keep the order an item's states were
     # reached, which the push follows.
@@ -75,31 +72,6 @@ def queue_commands(conn: Connection, commands: dict[str, list[Command]], now: da
         set_={"status": PENDING, "next_attempt_at": None},
         where=outbox.c.status == SUPERSEDED).returning(outbox.c.id)
     return len(conn.execute(stmt.values(rows)).all())  # rowcount is -1 here on psycopg
-
-
-STATE_FIELDS = ("holder", "due_at", "state_at")
-
-
-def _already_told(conn: Connection, commands: list[Command]) -> set[tuple[str, str]]:
-    """Item updates the member was already given by an applied command (a loan closed with
-    the same holder, due date and state time). Some ILS kinds cannot show every part of it
-    back (Evergreen and Polaris keep no due date on an item lent elsewhere), so without this
-    the difference would be sent again after every sync."""
-    updates = [c for c in commands if c.kind == "set_item"]
-    if not updates:
-        return set()
-    q = select(outbox.c.target, outbox.c.barcode, outbox.c.payload).where(
-        one_of(outbox.c.barcode, sorted({c.barcode for c in updates})),
-        outbox.c.kind == "close_loan", outbox.c.status == APPLIED)
-    given: dict[tuple[str, str], set[tuple]] = {}
-    for r in conn.execute(q):
-        given.setdefault((r.target, r.barcode), set()).add(_state_of(r.payload))
-    return {(c.target, c.command_key) for c in updates
-            if _state_of(c.payload) in given.get((c.target, c.barcode), ())}
-
-
-def _state_of(payload: dict) -> tuple:
-    return tuple(payload.get(f) for f in STATE_FIELDS)
 
 
 def _supersede_stale(conn: Connection, barcodes: list[str], wanted: set[tuple[str, str]]) -> None:
