@@ -31,11 +31,13 @@ test: $(STAMP) services odbc chromium cluster-tools
 bench: $(STAMP) services odbc
 	$(BIN)/python -m bench
 
-# Mutation testing of the modules that carry the guarantees (not part of `make test`: hours on
-# two cores). MODULES= limits it to some (paths as in scripts/mutants.toml); a run cut short
-# resumes. Report: mutants/report.md; figures quoted in docs/reliability.md.
+# Mutation testing of the modules that carry the guarantees (not part of `make test`: one to two
+# hours on two cores). MODULES= limits it to some (names or paths as in scripts/mutants.toml);
+# MUTANT_JOBS modules run at once (their tests wait on the databases much of the time); a run
+# cut short resumes. Report: mutants/report.md; figures quoted in docs/reliability.md.
+MUTANT_JOBS ?= 2
 mutants: $(STAMP) services odbc
-	$(BIN)/python scripts/mutants.py $(MODULES)
+	$(BIN)/python scripts/mutants.py --jobs $(MUTANT_JOBS) $(MODULES)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
