@@ -1,11 +1,12 @@
 """What the merge keeps of a loan: its renewals as the desk counted them, and a loan held in
 quarantine released once the desk has fixed it, even when nothing else of the member is held.
-Koha members on SQLite files, central store on SQLite (the demo's setup)."""
+Koha members on MariaDB, the central store on PostgreSQL: the servers the consortium runs."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import select, update
 
 from circhub.connections.runtime import open_runtime
@@ -13,15 +14,18 @@ from circhub.domain.schema import circulation_events, loans, quarantine
 from circhub.simulator import koha
 from circhub.tasks.sync.cycle import run_cycle
 from tests.helpers import koha_consortium, sync_cycle
+from tests.writeback import dispose
 
 
-def _consortium(tmp_path):
-    members = [f"sqlite:///{tmp_path}/m{i}.db" for i in range(2)]
-    world, config = koha_consortium(tmp_path, members, f"sqlite:///{tmp_path}/c.db")
+@pytest.fixture
+def lent(tmp_path, mariadb_db, pg_db):
+    """Two Koha members, one book lent at the first: the world, config, member, book, loan."""
+    world, config = koha_consortium(tmp_path, [mariadb_db(), mariadb_db()], pg_db())
     code = list(world.desks)[0]
     barcode = f"{code}0000001"
     world.checkout(barcode, code, next(p for p in world.people if p.home == code))
-    return world, config, code, barcode, world.books[barcode].loan[1]
+    yield world, config, code, barcode, world.books[barcode].loan[1]
+    dispose(world, config)
 
 
 def _loan(rt, code: str, issue: int):
@@ -30,8 +34,8 @@ def _loan(rt, code: str, issue: int):
                                                 loans.c.local_id == str(issue))).first()
 
 
-def test_a_renewal_at_the_desk_is_counted_in_the_central_store(tmp_path):
-    world, config, code, barcode, issue = _consortium(tmp_path)
+def test_a_renewal_at_the_desk_is_counted_in_the_central_store(lent):
+    world, config, code, barcode, issue = lent
     sync_cycle(config)
     world.renew(barcode)
 
@@ -41,8 +45,8 @@ def test_a_renewal_at_the_desk_is_counted_in_the_central_store(tmp_path):
 
 
 def test_a_loan_lent_renewed_and_returned_at_the_desk_is_three_events_in_the_central_store(
-        tmp_path):
-    world, config, code, barcode, issue = _consortium(tmp_path)
+        lent):
+    world, config, code, barcode, issue = lent
     sync_cycle(config)
     world.renew(barcode)
     world.checkin(barcode, code)
@@ -57,8 +61,8 @@ def test_a_loan_lent_renewed_and_returned_at_the_desk_is_three_events_in_the_cen
         assert list(kinds) == ["issued", "renewed", "returned"]
 
 
-def test_a_loan_fixed_at_the_desk_is_released_though_nothing_else_is_held(tmp_path):
-    world, config, code, _, issue = _consortium(tmp_path)
+def test_a_loan_fixed_at_the_desk_is_released_though_nothing_else_is_held(lent):
+    world, config, code, _, issue = lent
     row = koha.issues.c.issue_id == issue
     with world.desks[code].engine.begin() as conn:  # due before it was issued
         issued = conn.execute(select(koha.issues.c.issuedate).where(row)).scalar_one()
