@@ -7,7 +7,9 @@ unmutated run (under coverage, one context per test, subprocesses included) saw 
 of the changed lines. A test that never runs a line cannot see it changed, so a mutant's
 verdict is the one the whole list would give, in a fraction of the time (mutmut selects the
 same way). A line outside any function body (a signature, a default, a module constant) runs
-at import, before any test: every guarding test is run for it.
+at import, before any test: every guarding test is run for it. Tests that run three times
+longer than they did unmutated (and a minute more) are stopped: the mutant hangs them, which
+counts as killed, as cosmic-ray's own timeout does.
 
     python scripts/mutant_tests.py PLAN.json MODULE_PATH   # exit 0: the mutant survived
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -67,12 +70,29 @@ def main(plan_path: str, module_path: str) -> int:
         print(f"no guarding test runs line(s) {sorted(lines)}: the mutant survives", flush=True)
         return 0
     print(f"line(s) {sorted(lines)}: {len(chosen)} of {len(plan['tests'])} tests", flush=True)
+    return run_tests(chosen, time_limit(plan, chosen))
+
+
+def time_limit(plan: dict, chosen: list[str]) -> float:
+    """Three times what the chosen tests took unmutated (under coverage), and a minute more:
+    past that, the mutant has made them hang (a loop that no longer ends)."""
+    return 3 * sum(plan["seconds"].get(t, 60.0) for t in chosen) + 60
+
+
+def run_tests(chosen: list[str], limit: float) -> int:
     # Plugins are loaded by name, not discovered: discovering them costs seconds per mutant,
     # and none but Hypothesis's is used by these tests.
     env = {**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
-    return subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
-                           "-p", "hypothesispytest", "-o", "addopts=", *chosen],
-                          env=env).returncode
+    tests = subprocess.Popen([sys.executable, "-m", "pytest", "-x", "-q", "-p",
+                              "no:cacheprovider", "-p", "hypothesispytest", "-o", "addopts=",
+                              *chosen], env=env, start_new_session=True)
+    try:
+        return tests.wait(timeout=limit)
+    except subprocess.TimeoutExpired:
+        os.killpg(tests.pid, signal.SIGKILL)  # with the processes the tests started
+        tests.wait()
+        print(f"the tests ran past {limit:.0f} s: the mutant hangs them (killed)", flush=True)
+        return 1
 
 
 if __name__ == "__main__":

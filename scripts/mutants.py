@@ -47,6 +47,7 @@ import sys
 import time
 import tomllib
 from concurrent.futures import ThreadPoolExecutor
+from math import inf
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -254,7 +255,10 @@ def baseline(module: dict, work: Path, session: Path) -> float:
     source = (work / module["path"]).read_text()
     if not (lines := reached_by(data)):
         sys.exit(f"{module['path']}: coverage saw none of its lines run ({rc})")
-    plan = {"source": source, "tests": quickest_first(collected(module["tests"], work), junit),
+    took = durations(junit)
+    tests = collected(module["tests"], work)
+    plan = {"source": source, "tests": sorted(tests, key=lambda t: took.get(t, inf)),
+            "seconds": took,
             "body_lines": body_lines(source), "spans": statement_spans(source),
             "reached_by": lines}
     plan_of(session).write_text(json.dumps(plan, indent=1))
@@ -269,20 +273,20 @@ def collected(tests: list[str], work: Path) -> list[str]:
     return [line for line in out.splitlines() if "::" in line]
 
 
-def quickest_first(tests: list[str], junit: Path) -> list[str]:
-    """The tests in the order of their unmutated run's duration: with `-x`, the first test to
-    fail kills the mutant, so a quick one first saves the slow ones' time."""
+def durations(junit: Path) -> dict[str, float]:
+    """Each test's seconds in the unmutated run, by test id. The plan lists the tests quickest
+    first: with `-x`, the first test to fail kills the mutant, so a quick one first saves the
+    slow ones' time."""
     import xml.etree.ElementTree as ET
 
-    took = {(case.get("classname"), case.get("name")): float(case.get("time") or 0)
-            for case in ET.parse(junit).iter("testcase")}
-
-    def seconds(test: str) -> float:
-        path, *names = test.split("::")
-        where = ".".join([path.removesuffix(".py").replace("/", "."), *names[:-1]])
-        return took.get((where, names[-1]), float("inf"))
-
-    return sorted(tests, key=seconds)
+    took = {}
+    for case in ET.parse(junit).iter("testcase"):
+        where = case.get("classname").split(".")
+        module = [w for w in where if w[:1].islower()]  # a class's name starts upper case
+        classes = where[len(module):]
+        took["::".join(["/".join(module) + ".py", *classes, case.get("name")])] = \
+            float(case.get("time"))
+    return took
 
 
 def body_lines(source: str) -> list[int]:

@@ -66,3 +66,21 @@ def test_a_line_run_outside_any_test_runs_every_test():
 
 def test_a_line_no_test_runs_picks_none():
     assert mutant_tests.tests_for(plan({8: ["t_mid"]}), {7}) == []
+
+
+def test_each_tests_unmutated_seconds_are_read_by_its_id(tmp_path):
+    junit = tmp_path / "junit.xml"
+    junit.write_text('<testsuites><testsuite>'
+                     '<testcase classname="tests.test_a" name="test_x[p-1]" time="2.5"/>'
+                     '<testcase classname="tests.test_a.TestGroup" name="test_y" time="0.5"/>'
+                     '</testsuite></testsuites>')
+    assert mutants.durations(junit) == {"tests/test_a.py::test_x[p-1]": 2.5,
+                                        "tests/test_a.py::TestGroup::test_y": 0.5}
+
+
+def test_tests_running_three_times_their_unmutated_time_and_a_minute_are_stopped():
+    p = {"seconds": {"t_quick": 1.0, "t_slow": 10.0}}
+    assert mutant_tests.time_limit(p, ["t_quick", "t_slow"]) == 3 * 11 + 60
+    a_test = "tests/test_mutant_selection.py::test_a_line_no_test_runs_picks_none"
+    assert mutant_tests.run_tests([a_test], limit=0.01) == 1  # stopped, counted as killed
+    assert mutant_tests.run_tests([a_test], limit=120) == 0
