@@ -24,6 +24,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+# pytest as every run of `make mutants` calls it: quiet, no cache written into the copy, and
+# none of the project's own `addopts`.
+PYTEST_OPTIONS = ["-q", "-p", "no:cacheprovider", "-o", "addopts="]
+
 
 def changed_lines(original: list[str], mutated: list[str]) -> set[int]:
     """Line numbers (1-based, in the unmutated module) that the mutant rewrote."""
@@ -83,9 +87,9 @@ def run_tests(chosen: list[str], limit: float) -> int:
     # Plugins are loaded by name, not discovered: discovering them costs seconds per mutant,
     # and none but Hypothesis's is used by these tests.
     env = {**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
-    tests = subprocess.Popen([sys.executable, "-m", "pytest", "-x", "-q", "-p",
-                              "no:cacheprovider", "-p", "hypothesispytest", "-o", "addopts=",
-                              *chosen], env=env, start_new_session=True)
+    tests = subprocess.Popen([sys.executable, "-m", "pytest", *PYTEST_OPTIONS, "-x", "-p",
+                              "hypothesispytest", *chosen],
+                             env=env, start_new_session=True)
     try:
         return tests.wait(timeout=limit)
     except subprocess.TimeoutExpired:

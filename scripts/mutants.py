@@ -50,6 +50,8 @@ from concurrent.futures import ThreadPoolExecutor
 from math import inf
 from pathlib import Path
 
+from mutant_tests import PYTEST_OPTIONS  # scripts/ is on the path: this file runs from there
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "mutants"
 WORK = OUT / "work"  # one copy per module
@@ -245,8 +247,8 @@ def baseline(module: dict, work: Path, session: Path) -> float:
                   f"data_file = {data}\ncontext = ${{PYTEST_CURRENT_TEST}}\n")
     started = time.monotonic()
     done = subprocess.run(
-        [str(BIN / "python"), "-c", _PYTEST_STARTING_CHILD_COVERAGE, str(rc), "-x", "-q",
-         "-p", "no:cacheprovider", "-o", "addopts=", "--cov", f"--cov-config={rc}",
+        [str(BIN / "python"), "-c", _PYTEST_STARTING_CHILD_COVERAGE, str(rc),
+         *PYTEST_OPTIONS, "-x", "--cov", f"--cov-config={rc}",
          "--cov-context=test", "--cov-report=", f"--junitxml={junit}", *module["tests"]],
         cwd=work, capture_output=True, text=True)
     if done.returncode != 0:
@@ -267,8 +269,8 @@ def baseline(module: dict, work: Path, session: Path) -> float:
 
 def collected(tests: list[str], work: Path) -> list[str]:
     """The test ids the list names, in pytest's order."""
-    out = subprocess.run([str(BIN / "python"), "-m", "pytest", "--collect-only", "-q",
-                          "-p", "no:cacheprovider", "-o", "addopts=", *tests],
+    out = subprocess.run([str(BIN / "python"), "-m", "pytest", *PYTEST_OPTIONS, "--collect-only",
+                          *tests],
                          cwd=work, check=True, capture_output=True, text=True).stdout
     return [line for line in out.splitlines() if "::" in line]
 
