@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: demo test bench mutants lint services odbc chromium cluster-tools serve clean
+.PHONY: demo test bench mutants chaos lint services odbc chromium cluster-tools serve clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -38,6 +38,13 @@ bench: $(STAMP) services odbc
 MUTANT_JOBS ?= 2
 mutants: $(STAMP) services odbc
 	$(BIN)/python scripts/mutants.py --jobs $(MUTANT_JOBS) $(MODULES)
+
+# Randomized fault schedules against a simulated consortium on the harness's own PostgreSQL and
+# MariaDB instances, which it kills and restarts (not part of `make test`, which runs two
+# schedules). CHAOS_SCHEDULES=N, CHAOS_SEED=S; CHAOS_ONLY=I reruns schedule I of a seed.
+# Figures: docs/reliability.md ("Fault campaign").
+chaos: $(STAMP) services odbc
+	$(BIN)/python -m chaos
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -260,14 +260,15 @@ class EvergreenDesk(Desk):
                 return not m.exclude
         return False
 
-    def renew(self, barcode: str, at: datetime, due: datetime) -> None:
-        """Evergreen renews by closing the circulation and opening its successor."""
+    def renew(self, barcode: str, at: datetime, due: datetime) -> int:
+        """Evergreen renews by closing the circulation and opening its successor: returns
+        the successor's id (the loan's id from now on, as Evergreen records it)."""
         with self.engine.begin() as conn:
             self._at(conn, at)
             circ = self._open_circ(conn, self._copy(conn, barcode)["id"])
             self._close(conn, circ["id"], circ["circ_lib"], at, "RENEW")
-            self._open(conn, circ["target_copy"], circ["usr"], circ["circ_lib"], at, due,
-                       max(circ["renewal_remaining"] - 1, 0), parent=circ["id"])
+            return self._open(conn, circ["target_copy"], circ["usr"], circ["circ_lib"], at, due,
+                              max(circ["renewal_remaining"] - 1, 0), parent=circ["id"])
 
     # -- what a test or the demo reads back: the owner's view of one book -----------------------
     def item_view(self, barcode: str) -> dict:
@@ -292,7 +293,7 @@ class EvergreenDesk(Desk):
         with self.engine.connect() as conn:
             circ = conn.execute(text("SELECT * FROM action.circulation WHERE id = :id"),
                                 {"id": circ_id}).mappings().one()
-            return {"open": circ["checkin_time"] is None,
+            return {"open": circ["checkin_time"] is None, "records": 1,  # one row per circ
                     "returned_at": naive_local(circ["checkin_time"]),
                     "return_branch": self._shortname(conn, circ["checkin_lib"])}
 

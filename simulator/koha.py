@@ -267,10 +267,15 @@ class KohaDesk:
         with self.engine.connect() as conn:
             open_row = conn.execute(select(self.t["issues"]).where(
                 self.t["issues"].c.issue_id == issue_id)).first()
-            old = conn.execute(select(self.t["old_issues"]).where(
-                self.t["old_issues"].c.issue_id == issue_id)).first()
+            closed = conn.execute(select(self.t["old_issues"]).where(
+                self.t["old_issues"].c.issue_id == issue_id)).all()
+            old = closed[0] if closed else None
             return {"open": open_row is not None,
-                    "returned_at": old.returndate if old is not None else None}
+                    "returned_at": old.returndate if old is not None else None,
+                    # Koha without bug 33641 keeps no return branch on the loan
+                    "return_branch": getattr(old, "checkin_library", None)
+                    if self.checkin_library else None,
+                    "records": len(closed) + (open_row is not None)}
 
 
 class Koha2311Desk(KohaDesk):

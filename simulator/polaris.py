@@ -339,11 +339,12 @@ class PolarisDesk(Desk):
     def loan_view(self, loan_id: int) -> dict:
         with self.engine.connect() as conn:
             out = conn.execute(select(headers).where(headers.c.TransactionID == loan_id)).one()
-            back = conn.execute(select(headers).where(
+            backs = conn.execute(select(headers).where(
                 headers.c.TransactionTypeID == CHECKIN,
                 headers.c.ItemRecordID == out.ItemRecordID,
-                headers.c.CheckOutDate == out.TranClientDate)).first()
-            return {"open": back is None,
+                headers.c.CheckOutDate == out.TranClientDate)).all()
+            back = backs[0] if backs else None
+            return {"open": back is None, "records": len(backs) or 1,  # returned twice: 2
                     "returned_at": back.TranClientDate if back else None,
                     "return_branch": self._abbreviation(conn, back.OrganizationID)
                     if back else None}

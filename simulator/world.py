@@ -81,6 +81,24 @@ class Person:
 
 
 @dataclass
+class LoanTruth:
+    """One loan as it really happened: who lent the book to whom, and where it came back."""
+
+    member: str  # the lending member
+    issue: int  # the loan's id in the lending member's ILS
+    barcode: str
+    id_number: str
+    issued_at: datetime
+    due_at: datetime
+    renewals: int = 0
+    returned_at: datetime | None = None
+    return_member: str | None = None
+    # The lender's own desk closed it later, as any ILS closes the open loan of a book checked
+    # in: returned elsewhere, brought back before the hub's close reached the lender.
+    desk_closed: tuple[datetime, str] | None = None
+
+
+@dataclass
 class Stats:
     loans: int = 0
     returns: int = 0
@@ -99,6 +117,7 @@ class World:
         self.people: list[Person] = []
         self.stats = Stats()
         self.journal: list[tuple[datetime, str, str, str]] = []  # (at, action, barcode, member)
+        self.ledger: dict[tuple[str, int], LoanTruth] = {}  # every loan, by (member, issue)
 
     def member_constants(self) -> dict[str, dict]:
         """Each member's `constants` for the consortium config (see config_toml)."""
@@ -155,8 +174,10 @@ class World:
         if book.at != member:
             raise ValueError(f"{barcode} is at {book.at}, not at {member}")
         reader = self.account(person, member)
-        issue = self.desks[member].checkout(barcode, reader, at, at + timedelta(days=LOAN_DAYS))
+        due = at + timedelta(days=LOAN_DAYS)
+        issue = self.desks[member].checkout(barcode, reader, at, due)
         book.loan = (member, issue, reader)
+        self.ledger[(member, issue)] = LoanTruth(member, issue, barcode, person.id_number, at, due)
         self.stats.loans += 1
         self.stats.secondary_loans += member != book.owner
         self.journal.append((at, "lent", barcode, member))
@@ -164,18 +185,41 @@ class World:
     def checkin(self, barcode: str, member: str) -> None:
         book = self.books[barcode]
         at = self.tick()
+        stale = self._returned_elsewhere(barcode, member)
         self.desks[member].checkin(barcode, at)
+        for truth in stale:  # closed by this check-in (by the hub, it would bear the true return)
+            if self.desks[member].loan_view(truth.issue)["returned_at"] == at:
+                truth.desk_closed = (at, member)
+        if book.loan:
+            truth = self.ledger[book.loan[:2]]
+            truth.returned_at, truth.return_member = at, member
         if book.loan and book.loan[0] != member:
             self.stats.cross_returns += 1
         self.stats.returns += book.loan is not None
         book.loan, book.at = None, member
         self.journal.append((at, "returned", barcode, member))
 
+    def _returned_elsewhere(self, barcode: str, member: str) -> list[LoanTruth]:
+        """Loans of this book that `member` made and that came back at another member, which
+        its ILS may still show open (the hub's close not there yet)."""
+        return [t for t in self.ledger.values()
+                if t.barcode == barcode and t.member == member and t.returned_at is not None
+                and t.return_member != member and t.desk_closed is None]
+
     def renew(self, barcode: str) -> None:
         book = self.books[barcode]
         at = self.tick()
         member = book.loan[0]
-        self.desks[member].renew(barcode, at, at + timedelta(days=LOAN_DAYS))
+        due = at + timedelta(days=LOAN_DAYS)
+        successor = self.desks[member].renew(barcode, at, due)
+        truth = self.ledger[book.loan[:2]]
+        if successor is None:
+            truth.due_at, truth.renewals = due, truth.renewals + 1
+        else:  # Evergreen: the loan closed (renewed) and its successor opened
+            truth.returned_at, truth.return_member = at, member
+            self.ledger[(member, successor)] = LoanTruth(member, successor, barcode,
+                                                         truth.id_number, at, due)
+            book.loan = (member, successor, book.loan[2])
         self.stats.renewals += 1
         self.journal.append((at, "renewed", barcode, member))
 
@@ -185,13 +229,19 @@ class World:
         for _ in range(days):
             self.clock = self.clock.replace(hour=9, minute=0) + timedelta(days=1)
             for _ in range(actions_per_day):
-                roll = self.rng.random()
-                if roll < 0.5:
-                    self._random_checkout(codes)
-                elif roll < 0.9:
-                    self._random_checkin(codes)
-                else:
-                    self._random_renewal()
+                self.act(codes)
+
+    def act(self, codes: list[str] | None = None) -> None:
+        """One random desk action at one of `codes` (default every member): half checkouts,
+        four in ten check-ins, one in ten renewals."""
+        codes = codes or list(self.desks)
+        roll = self.rng.random()
+        if roll < 0.5:
+            self._random_checkout(codes)
+        elif roll < 0.9:
+            self._random_checkin(codes)
+        else:
+            self._random_renewal(codes)
 
     def _random_checkout(self, codes: list[str]) -> None:
         member = self.rng.choice(codes)
@@ -211,11 +261,13 @@ class World:
         if not out:
             return
         book = self.rng.choice(out)
-        member = book.loan[0] if self.rng.random() < 0.6 else self.rng.choice(codes)
+        at_lender = self.rng.random() < 0.6 and book.loan[0] in codes
+        member = book.loan[0] if at_lender else self.rng.choice(codes)
         self.checkin(book.barcode, member)
 
-    def _random_renewal(self) -> None:
-        out = [b for b in self.books.values() if b.loan and b.loan[0] == b.owner]
+    def _random_renewal(self, codes: list[str]) -> None:
+        out = [b for b in self.books.values()
+               if b.loan and b.loan[0] == b.owner and b.loan[0] in codes]
         if out:
             self.renew(self.rng.choice(out).barcode)
 

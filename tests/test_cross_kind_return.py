@@ -104,7 +104,7 @@ def test_the_return_time_written_to_evergreen_is_when_the_koha_desk_took_the_boo
     sync_cycle(config)
     sync_cycle(config)
     assert world.desks[EVERGREEN].loan_view(circ_id) == {
-        "open": False, "returned_at": returned_at, "return_branch": KOHA}
+        "open": False, "returned_at": returned_at, "return_branch": KOHA, "records": 1}
 
 
 def test_a_polaris_book_returned_at_evergreen_and_lent_there_again_shows_in_polaris(

@@ -10,7 +10,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
 import mutant_tests  # noqa: E402
-
 import mutants  # noqa: E402
 
 SOURCE = '''\

@@ -98,7 +98,8 @@ def test_returns_elsewhere_are_written_back_to_the_shared_database_for_each_memb
     sync_all(rt)
     for member, (desk, book) in own_books.items():
         assert desk.loan_view(loans_at[member]) == {
-            "open": False, "returned_at": T0 + timedelta(days=3), "return_branch": KOHA}
+            "open": False, "returned_at": T0 + timedelta(days=3), "return_branch": KOHA,
+            "records": 1}
         assert desk.item_view(book)["holding"] == KOHA
     assert rows(rt, outbox, "target", "kind", "status") == [
         (MAIN, "close_loan", "applied"), (PIDU, "close_loan", "applied")]

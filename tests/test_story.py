@@ -53,7 +53,8 @@ def test_cross_return_closes_the_owners_loan_and_shows_the_book_held_at_the_retu
     rt = sync_cycle(config)
 
     assert world.desks[A].loan_view(issue_at_a) == {
-        "open": False, "returned_at": world.journal[-1][0]}
+        "open": False, "returned_at": world.journal[-1][0],
+        "return_branch": B if world.desks[A].checkin_library else None, "records": 1}
     assert world.desks[A].item_view(BOOK) == {"holding": B, "onloan": None, "open_loan": None}
     with rt.store.connect() as conn:
         loan = conn.execute(select(loans).where(loans.c.member == A)).one()

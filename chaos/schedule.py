@@ -1,0 +1,83 @@
+"""Fault schedules, drawn at random from a seed: the same seed and index give the same schedule.
+
+A schedule is a few steps. In each, the desks circulate while one hub process runs (sync,
+push, reconcile or a backfill), and faults are drawn independently: the process SIGKILLed
+after a random time (startup, extract, merge, between an ILS commit and its ack: wherever it
+is then), a second process started for the same work at once, a database server killed with
+SIGKILL and started again (the central store's PostgreSQL, the Koha members' MariaDB, or the
+PostgreSQL of the Evergreen and Polaris members).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+RUNS = ("sync", "sync", "push", "reconcile", "backfill")  # sync most often, as in production
+SERVERS = ("central", "mariadb", "members_pg")
+
+
+@dataclass(frozen=True)
+class ServerFault:
+    server: str
+    after: float  # seconds after the step's process started
+    down_for: float  # seconds before it is started again
+
+    def __str__(self) -> str:
+        return f"{self.server} server killed at {self.after:.1f} s, down {self.down_for:.1f} s"
+
+
+@dataclass(frozen=True)
+class Step:
+    actions: int  # desk actions before the process starts (more run while it does)
+    run: str  # sync | push | reconcile | backfill
+    kill_after: float | None  # SIGKILL of the process after this many seconds
+    twin: bool  # a second process for the same work, started at once
+    server_fault: ServerFault | None
+
+    def faults(self) -> list[str]:
+        """The kinds injected, for the campaign's counts."""
+        kinds = [f"sigkill {self.run}"] if self.kill_after is not None else []
+        kinds += [f"twin {self.run}"] if self.twin else []
+        return kinds + ([f"kill {self.server_fault.server} server"]
+                        if self.server_fault else [])
+
+    def __str__(self) -> str:
+        parts = [f"{self.actions} desk actions, then {self.run}"]
+        if self.kill_after is not None:
+            parts.append(f"SIGKILLed at {self.kill_after:.1f} s")
+        if self.twin:
+            parts.append("twice at once")
+        if self.server_fault:
+            parts.append(str(self.server_fault))
+        return "; ".join(parts)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    seed: int
+    index: int
+    steps: tuple[Step, ...]
+
+    def faults(self) -> list[str]:
+        return [kind for step in self.steps for kind in step.faults()]
+
+    def __str__(self) -> str:
+        return f"schedule {self.index}: " + " | ".join(map(str, self.steps))
+
+
+def draw(seed: int, index: int, steps: tuple[int, int] = (2, 4)) -> Schedule:
+    """Schedule `index` of the campaign seeded `seed`."""
+    rng = random.Random(f"{seed}/{index}")
+    return Schedule(seed, index, tuple(_step(rng) for _ in range(rng.randint(*steps))))
+
+
+def _step(rng: random.Random) -> Step:
+    run = rng.choice(RUNS)
+    kill_after = round(rng.uniform(0.5, 12.0), 1) if rng.random() < 0.5 else None
+    twin = rng.random() < 0.2
+    fault = None
+    if rng.random() < 0.3:
+        fault = ServerFault(rng.choice(SERVERS), round(rng.uniform(0.5, 10.0), 1),
+                            round(rng.uniform(0.0, 6.0), 1))
+    return Step(rng.randint(3, 15), run, kill_after, twin, fault)
