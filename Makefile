@@ -31,8 +31,8 @@ test: $(STAMP) services odbc chromium cluster-tools
 bench: $(STAMP) services odbc
 	$(BIN)/python -m bench
 
-# Mutation testing of the modules that carry the guarantees (not part of `make test`: one to two
-# hours on two cores). MODULES= limits it to some (names or paths as in scripts/mutants.toml);
+# Mutation testing of the modules that carry the guarantees (not part of `make test`: about an
+# hour on two cores). MODULES= limits it to some (names or paths as in scripts/mutants.toml);
 # MUTANT_JOBS modules run at once (their tests wait on the databases much of the time); a run
 # cut short resumes. Report: mutants/report.md; figures quoted in docs/reliability.md.
 MUTANT_JOBS ?= 2

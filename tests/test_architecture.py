@@ -12,7 +12,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("circhub", "domain", "connections", "tasks", "flows", "expectations",
-            "deployments", "simulator", "bench")
+            "deployments", "simulator", "bench", "chaos")
 COMPOSITION = ROOT / "tasks" / "sync" / "cycle.py"
 # The sync stages' entry points, and the module that defines each: only the composition may
 # call them (a load such as a backfill has its own, separate path through validate and merge).
