@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from chaos.campaign import Campaign, write_report
+from chaos.consortium import member_codes
 from chaos.harness import Harness
 from chaos.schedule import draw
 
@@ -38,7 +39,7 @@ def main() -> int:
     started = time.monotonic()
     try:
         for i in indexes:
-            result = harness.run(draw(seed, i))
+            result = harness.run(draw(seed, i, tuple(member_codes())))
             campaign.add(result)
             print(campaign.line(result), flush=True)
     finally:

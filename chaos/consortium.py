@@ -51,14 +51,30 @@ class Consortium:
     central: str  # the central store's database name
 
 
-def build(folder: Path, servers: dict, seed: int, tag: str) -> Consortium:
-    """Fresh member databases and central store on `servers` (the Harness's), seeded."""
+def member_codes() -> list[str]:
+    return [spec[0] for spec in member_specs(len(KINDS))]
+
+
+def server_of(code: str) -> str:
+    """The harness server a member's database lives on."""
+    server = dict(zip(member_codes(), (s for _, s in KINDS), strict=True))[code]
+    return "members_pg" if server == "members_odbc" else server
+
+
+def build(folder: Path, servers: dict, seed: int, tag: str,
+          hub_ports: dict[str, int] | None = None) -> Consortium:
+    """Fresh member databases and central store on `servers` (the Harness's), seeded. The
+    hub reaches a member through `hub_ports[code]` where given (a chaos/links.py relay); its
+    desks always reach their server directly."""
     folder.mkdir(parents=True, exist_ok=True)
     specs = member_specs(len(KINDS))
-    urls, databases = {}, {}
+    urls, hub_urls, databases = {}, {}, {}
     for (code, *_), (_, server) in zip(specs, KINDS, strict=True):
         name = f"chaos_{tag}_{code.lower()}"
         urls[code] = _member_url(servers, server, name)
+        port = (hub_ports or {}).get(code)
+        hub_urls[code] = (make_url(urls[code]).set(port=port).render_as_string(
+            hide_password=False) if port else urls[code])
         databases[code] = (server, name)
     start = datetime.now().replace(microsecond=0) - timedelta(days=7)
     import circhub.connections.odbc  # noqa: F401 - registers postgresql+pyodbc://
@@ -71,7 +87,7 @@ def build(folder: Path, servers: dict, seed: int, tag: str) -> Consortium:
     central = f"chaos_{tag}_central"
     config = folder / "consortium.toml"
     config.write_text(_with_settings(config_toml(
-        specs, urls, servers["central"].create_database(central), f"chaos {tag}", demo=True,
+        specs, hub_urls, servers["central"].create_database(central), f"chaos {tag}", demo=True,
         profiles={code: kind for code, (kind, _) in zip(urls, KINDS, strict=True)},
         constants=world.member_constants())))
     from circhub.connections.runtime import upgrade_store
@@ -98,8 +114,7 @@ def drop(consortium: Consortium, servers: dict) -> None:
     """Its databases dropped, so a long campaign does not fill the disk."""
     for desk in consortium.world.desks.values():
         desk.engine.dispose()
-    names = [(s if s != "members_odbc" else "members_pg", n)
-             for s, n in consortium.databases.values()]
+    names = [(server_of(code), name) for code, (_, name) in consortium.databases.items()]
     for server, name in names + [("central", consortium.central)]:
         engine = create_engine(servers[server].admin_url, isolation_level="AUTOCOMMIT")
         with engine.connect() as conn:

@@ -21,9 +21,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import create_engine, func, select
+from sqlalchemy import create_engine, event, func, select
 
 from chaos import consortium as consortia
+from chaos.links import Link
 from chaos.oracle import SETTLED, Finding, check
 from chaos.schedule import Schedule, Step
 from chaos.servers import MariaDBServer, PostgresServer, free_port
@@ -86,8 +87,11 @@ class Harness:
     # -- one schedule --------------------------------------------------------------------
     def run(self, schedule: Schedule, keep: bool = False) -> Result:
         folder = self.home / f"schedule-{schedule.index}"
+        self.links = {code: Link(self.servers[consortia.server_of(code)].port)
+                      for code in consortia.member_codes()}
         c = consortia.build(folder, self.servers, seed=schedule.seed * 1000 + schedule.index,
-                            tag=f"{schedule.seed % 10_000}_{schedule.index}")
+                            tag=f"{schedule.seed % 10_000}_{schedule.index}",
+                            hub_ports={code: link.port for code, link in self.links.items()})
         store = create_engine(self._store_url(c), pool_pre_ping=True)
         try:
             notes = [note for step in schedule.steps for note in self._step(c, step, folder)]
@@ -100,6 +104,8 @@ class Harness:
             return Result(schedule, findings, converge, len(c.world.journal), notes)
         finally:
             store.dispose()
+            for link in self.links.values():
+                link.close()
             if keep:
                 self.kept = c
             else:
@@ -111,6 +117,8 @@ class Harness:
     def _step(self, c, step: Step, folder: Path) -> list[str]:
         self._circulate(c, step.actions)
         procs = [self._start(c, step.run, folder) for _ in range(1 + step.twin)]
+        if step.late_commit:
+            _commit_late(c.world.desks[step.late_commit.member].engine, step.late_commit.seconds)
         stop = threading.Event()
         desks = threading.Thread(target=self._desks, args=(c, stop), daemon=True)
         desks.start()
@@ -120,6 +128,9 @@ class Harness:
         if step.server_fault:
             f = step.server_fault
             threads.append(_later(f.after, self._server_down, c, f.server, f.down_for))
+        if step.link_fault:
+            f = step.link_fault
+            threads.append(_later(f.after, self._link_down, f.member, f.mode, f.lasting))
         notes = [note for p in procs if (note := _wait(p, step.run))]
         stop.set()
         for t in threads:
@@ -134,8 +145,7 @@ class Harness:
 
     def _act(self, c) -> None:
         with self.desk_lock:
-            codes = [code for code, (server, _) in c.databases.items()
-                     if _server_of(server) not in self.down]
+            codes = [code for code in c.databases if consortia.server_of(code) not in self.down]
             if codes:
                 c.world.act(codes)
 
@@ -154,10 +164,15 @@ class Harness:
         time.sleep(seconds)
         with self.desk_lock:
             self.servers[server].start()
-            for code, (name, _) in c.databases.items():  # the staff log in again
-                if _server_of(name) == server:
+            for code in c.databases:  # the staff log in again
+                if consortia.server_of(code) == server:
                     c.world.desks[code].engine.dispose()
             self.down.discard(server)
+
+    def _link_down(self, member: str, mode: str, seconds: float) -> None:
+        self.links[member].set(mode)
+        time.sleep(seconds)
+        self.links[member].set("up")
 
     def _start(self, c, run: str, folder: Path) -> subprocess.Popen:
         args = [sys.executable, "-m", "chaos.entry", run, str(c.config)]
@@ -183,8 +198,16 @@ class Harness:
         return notes
 
 
-def _server_of(server: str) -> str:
-    return "members_pg" if server == "members_odbc" else server
+def _commit_late(engine, seconds: float) -> None:
+    """The engine's next commit waits `seconds` first, its rows written and stamped: a
+    transaction that commits late with old timestamps. Once only; a step that ends before
+    the desk acts again leaves it for the next."""
+
+    def wait(conn) -> None:
+        event.remove(engine, "commit", wait)
+        time.sleep(seconds)
+
+    event.listen(engine, "commit", wait)
 
 
 def _later(seconds: float, fn, *args) -> threading.Thread:
@@ -210,8 +233,8 @@ def _wait(proc: subprocess.Popen, run: str) -> str | None:
 
 
 def _waiting(store) -> float | None:
-    """Seconds until the next command waiting for a push falls due (0 when one is due now);
-    None when nothing waits."""
+    """Seconds until every command waiting for a push has fallen due (0 when all are due
+    now); None when nothing waits."""
     from circhub.domain.schema import outbox
 
     with store.connect() as conn:

@@ -5,13 +5,15 @@ push, reconcile or a backfill), and faults are drawn independently: the process 
 after a random time (startup, extract, merge, between an ILS commit and its ack: wherever it
 is then), a second process started for the same work at once, a database server killed with
 SIGKILL and started again (the central store's PostgreSQL, the Koha members' MariaDB, or the
-PostgreSQL of the Evergreen and Polaris members).
+PostgreSQL of the Evergreen and Polaris members), the link between the hub and one member
+made slow, partitioned (nothing passes, nothing is refused) or refusing, for a while; a
+desk transaction that commits seconds after it stamped its rows.
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 RUNS = ("sync", "sync", "push", "reconcile", "backfill")  # sync most often, as in production
 SERVERS = ("central", "mariadb", "members_pg")
@@ -28,19 +30,44 @@ class ServerFault:
 
 
 @dataclass(frozen=True)
+class LinkFault:
+    member: str
+    mode: str  # slow | partition | refuse (chaos/links.py)
+    after: float
+    lasting: float
+
+    def __str__(self) -> str:
+        what = {"slow": "slow link to", "partition": "partition from",
+                "refuse": "connections refused by"}[self.mode]
+        return f"{what} {self.member} at {self.after:.1f} s for {self.lasting:.1f} s"
+
+
+@dataclass(frozen=True)
+class LateCommit:
+    member: str
+    seconds: float  # how long the desk's next transaction stays open before it commits
+
+    def __str__(self) -> str:
+        return f"{self.member}'s next desk transaction commits {self.seconds:.1f} s late"
+
+
+@dataclass(frozen=True)
 class Step:
     actions: int  # desk actions before the process starts (more run while it does)
     run: str  # sync | push | reconcile | backfill
     kill_after: float | None  # SIGKILL of the process after this many seconds
     twin: bool  # a second process for the same work, started at once
     server_fault: ServerFault | None
+    link_fault: LinkFault | None = None
+    late_commit: LateCommit | None = None
 
     def faults(self) -> list[str]:
         """The kinds injected, for the campaign's counts."""
         kinds = [f"sigkill {self.run}"] if self.kill_after is not None else []
         kinds += [f"twin {self.run}"] if self.twin else []
-        return kinds + ([f"kill {self.server_fault.server} server"]
-                        if self.server_fault else [])
+        kinds += [f"kill {self.server_fault.server} server"] if self.server_fault else []
+        kinds += [f"link {self.link_fault.mode}"] if self.link_fault else []
+        return kinds + (["late commit"] if self.late_commit else [])
 
     def __str__(self) -> str:
         parts = [f"{self.actions} desk actions, then {self.run}"]
@@ -50,6 +77,10 @@ class Step:
             parts.append("twice at once")
         if self.server_fault:
             parts.append(str(self.server_fault))
+        if self.link_fault:
+            parts.append(str(self.link_fault))
+        if self.late_commit:
+            parts.append(str(self.late_commit))
         return "; ".join(parts)
 
 
@@ -66,10 +97,34 @@ class Schedule:
         return f"schedule {self.index}: " + " | ".join(map(str, self.steps))
 
 
-def draw(seed: int, index: int, steps: tuple[int, int] = (2, 4)) -> Schedule:
-    """Schedule `index` of the campaign seeded `seed`."""
+def draw(seed: int, index: int, members: tuple[str, ...] = (),
+         steps: tuple[int, int] = (2, 4)) -> Schedule:
+    """Schedule `index` of the campaign seeded `seed`; link faults between the hub and one
+    of `members` (drawn from a stream of their own, so a seed's other faults stay as they
+    were drawn before links existed)."""
     rng = random.Random(f"{seed}/{index}")
-    return Schedule(seed, index, tuple(_step(rng) for _ in range(rng.randint(*steps))))
+    links = random.Random(f"{seed}/{index}/links")
+    late = random.Random(f"{seed}/{index}/late")
+    return Schedule(seed, index, tuple(
+        _with_late_commit(_with_link(_step(rng), links, members), late, members)
+        for _ in range(rng.randint(*steps))))
+
+
+def _with_late_commit(step: Step, rng: random.Random, members: tuple[str, ...]) -> Step:
+    """A desk transaction that stamps its rows, stays open while the hub reads past them,
+    and commits late: the rows appear behind the watermark, inside the lookback."""
+    if not members or rng.random() >= 0.25:
+        return step
+    return replace(step, late_commit=LateCommit(rng.choice(members),
+                                                round(rng.uniform(2.0, 30.0), 1)))
+
+
+def _with_link(step: Step, rng: random.Random, members: tuple[str, ...]) -> Step:
+    if not members or rng.random() >= 0.3:
+        return step
+    fault = LinkFault(rng.choice(members), rng.choice(("slow", "partition", "refuse")),
+                      round(rng.uniform(0.5, 10.0), 1), round(rng.uniform(1.0, 20.0), 1))
+    return replace(step, link_fault=fault)
 
 
 def _step(rng: random.Random) -> Step:

@@ -8,6 +8,10 @@ killed and restarted by the schedules) and its own Prefect server.
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
+import time
 import uuid
 from datetime import timedelta
 
@@ -18,6 +22,7 @@ from sqlalchemy import create_engine, insert, select, text, update
 from chaos import consortium as consortia
 from chaos.campaign import Campaign
 from chaos.harness import Harness
+from chaos.links import Link
 from chaos.oracle import check
 from chaos.schedule import draw
 from circhub.connections.engines import DEMO_ID_KEY
@@ -39,7 +44,7 @@ def harness(tmp_path_factory):
 def test_a_small_campaign_ends_with_nothing_lost_doubled_or_wrong(harness):
     campaign = Campaign(CAMPAIGN_SEED)
     for index in range(2):
-        result = harness.run(draw(CAMPAIGN_SEED, index))
+        result = harness.run(draw(CAMPAIGN_SEED, index, tuple(consortia.member_codes())))
         campaign.add(result)
         assert result.ok, campaign.line(result)
     assert campaign.faults(), "the schedules injected no fault"
@@ -131,3 +136,54 @@ def test_the_oracle_finds_a_replay_that_rewrote_the_return(harness, consortium):
 
     assert any(f.startswith(f"owner: loan {EVERGREEN}/{issue} ") and "returned at" in f
                for f in findings), findings
+
+
+def _echo_server():
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve():
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=lambda c=conn: [c.sendall(d) for d in iter(
+                lambda: c.recv(1024), b"")], daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return listener
+
+
+def test_a_link_passes_slows_partitions_and_refuses_as_it_is_told():
+    """The relay between the hub and a member: what a partition and a refusal look like to a
+    client (a hang; a reset or a closed connection), and that it passes bytes again after."""
+    listener = _echo_server()
+    link = Link(listener.getsockname()[1], delay=0.3)
+    try:
+        client = socket.create_connection(("127.0.0.1", link.port), timeout=2)
+        client.sendall(b"one")
+        assert client.recv(16) == b"one"
+        link.set("slow")
+        started = time.monotonic()
+        client.sendall(b"two")
+        assert client.recv(16) == b"two" and time.monotonic() - started >= 0.6  # both ways
+        link.set("partition")
+        client.settimeout(0.5)
+        client.sendall(b"three")
+        with pytest.raises(socket.timeout):
+            client.recv(16)
+        link.set("up")
+        client.settimeout(2)
+        assert client.recv(16) == b"three"  # held, not lost, as TCP retransmits
+        link.set("refuse")
+        with contextlib.suppress(ConnectionResetError):  # the connection ends: closed, or reset
+            assert client.recv(16) == b""
+        fresh = socket.create_connection(("127.0.0.1", link.port), timeout=2)
+        assert fresh.recv(16) == b""  # accepted and closed at once
+        link.set("up")
+        again = socket.create_connection(("127.0.0.1", link.port), timeout=2)
+        again.sendall(b"four")
+        assert again.recv(16) == b"four"
+    finally:
+        link.close()
+        listener.close()
