@@ -117,8 +117,8 @@ class Harness:
     def _step(self, c, step: Step, folder: Path) -> list[str]:
         self._circulate(c, step.actions)
         procs = [self._start(c, step.run, folder) for _ in range(1 + step.twin)]
-        if step.late_commit:
-            _commit_late(c.world.desks[step.late_commit.member].engine, step.late_commit.seconds)
+        undo = (_commit_late(c.world.desks[step.late_commit.member].engine,
+                             step.late_commit.seconds) if step.late_commit else None)
         stop = threading.Event()
         desks = threading.Thread(target=self._desks, args=(c, stop), daemon=True)
         desks.start()
@@ -135,6 +135,8 @@ class Harness:
         stop.set()
         for t in threads:
             t.join()
+        if undo:
+            undo()
         if getattr(desks, "error", None):
             raise desks.error
         return notes
@@ -198,16 +200,19 @@ class Harness:
         return notes
 
 
-def _commit_late(engine, seconds: float) -> None:
+def _commit_late(engine, seconds: float):
     """The engine's next commit waits `seconds` first, its rows written and stamped: a
-    transaction that commits late with old timestamps. Once only; a step that ends before
-    the desk acts again leaves it for the next."""
+    transaction that commits late with old timestamps. Once only, within the step: returns
+    what takes it away at the step's end (not from inside the listener, which SQLAlchemy is
+    iterating over then)."""
+    owed = [seconds]
 
     def wait(conn) -> None:
-        event.remove(engine, "commit", wait)
-        time.sleep(seconds)
+        if owed:
+            time.sleep(owed.pop())
 
     event.listen(engine, "commit", wait)
+    return lambda: event.remove(engine, "commit", wait)
 
 
 def _later(seconds: float, fn, *args) -> threading.Thread:
