@@ -85,7 +85,7 @@ class Harness:
         shutil.rmtree(self.data, ignore_errors=True)
 
     # -- one schedule --------------------------------------------------------------------
-    def run(self, schedule: Schedule, keep: bool = False) -> Result:
+    def run(self, schedule: Schedule) -> Result:
         folder = self.home / f"schedule-{schedule.index}"
         self.links = {code: Link(self.servers[consortia.server_of(code)].port)
                       for code in consortia.member_codes()}
@@ -106,10 +106,7 @@ class Harness:
             store.dispose()
             for link in self.links.values():
                 link.close()
-            if keep:
-                self.kept = c
-            else:
-                consortia.drop(c, self.servers)
+            consortia.drop(c, self.servers)
 
     def _store_url(self, c) -> str:
         return self.servers["central"].url(c.central)
@@ -189,15 +186,16 @@ class Harness:
     def _catch_up(self, c, store, folder: Path) -> list[str]:
         """Sync, reconcile, sync; then push and sync until no command waits (a failed one
         waits out its backoff first)."""
-        notes = []
-        for run in ("sync", "reconcile", "sync"):
-            notes += [n for n in [_wait(self._start(c, run, folder), run)] if n]
+        notes = self._run_each(c, ("sync", "reconcile", "sync"), folder)
         deadline = time.monotonic() + CATCH_UP_SECONDS
         while (due := _waiting(store)) is not None and time.monotonic() < deadline:
             time.sleep(max(0.0, min(due, 10.0)))
-            for run in ("push", "sync"):
-                notes += [n for n in [_wait(self._start(c, run, folder), run)] if n]
+            notes += self._run_each(c, ("push", "sync"), folder)
         return notes
+
+    def _run_each(self, c, runs: tuple[str, ...], folder: Path) -> list[str]:
+        """Each run in turn, to its end: a note for each that did not complete."""
+        return [note for run in runs if (note := _wait(self._start(c, run, folder), run))]
 
 
 def _commit_late(engine, seconds: float):

@@ -102,6 +102,19 @@ class Server:
         except Exception:  # noqa: BLE001 - not up yet, whatever the driver says
             return False
 
+    @property
+    def data(self) -> Path:
+        return self.home / "data"
+
+    def _make_data(self) -> None:
+        """The server's data directory, made once by its own initialiser."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run(self._init_command(), capture_output=True, text=True,
+                              **self._identity())
+        if done.returncode:
+            raise ServerError(f"{self.kind}: could not make its data directory {self.data}: "
+                              f"{done.stderr[-500:]}")
+
     def create_database(self, name: str) -> str:
         engine = create_engine(self.admin_url, isolation_level="AUTOCOMMIT")
         with engine.connect() as conn:
@@ -121,24 +134,23 @@ class Server:
     def _command(self) -> list[str]:
         raise NotImplementedError
 
+    def _init_command(self) -> list[str]:
+        raise NotImplementedError
+
 
 class PostgresServer(Server):
     def __init__(self, home: Path):
         super().__init__(home, kind="PostgreSQL")
-        self.data = home / "data"
         if not self.data.exists():
-            self._initdb()
+            self.home.mkdir(parents=True, exist_ok=True)
+            if os.geteuid() == 0:  # the data directory must belong to the account running it
+                pg = pwd.getpwnam("postgres")
+                os.chown(self.home, pg.pw_uid, pg.pw_gid)
+            self._make_data()
 
-    def _initdb(self) -> None:
-        self.home.mkdir(parents=True, exist_ok=True)
-        if os.geteuid() == 0:  # the data directory must belong to the account that runs it
-            pg = pwd.getpwnam("postgres")
-            os.chown(self.home, pg.pw_uid, pg.pw_gid)
-        done = subprocess.run([str(_pg_bin() / "initdb"), "-D", str(self.data), "-U", "postgres",
-                               "--auth=trust", "-E", "UTF8", "--no-sync"],
-                              capture_output=True, text=True, **_run_as())
-        if done.returncode:
-            raise ServerError(f"initdb failed in {self.data}: {done.stderr[-500:]}")
+    def _init_command(self) -> list[str]:
+        return [str(_pg_bin() / "initdb"), "-D", str(self.data), "-U", "postgres",
+                "--auth=trust", "-E", "UTF8", "--no-sync"]
 
     @property
     def admin_url(self) -> str:
@@ -159,20 +171,15 @@ class PostgresServer(Server):
 class MariaDBServer(Server):
     def __init__(self, home: Path):
         super().__init__(home, kind="MariaDB")
-        self.data = home / "data"
         if not self.data.exists():
-            self._install()
+            self._make_data()
 
-    def _install(self) -> None:
-        self.home.mkdir(parents=True, exist_ok=True)
+    def _init_command(self) -> list[str]:
         installer = shutil.which("mariadb-install-db") or shutil.which("mysql_install_db")
         if installer is None:
             raise ServerError("mariadb-install-db is missing (apt-get install mariadb-server)")
-        done = subprocess.run([installer, "--no-defaults", f"--datadir={self.data}",
-                               "--user=root", "--auth-root-authentication-method=normal",
-                               "--skip-test-db"], capture_output=True, text=True)
-        if done.returncode:
-            raise ServerError(f"mariadb-install-db failed in {self.data}: {done.stderr[-500:]}")
+        return [installer, "--no-defaults", f"--datadir={self.data}", "--user=root",
+                "--auth-root-authentication-method=normal", "--skip-test-db"]
 
     @property
     def admin_url(self) -> str:
