@@ -40,26 +40,32 @@ def coerce_types(entity: str, df: pd.DataFrame) -> pd.DataFrame:
 
     A value that is not a date ('0000-00-00', garbage) becomes NaT and fails validation
     instead of failing the whole batch. Names and titles are decoded by `circhub.domain.encoding`;
-    the ones that cannot be trusted are blanked and named in `text_problem`.
+    the ones that cannot be trusted are blanked and named in `text_problem`. A missing value
+    is None in every text column (never NaN).
+
+    Each column is made once and the frame is built once at the end: a sync's delta is ~20 rows
+    a member, where pandas' fixed cost per operation (~50 µs) is the whole cost, so the text
+    columns go through plain lists rather than chains of masks.
     """
-    out = df.copy(deep=False)  # pandas copy-on-write: columns are replaced, never changed
-    problems = pd.Series([None] * len(out), index=out.index, dtype=object)
+    columns = {name: df[name] for name in df.columns}
+    problems: list[str | None] = [None] * len(df)
     for f in fields(entity):
-        if f.name not in out:
-            out[f.name] = None
-        col = out[f.name]
+        col = columns.get(f.name)
+        if col is None:
+            col = pd.Series([None] * len(df), index=df.index, dtype=object)
         if f.kind in ("datetime", "date"):
-            out[f.name] = _datetimes(col)
+            columns[f.name] = _datetimes(col)
         elif f.kind == "int":
-            out[f.name] = pd.to_numeric(col, errors="coerce").fillna(0).astype("int64")
+            columns[f.name] = pd.to_numeric(col, errors="coerce").fillna(0).astype("int64")
         elif f.kind == "human_text":
-            out[f.name], bad = _human_text(col)
-            problems[bad] = [_join(p, f"{f.name}_encoding") for p in problems[bad]]
+            columns[f.name], bad = _human_text(col)
+            problems = [_join(p, f"{f.name}_encoding") if b else p
+                        for p, b in zip(problems, bad, strict=True)]
         else:
-            out[f.name] = _texts(col)
+            columns[f.name] = _texts(col)
     if any(f.kind == "human_text" for f in fields(entity)):
-        out[TEXT_PROBLEM] = problems
-    return out
+        columns[TEXT_PROBLEM] = pd.Series(problems, index=df.index, dtype=object)
+    return pd.DataFrame(columns, index=df.index)
 
 
 def _datetimes(col: pd.Series) -> pd.Series:
@@ -67,30 +73,38 @@ def _datetimes(col: pd.Series) -> pd.Series:
     in microseconds, as the databases keep them: pandas picks the unit from the values (dates
     come as seconds), and frames of different units joined take the finest, where a date like
     9999-12-31 no longer fits."""
-    first = col.dropna().head(1)
-    if not first.empty and getattr(first.iloc[0], "tzinfo", None) is not None:
+    if getattr(_first_present(col), "tzinfo", None) is not None:
         local = datetime.now().astimezone().tzinfo
         aware = pd.to_datetime(col, errors="coerce", utc=True, format="mixed")
         return aware.dt.tz_convert(local).dt.tz_localize(None).dt.as_unit("us")
     return pd.to_datetime(col, errors="coerce", format="mixed").dt.as_unit("us")
 
 
-def _human_text(col: pd.Series) -> tuple[pd.Series, pd.Series]:
-    """The normalised texts, and a mask of the values that could not be decoded. Decoded once
-    per distinct value: a backfill chunk's titles are mostly unique, but a profile that maps
-    no title gives 50,000 NULLs, and each call costs ~1 µs."""
-    present = col.notna()
+def _first_present(col: pd.Series):
+    if col.dtype.kind == "M":  # typed already: its own dtype says whether it is aware
+        return None
+    return next((v for v in col.tolist() if not _missing(v)), None)
+
+
+def _missing(value) -> bool:
+    # NaN and NaT are not equal to themselves; pd.NA answers NA to any comparison
+    return value is None or value is pd.NA or value != value
+
+
+def _human_text(col: pd.Series) -> tuple[pd.Series, list[bool]]:
+    """The normalised texts, and which values could not be decoded. Decoded once per distinct
+    value: a backfill chunk's titles are mostly unique, but a profile that maps no title gives
+    50,000 NULLs, and each call costs ~1 µs."""
+    values = col.tolist()
+    present = [not _missing(v) for v in values]
     try:
-        results = {v: normalise_text(v) for v in col[present].unique()}
+        results = {v: normalise_text(v) for v, p in zip(values, present, strict=True) if p}
+        found = [results[v] if p else None for v, p in zip(values, present, strict=True)]
     except TypeError:  # unhashable values (memoryview from a bytea column): one by one
-        results = None
-    if results is None:
-        found = [normalise_text(v if p else None) for v, p in zip(col, present, strict=True)]
-        return (pd.Series([r.text for r in found], index=col.index, dtype=object),
-                pd.Series([r.rule is not None for r in found], index=col.index, dtype=bool))
-    texts = col.map({v: r.text for v, r in results.items()}).astype(object)
-    bad = col.map({v: r.rule is not None for v, r in results.items()})
-    return texts.where(present, None), bad.where(present, False).astype(bool)
+        found = [normalise_text(v) if p else None for v, p in zip(values, present, strict=True)]
+    texts = [r.text if r else None for r in found]
+    return (pd.Series(texts, index=col.index, dtype=object),
+            [r is not None and r.rule is not None for r in found])
 
 
 def _join(existing: str | None, name: str) -> str:
@@ -98,24 +112,18 @@ def _join(existing: str | None, name: str) -> str:
 
 
 def _texts(col: pd.Series) -> pd.Series:
-    """`_text` over a column, vectorised where the driver gave one type (ints or strings, as
-    PostgreSQL and MariaDB do), else once per distinct value."""
+    """`_text` over a column: vectorised where the driver gave integers, through a list
+    otherwise (pandas' masks cost more than the work on a sync's ~20 rows)."""
     if col.dtype.kind in "iu":  # an integer key: never missing, never padded
         return col.astype(str).astype(object)
     if pd.api.types.is_string_dtype(col) and col.dtype != object:
-        # str.strip through map(): ~60 ns a value, against ~90 for pandas' .str.strip()
-        present = col.notna().to_numpy()
-        values = col.tolist()
-        stripped = pd.Series(list(map(str.strip, values)) if present.all() else
-                             [v.strip() if p else None for v, p in zip(values, present,
-                                                                        strict=True)],
-                             index=col.index, dtype=object)
-        return stripped.where(stripped.notna() & (stripped != ""), None)
-    values = col.dropna().unique()
-    if len(values) * 2 > len(col):
-        return col.map(_text, na_action="ignore").astype(object)
-    texts = {v: _text(v) for v in values}
-    return col.map(texts).astype(object).where(col.notna(), None)
+        # str.strip over the list: ~60 ns a value, against ~90 for pandas' .str.strip()
+        return pd.Series([(v.strip() or None) if isinstance(v, str) else None
+                          for v in col.tolist()], index=col.index, dtype=object)
+    # Anything else (a driver that mixes types in one column): value by value; `v != v` is
+    # how NaN and NaT say they are missing.
+    return pd.Series([None if _missing(v) else _text(v) for v in col.tolist()],
+                     index=col.index, dtype=object)
 
 
 def _text(value) -> str | None:
