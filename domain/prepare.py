@@ -192,9 +192,11 @@ def _required(s, name: str) -> bool:
 def _members(series: pd.Series, view: MemberView, required: bool) -> pd.Series:
     """The member each branch code maps to, looked up once per distinct code. A missing code
     of a required field maps to "" (never a member), so `member_code_known` fails for it."""
-    mapped = {b: view.branch_to_member(b) for b in series.dropna().unique()}
-    out = series.map(mapped).astype(object)
-    return out.where(series.notna(), "" if required else None)
+    absent = "" if required else None
+    mapped: dict = {}
+    return pd.Series([absent if _missing(b) else mapped[b] if b in mapped
+                      else mapped.setdefault(b, view.branch_to_member(b))
+                      for b in series.tolist()], index=series.index, dtype=object)
 
 
 def _barcode_owner(df: pd.DataFrame, view: MemberView) -> pd.DataFrame:

@@ -299,7 +299,10 @@ def _on_shelf_at(conn: Connection, member: str, barcodes: list[str]) -> set[str]
 
 
 def _advance_marks(conn: Connection, member: str, extract: Extract, now: datetime) -> None:
-    """Move each entity's watermark to the newest cursor read, never backwards."""
+    """Move each entity's watermark to the newest cursor read, never backwards: one statement
+    for all of them (an upsert is compiled afresh at each execution: SQLAlchemy 2.0 cannot
+    cache ON CONFLICT, so one per member rather than one per entity)."""
+    marks = []
     for entity, frame in extract.frames.items():
         cursor = frame[spec(entity).cursor] if not frame.empty else None
         if cursor is None or cursor.isna().all():
@@ -307,14 +310,15 @@ def _advance_marks(conn: Connection, member: str, extract: Extract, now: datetim
         newest = cursor.max().to_pydatetime()
         last_key = str(frame.loc[cursor == cursor.max(), "local_id"].iloc[-1])
         old = extract.marks[entity].cursor
-        if old is not None and newest <= old:
-            continue
-        stmt = upsert_insert(conn, watermarks).values(
-            member=member, entity=entity, cursor_value=newest, last_key=last_key, updated_at=now)
-        # Guarded in SQL too: a backfill and a sync of the same member never move it back.
-        conn.execute(stmt.on_conflict_do_update(
-            index_elements=["member", "entity"],
-            set_={"cursor_value": newest, "last_key": last_key, "updated_at": now},
-            where=watermarks.c.cursor_value.is_(None)
-            | (watermarks.c.cursor_value < stmt.excluded.cursor_value)))
-
+        if old is None or newest > old:
+            marks.append(dict(member=member, entity=entity, cursor_value=newest,
+                              last_key=last_key, updated_at=now))
+    if not marks:
+        return
+    stmt = upsert_insert(conn, watermarks)
+    # Guarded in SQL too: a backfill and a sync of the same member never move it back.
+    conn.execute(stmt.on_conflict_do_update(
+        index_elements=["member", "entity"],
+        set_={c: stmt.excluded[c] for c in ("cursor_value", "last_key", "updated_at")},
+        where=watermarks.c.cursor_value.is_(None)
+        | (watermarks.c.cursor_value < stmt.excluded.cursor_value)), marks)
