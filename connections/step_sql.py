@@ -55,6 +55,29 @@ def _bound(value: Any) -> ColumnElement:
     return bindparam(None, value, type_=NullType())
 
 
+WRITTEN = object()  # marks a Recording's note of which `set` columns a command writes
+
+
+@dataclass
+class Recording:
+    """What building one statement asked of its Binding, in order: each value form with the
+    branches it took (`Binding.decide`), and which conditional `set` columns were written. A
+    later command that takes the same branches everywhere gets the same statement, with its
+    own values in the named parameters (`circhub.connections.step_shapes`)."""
+
+    visits: list[tuple] = field(default_factory=list)
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def bind(self, value: Any) -> ColumnElement:
+        name = param_name(len(self.params))
+        self.params[name] = value
+        return bindparam(name, value, type_=NullType())
+
+
+def param_name(n: int) -> str:
+    return f"circhub_{n}"
+
+
 @dataclass
 class Binding:
     """What a step's values are bound from: the command's parameters (with the member's
@@ -63,6 +86,7 @@ class Binding:
     params: dict[str, Any]
     resolved: dict[int, Any] = field(default_factory=dict)  # id(Lookup) -> the value read
     render: Render | None = None
+    record: Recording | None = None  # set while a statement is built to be used again
 
     def param(self, key: str) -> Any:
         name, _, part = key.partition(".")
@@ -100,24 +124,67 @@ class Binding:
             return self.render(*target, value)
         return value
 
-    def value(self, raw: Any, target: Target | None) -> ColumnElement:
-        """One value form as SQL."""
-        if isinstance(raw, Lookup) and id(raw) not in self.resolved:
-            return _lookup_subquery(raw, self)
-        if isinstance(raw, WhenNull):
-            return self.value(raw.then if self.param(raw.param) is None else raw.otherwise,
-                              target)
-        if isinstance(raw, Conditional):
-            return self.value(raw.value, target)
+    def decide(self, raw: Any, target: Target | None) -> tuple[tuple, Any]:
+        """The branches a value form takes for this command (each if_null's side, then whether
+        it is a look-up not read yet, the ILS's clock, NULL or a value) and what it stands
+        for: the look-up, or the value."""
+        sides = []
+        while True:
+            if isinstance(raw, Lookup) and id(raw) not in self.resolved:
+                return (*sides, "lookup"), raw
+            if isinstance(raw, WhenNull):
+                then = self.param(raw.param) is None
+                sides.append(then)
+                raw = raw.then if then else raw.otherwise
+            elif isinstance(raw, Conditional):
+                raw = raw.value
+            else:
+                break
         plain = self.plain(raw, target)
         if plain == NOW:
+            return (*sides, "now"), None
+        return (*sides, "null" if plain is None else "value"), plain
+
+    def value(self, raw: Any, target: Target | None) -> ColumnElement:
+        """One value form as SQL."""
+        branches, found = self.decide(raw, target)
+        if self.record is not None:
+            self.record.visits.append((raw, target, branches))
+        kind = branches[-1]
+        if kind == "lookup":
+            return _lookup_subquery(found, self)
+        if kind == "now":
             return func.current_timestamp()
-        return null() if plain is None else _bound(plain)
+        if kind == "null":
+            return null()
+        return self.record.bind(found) if self.record is not None else _bound(found)
 
     def written(self, step_values: dict[str, Any]) -> dict[str, Any]:
         """The `set` columns this command writes (a conditional one only when it holds)."""
+        chosen = self._chosen(step_values)
+        if self.record is not None:
+            self.record.visits.append((WRITTEN, step_values, tuple(chosen)))
+        return chosen
+
+    def _chosen(self, step_values: dict[str, Any]) -> dict[str, Any]:
         return {col: v for col, v in step_values.items()
                 if not isinstance(v, Conditional) or when_holds(v.when, self.params)}
+
+    def replay(self, visits: list[tuple]) -> dict[str, Any] | None:
+        """This command's values for a statement built with these visits, or None where it
+        takes another branch somewhere (it needs a statement of its own)."""
+        params: dict[str, Any] = {}
+        for first, second, third in visits:
+            if first is WRITTEN:
+                if tuple(self._chosen(second)) != third:
+                    return None
+                continue
+            branches, found = self.decide(first, second)
+            if branches != third:
+                return None
+            if branches[-1] == "value":
+                params[param_name(len(params))] = found
+        return params
 
 
 def as_binding(params: dict[str, Any] | Binding) -> Binding:

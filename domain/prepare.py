@@ -73,17 +73,20 @@ def _datetimes(col: pd.Series) -> pd.Series:
     in microseconds, as the databases keep them: pandas picks the unit from the values (dates
     come as seconds), and frames of different units joined take the finest, where a date like
     9999-12-31 no longer fits."""
-    if getattr(_first_present(col), "tzinfo", None) is not None:
+    if _aware(col):
         local = datetime.now().astimezone().tzinfo
         aware = pd.to_datetime(col, errors="coerce", utc=True, format="mixed")
         return aware.dt.tz_convert(local).dt.tz_localize(None).dt.as_unit("us")
     return pd.to_datetime(col, errors="coerce", format="mixed").dt.as_unit("us")
 
 
-def _first_present(col: pd.Series):
-    if col.dtype.kind == "M":  # typed already: its own dtype says whether it is aware
-        return None
-    return next((v for v in col.tolist() if not _missing(v)), None)
+def _aware(col: pd.Series) -> bool:
+    """Whether the column holds times with a zone: its dtype says, once pandas typed it;
+    else its first value does (strings never do: they are read as local times)."""
+    if col.dtype.kind == "M":
+        return getattr(col.dtype, "tz", None) is not None
+    first = next((v for v in col.tolist() if not _missing(v)), None)
+    return getattr(first, "tzinfo", None) is not None
 
 
 def _missing(value) -> bool:

@@ -10,10 +10,11 @@ letting it through unbounded:
   scheduled sync, a manual one, a push, a backfill, a reconcile, an onboarding check or a key
   rotation never work on the same member database together.
 
-`source_slots` is the one wrapper every such piece of work takes: the sync's extract and push
-(`flows.tasks`), the backfill and reconcile flows, `circhub check` and `circhub reader
-rotate-key`. It cannot be forgotten: a member's database URL and engine are handed out only
-inside it (`circhub.connections.holds`), and a task without it fails on its first connection.
+`source_slots` is the one wrapper every such piece of work takes (the backfill and reconcile
+flows, `circhub check`, `circhub reader rotate-key`); the sync's extract and push
+(`flows.tasks`) take `members_slots` for a group of members and hold each in turn. It cannot
+be forgotten: a member's database URL and engine are handed out only inside a hold
+(`circhub.connections.holds`), and a task without one fails on its first connection.
 
 Both are taken in one acquisition, all or nothing, so nothing waits while holding one of
 them (no deadlock), and it costs one API round trip instead of two (each acquisition with its
@@ -28,8 +29,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from functools import partial
 from uuid import UUID
 
 import httpx
@@ -129,6 +131,18 @@ def source_slots(member_code: str, wait_seconds: float | None = None) -> Iterato
     `wait_seconds` (default SLOT_WAIT_SECONDS) bounds the whole wait: a member
     held by a hung run fails this cycle by name (TimeoutError) instead of queueing every later
     run of the schedule behind it.
+    """
+    with members_slots([member_code], wait_seconds) as hold, hold(member_code):
+        yield
+
+
+@contextmanager
+def members_slots(codes: Sequence[str], wait_seconds: float | None = None
+                  ) -> Iterator[Callable[[str], AbstractContextManager]]:
+    """Hold the own slots of several members and one source connection, in one acquisition:
+    for work that opens their databases one after the other, each inside `hold(code)` (what it
+    yields), so one connection is all it ever has open. A cycle's tasks take a group of members each
+    (`flows.tasks`): one API round trip per group, not per member.
 
     Taken through one long-lived API client of this process rather than Prefect's
     `concurrency()`, which builds a new client (and TLS context: ~40 ms of CPU) to release
@@ -138,36 +152,44 @@ def source_slots(member_code: str, wait_seconds: float | None = None) -> Iterato
     """
     if wait_seconds is None:
         wait_seconds = SLOT_WAIT_SECONDS  # read now: tests shorten it
-    names = [member_limit(member_code), SOURCE_LIMIT]
+    names = [member_limit(code) for code in codes] + [SOURCE_LIMIT]
+    who = ", ".join(codes)
     _require(names)
     client = _client()
-    lease_id = _acquire(client, names, member_code, wait_seconds)
+    lease_id = _acquire(client, names, who, wait_seconds)
     # Logged inside the hold (after taking, before giving back): what the lines show held, was.
-    _log.debug("member %s: slots taken (lease %s)", member_code, lease_id)
+    _log.debug("member %s: slots taken (lease %s)", who, lease_id)
     stop = threading.Event()
     renewer = threading.Thread(target=_renew, args=(client, lease_id, stop), daemon=True,
-                               name=f"circhub-lease-{member_code}")
+                               name=f"circhub-lease-{codes[0]}")
     renewer.start()
     try:
-        with holding(member_code):
-            yield
+        yield partial(_hold, tuple(codes))
     finally:
         stop.set()
         renewer.join()
-        _log.debug("member %s: giving its slots back (lease %s)", member_code, lease_id)
-        _release(client, lease_id, member_code)
+        _log.debug("member %s: giving its slots back (lease %s)", who, lease_id)
+        _release(client, lease_id, who)
 
 
-def _release(client, lease_id: UUID, member_code: str) -> None:
+def _hold(held: tuple[str, ...], code: str) -> AbstractContextManager:
+    """One member of those whose slots are held: its database may be opened inside."""
+    if code not in held:
+        raise ValueError(f"member {code} is not among the members whose slots are held "
+                         f"({', '.join(held)})")
+    return holding(code)
+
+
+def _release(client, lease_id: UUID, who: str) -> None:
     try:
         client.release_concurrency_slots_with_lease(lease_id=lease_id)
     except httpx.HTTPError as exc:  # the work is done; its slots come back with the lease
         _log.warning(
             "member %s: could not release its concurrency slots (%s); they return when the "
-            "lease ends, within %d s", member_code, type(exc).__name__, LEASE_SECONDS)
+            "lease ends, within %d s", who, type(exc).__name__, LEASE_SECONDS)
 
 
-def _acquire(client, names: list[str], member_code: str, wait_seconds: float) -> UUID:
+def _acquire(client, names: list[str], who: str, wait_seconds: float) -> UUID:
     deadline = time.monotonic() + wait_seconds
     waiting = False
     while True:
@@ -183,9 +205,9 @@ def _acquire(client, names: list[str], member_code: str, wait_seconds: float) ->
         if not waiting:  # once per hold: which run waits on which member
             waiting = True
             _log.debug("member %s: waiting for its slot or a source connection",
-                       member_code)
+                       who)
         if time.monotonic() + pause > deadline:
-            raise TimeoutError(f"member {member_code}: its slot or a source connection stayed "
+            raise TimeoutError(f"member {who}: its slot or a source connection stayed "
                                f"taken for {wait_seconds:.0f} s (another run holds it)")
         time.sleep(pause)
 

@@ -1,29 +1,37 @@
 """Prefect's part of a cycle: the `Runner` that makes the composition's stages task runs.
 
 `circhub.tasks.sync.cycle.run_cycle` composes the stages; this runner only decides how each is
-run: a task per member for the stages that open the member's database (extract, push), taken
-under that member's slot and a source connection (`flows.slots`) and retried once when the
-error may go away by itself; one task for validation and one for the merges of all members (a
-task run costs Prefect ~40 ms of bookkeeping on this machine's two cores, which 251 members
-would pay three times a cycle for nothing). A task that fails comes back to the composition as
-a `Failed` value with its one-line cause.
+run. The stages that open members' databases (extract, push) run as a task per group of
+members: the group's own slots and one source connection taken in one acquisition
+(`flows.slots.members_slots`), its members worked on one after the other, each under its own
+hold. A task run costs Prefect ~40 ms of bookkeeping (client and server, on this machine's
+two cores): 251 members in 251 task runs paid ~10 s a stage for it, and in groups of eight
+(at most `GROUPS_PER_WORKER` groups per worker thread) ~1 s. A small consortium keeps a task
+run per member, named after it (`extract-CD001`); in a larger one, a member that fails inside
+its group gets a red task run of its own with that name and its one-line cause. Validation
+and the merges are one task each. An error that may go away by itself is tried once more,
+after `RETRY_SECONDS`: by Prefect for a task run of one member, by the group's task for one of
+its members. A failure comes back to the composition as a `Failed` value.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import TypeVar
 
 import httpx
-from prefect import get_run_logger, task
+from prefect import get_run_logger, tags, task
 from prefect.cache_policies import NO_CACHE
 from sqlalchemy.exc import OperationalError
 
 from circhub.connections.errors import is_transient
 from circhub.connections.runtime import Runtime
-from circhub.flows.naming import tagged
-from circhub.flows.slots import source_slots
+from circhub.flows.naming import member_tags, tagged
+from circhub.flows.slots import members_slots
 from circhub.tasks.sync.cycle import (
     MEMBER_DATABASE_STAGES,
     Failed,
@@ -40,18 +48,24 @@ T = TypeVar("T")
 
 
 def transient(task, task_run, state) -> bool:
-    """Retry only what may go away by itself: a source that did not answer, a lost connection,
-    a lock wait (the driver's error code says: `connections.errors`). Never bad data, a refused
-    login or a missing table or column: they fail at once with their cause."""
+    """Prefect's retry condition: the failed run's error is `worth_retrying`."""
     try:
         state.result()
-    except SourceUnavailable as exc:
-        return exc.transient
-    except OperationalError as exc:
-        return is_transient(exc)
-    except Exception as exc:  # noqa: BLE001 - anything else is not worth a retry...
-        return server_busy(exc)  # ...but a Prefect API that shed load for a moment is
+    except Exception as exc:  # noqa: BLE001 - judged by worth_retrying
+        return worth_retrying(exc)
     return False
+
+
+def worth_retrying(exc: BaseException) -> bool:
+    """Retry only what may go away by itself: a source that did not answer, a lost connection,
+    a lock wait (the driver's error code says: `connections.errors`), a Prefect API that shed
+    load for a moment. Never bad data, a refused login or a missing table or column: they fail
+    at once with their cause."""
+    if isinstance(exc, SourceUnavailable):
+        return exc.transient
+    if isinstance(exc, OperationalError):
+        return is_transient(exc)
+    return server_busy(exc)
 
 
 def server_busy(exc: BaseException) -> bool:
@@ -65,13 +79,64 @@ def server_busy(exc: BaseException) -> bool:
     return False
 
 
-@task(name="member-stage", task_run_name="{stage}-{code}", cache_policy=NO_CACHE,
-      retries=1, retry_delay_seconds=2, retry_condition_fn=transient)
-def member_stage_task(stage: str, code: str, fn: Callable[[str], T]) -> T:
-    """One member's stage; where it opens the member's database, under its slots."""
-    if stage not in MEMBER_DATABASE_STAGES:
-        return fn(code)
-    with source_slots(code):
+RETRY_SECONDS = 2
+WORKERS = 8  # the sync and push flows' ThreadPoolTaskRunner(max_workers=8)
+GROUPS_PER_WORKER = 4  # enough groups that one slow member does not leave the others idle
+MOST_GROUPS = WORKERS * GROUPS_PER_WORKER
+
+
+def member_groups(codes: Sequence[str]) -> list[list[str]]:
+    """The members in consecutive groups, at most MOST_GROUPS of them: one member a group while
+    they are few."""
+    size = max(1, math.ceil(len(codes) / MOST_GROUPS))
+    return [list(codes[i:i + size]) for i in range(0, len(codes), size)]
+
+
+def _group_run_name() -> str:
+    from prefect.runtime import task_run
+
+    stage, codes = task_run.parameters["stage"], task_run.parameters["codes"]
+    return f"{stage}-{codes[0]}" if len(codes) == 1 \
+        else f"{stage}-{codes[0]}-and-{len(codes) - 1}-more"
+
+
+@task(name="member-stage", task_run_name=_group_run_name, cache_policy=NO_CACHE,
+      retries=1, retry_delay_seconds=RETRY_SECONDS, retry_condition_fn=transient)
+def member_stage_task(stage: str, codes: list[str], fn: Callable[[str], T]) -> dict:
+    """A group's stage on its members' databases, one member after the other. A group of one
+    raises its member's error (the task run is that member's: red, and retried by Prefect
+    when the error may pass); a larger group returns each member's failure as a value."""
+    on_databases = stage in MEMBER_DATABASE_STAGES
+    with members_slots(codes) if on_databases else nullcontext(_unheld) as hold:
+        if len(codes) == 1:
+            return {codes[0]: _attempt(codes[0], fn, hold)}
+        return {code: _member_in_group(stage, code, fn, hold) for code in codes}
+
+
+def _unheld(code: str) -> AbstractContextManager:
+    return nullcontext()  # a stage that opens no member database holds none
+
+
+def _member_in_group(stage: str, code: str, fn: Callable[[str], T],
+                     hold: Callable[[str], AbstractContextManager]) -> T | Failed:
+    """One member of a group, under its own hold; an error that may pass is tried once more."""
+    try:
+        return _attempt(code, fn, hold)
+    except Exception as exc:  # noqa: BLE001 - that member's result; the group goes on
+        if not worth_retrying(exc):
+            return failure(stage, exc)
+        get_run_logger().warning("member %s: %s failed, trying once more in %d s: %s",
+                                 code, stage, RETRY_SECONDS, error_line(exc))
+    time.sleep(RETRY_SECONDS)
+    try:
+        return _attempt(code, fn, hold)
+    except Exception as exc:  # noqa: BLE001 - as above
+        return failure(stage, exc)
+
+
+def _attempt(code: str, fn: Callable[[str], T],
+             hold: Callable[[str], AbstractContextManager]) -> T:
+    with hold(code):
         result = fn(code)
     _log_member_result(code, result)
     return result
@@ -114,10 +179,21 @@ class PrefectRunner:
     def per_member(self, stage: str, fn: Callable[[str], T],
                    codes: Sequence[str]) -> dict[str, T | Failed]:
         futures = {}
-        for code in codes:
-            with tagged(self.rt, code):
-                futures[code] = _member_task(stage).submit(stage, code, fn)
-        return {code: _value(stage, fut) for code, fut in futures.items()}
+        for group in member_groups(codes):
+            with tags(*self._tags(group)):
+                futures[tuple(group)] = _member_task(stage).submit(stage, group, fn)
+        results: dict[str, T | Failed] = {}
+        for group, future in futures.items():
+            got = _value(stage, future)
+            results.update(dict.fromkeys(group, got) if isinstance(got, Failed) else got)
+        grouped = {c: results[c] for group in futures if len(group) > 1 for c in group}
+        _show_member_failures(self.rt, stage, grouped)
+        return results
+
+    def _tags(self, group: Sequence[str]) -> list[str]:
+        """The group's members' tags (shared by many: `flows.naming`)."""
+        found = {t: None for c in group for t in member_tags(self.rt.consortium.member(c))}
+        return list(found)
 
     def whole(self, stage: str, fn: Callable[[], T], codes: Sequence[str]) -> T | Failed:
         got = _value(stage, whole_stage_task.with_options(name=stage).submit(stage, list(codes),

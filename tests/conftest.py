@@ -20,8 +20,9 @@ from sqlalchemy.exc import DBAPIError
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
-# The write-back tests' shared `koha` fixture (three Koha members on MariaDB, PostgreSQL store).
-pytest_plugins = ["tests.writeback"]
+# The write-back tests' shared `koha` fixture (three Koha members on MariaDB, PostgreSQL store),
+# and the check of every write-back statement reused from a kept shape.
+pytest_plugins = ["tests.writeback", "tests.step_shapes_check"]
 
 PG_ADMIN = os.environ.get("CIRCHUB_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 MARIADB_ADMIN = os.environ.get("CIRCHUB_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/")

@@ -4,7 +4,7 @@ datetimes with NaT for what is no date, undecodable names blanked and named."""
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 
 import pandas as pd
 
@@ -53,3 +53,15 @@ def test_an_integer_column_stays_whole_and_missing_counts_are_zero():
     out = coerce_types("loans", frame)
     assert out["renewals"].tolist() == [3, 0]
     assert str(out["renewals"].dtype) == "int64"
+
+
+def test_times_with_a_zone_become_naive_local_times_typed_or_not():
+
+    aware = datetime(2026, 12, 4, 2, 30, tzinfo=UTC)
+    local = aware.astimezone().replace(tzinfo=None)
+    for column in (pd.Series([aware, None]), pd.Series(pd.to_datetime([aware, None], utc=True)),
+                   pd.Series([None, aware], dtype=object)[::-1].reset_index(drop=True)):
+        frame = pd.DataFrame({"local_id": ["1", "2"], "updated_at": column})
+        out = coerce_types("items", frame)
+        assert str(out["updated_at"].dtype) == "datetime64[us]"
+        assert out["updated_at"].iloc[0] == local and pd.isna(out["updated_at"].iloc[1])

@@ -10,6 +10,7 @@ from sqlalchemy import create_engine, select, text
 from circhub.connections.errors import is_permanent, is_transient
 from circhub.connections.runtime import open_runtime
 from circhub.domain.schema import sync_runs
+from circhub.flows import tasks as flow_tasks
 from circhub.flows.push import push_writebacks
 from circhub.flows.sync import sync_consortium
 from tests.helpers import consortium_settings, flow_run_record, koha_consortium
@@ -67,6 +68,43 @@ def test_one_unreachable_member_among_four_completes_the_run_naming_it_without_a
     rows = {r["member"]: r for r in _artifact_rows("sync-summary")}
     assert rows[down]["status"] == "failed" and "cannot read" in rows[down]["error"]
     assert rows[down]["name"] and "readers read" in rows[down]
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_in_a_large_consortium_members_share_task_runs_and_a_failed_one_is_still_red_by_name(
+        tmp_path, monkeypatch):
+    """Past MOST_GROUPS members, a task run takes a group of them (one Prefect bookkeeping and
+    one slot acquisition per group); the member that fails inside its group is retried once by
+    the group (its error may pass) and then gets its own red task run with its cause."""
+    monkeypatch.setattr(flow_tasks, "MOST_GROUPS", 2)  # four members: two groups of two
+    world, config, members = _played(tmp_path)
+    codes = list(world.desks)
+    down = codes[3]
+    _swap(config, members[3], DOWN)
+
+    state = sync_consortium(config=str(config), return_state=True)
+
+    assert state.is_completed(), state.message
+    assert state.message.startswith("3 of 4 members synced; 1 failed: ")
+    logs, tasks = _read_back(state.state_details.flow_run_id)
+    assert tasks[f"extract-{codes[0]}-and-1-more"].state.is_completed()
+    assert tasks[f"extract-{codes[2]}-and-1-more"].state.is_completed()  # its other member
+    red = tasks[f"extract-{down}"]
+    assert red.state.is_failed() and f"member {down}: cannot read" in red.state.message
+    assert any(f"member {down}: extract failed, trying once more" in log.message
+               for log in logs)  # connection refused (2003) is transient: retried once
+    assert not [log.message for log in logs if "Traceback" in log.message]
+    rows = {r["member"]: r for r in _artifact_rows("sync-summary")}
+    assert rows[down]["status"] == "failed"
+    assert all(rows[c]["status"] == "ok" for c in codes[:3])
+
+
+def test_member_groups_keep_every_member_once_in_order_and_one_a_group_while_few():
+    codes = [f"M{i:03d}" for i in range(251)]
+    groups = flow_tasks.member_groups(codes)
+    assert len(groups) <= flow_tasks.MOST_GROUPS and max(map(len, groups)) == 8
+    assert [c for g in groups for c in g] == codes
+    assert flow_tasks.member_groups(codes[:4]) == [[c] for c in codes[:4]]
 
 
 @pytest.mark.usefixtures("prefect_server")

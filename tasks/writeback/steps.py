@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
+from functools import partial
 from typing import Any
 
 from sqlalchemy import Connection
@@ -29,6 +30,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from circhub.connections.errors import driver_message
 from circhub.connections.profile import Step
 from circhub.connections.profile_forms import Cond, Conditional, Lookup, WhenNull, when_holds
+from circhub.connections.step_shapes import prepared
 from circhub.connections.step_sql import (
     NOW,
     Binding,
@@ -89,17 +91,19 @@ def _run(conn: Connection, step: Step, b: Binding, copy_columns: CopyColumns) ->
         return StepOutcome(step, 0, 0, "not for this command")
     if step.skip_if_exists:
         _read_lookups(conn, step, step.skip_if_exists.where.values(), b)
-        if conn.execute(exists_query(step.skip_if_exists, b)).scalar():
+        there = partial(exists_query, step.skip_if_exists)
+        if _sql(conn, "exists", step.skip_if_exists, b, there).scalar():
             return StepOutcome(step, 0, 0, "applied before")
     _read_lookups(conn, step, step.where.values(), b)
     absent = _absent(step.where.values(), b)
     if absent:
         return StepOutcome(step, 0, 0, f"not for this row: look-up {absent!r} found nothing")
-    if step.op == "insert_missing" and conn.execute(row_exists(step, b)).scalar():
+    if step.op == "insert_missing" and _sql(conn, "row_exists", step, b,
+                                            partial(row_exists, step)).scalar():
         return StepOutcome(step, 1, 0, "there already")
     found = 1
     if step.op in ("update", "delete", "copy_row"):
-        found = conn.execute(identity_count(step, b)).scalar_one()
+        found = _sql(conn, "count", step, b, partial(identity_count, step)).scalar_one()
         _check_found(step, found, b)
         if found == 0:
             return StepOutcome(step, 0, 0, "no row (applied before)")
@@ -118,13 +122,22 @@ def _execute(conn: Connection, step: Step, b: Binding, copy_columns: CopyColumns
              ) -> tuple[int, dict[str, Any] | None]:
     if not step.returns:
         columns = copy_columns(step) if step.op == "copy_row" else None
-        return conn.execute(step_statement(step, b, columns)).rowcount, None
+        return _sql(conn, "step", step, b, lambda b: step_statement(step, b, columns),
+                    tuple(columns or ())).rowcount, None
     column, name = step.returns
     can_return = conn.dialect.insert_returning
-    result = conn.execute(returning_insert(step, b, can_return))
+    result = _sql(conn, "returning", step, b, lambda b: returning_insert(step, b, can_return),
+                  can_return)
     new_key = result.scalar_one() if can_return else result.lastrowid
     b.params[name] = new_key
     return 1, {column: new_key}
+
+
+def _sql(conn: Connection, kind: str, owner: object, b: Binding,
+         build: Callable[[Binding], Any], *extra: Any):
+    """Run one of the owner's statements, built once per shape (connections.step_shapes)."""
+    statement, params = prepared(kind, owner, b, build, *extra)
+    return conn.execute(statement, params)
 
 
 def _check_found(step: Step, found: int, b: Binding) -> None:
@@ -182,7 +195,7 @@ def _read_lookup(conn: Connection, step: Step, lk: Lookup, b: Binding) -> Any:
     if any(isinstance(v, Lookup) and v.optional and b.resolved.get(id(v)) is None
            for v in lk.where.values()):
         return None  # it looks for a row an optional look-up did not find
-    rows = conn.execute(lookup_query(lk, b)).all()
+    rows = _sql(conn, "lookup", lk, b, partial(lookup_query, lk)).all()
     searched = _described(lk.table.dotted, lk.where, b)
     if lk.optional and (not rows or rows[0][0] is None):
         return None
@@ -224,7 +237,8 @@ def _read_back(conn: Connection, step: Step, b: Binding, key: dict[str, Any] | N
     if step.op != "update":
         written.update({c: b.plain(v, (step.table.dotted, c)) for c, v in step.where.items()
                         if not isinstance(v, Cond) and v not in ("$null", "$not_null")})
-    rows = conn.execute(readback_query(step, b, key)).mappings().all()
+    rows = (conn.execute(readback_query(step, b, key)) if key  # the new key: not kept
+            else _sql(conn, "readback", step, b, partial(readback_query, step))).mappings().all()
     if not rows:
         raise StepFailed(f"{step.label}: wrote to {step.table.dotted} but reads back no row")
     for row in rows:
