@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: demo test bench mutants chaos lint services odbc chromium cluster-tools serve clean
+.PHONY: demo test bench mutants chaos lint services odbc faketime chromium cluster-tools serve clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -25,7 +25,7 @@ demo: $(STAMP)
 	@scripts/ensure-odbc >/dev/null 2>&1 || echo "(no PostgreSQL ODBC driver: no Polaris-style members)"
 	$(BIN)/circhub demo
 
-test: $(STAMP) services odbc chromium cluster-tools
+test: $(STAMP) services odbc faketime chromium cluster-tools
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP) services odbc
@@ -40,10 +40,11 @@ mutants: $(STAMP) services odbc
 	$(BIN)/python scripts/mutants.py --jobs $(MUTANT_JOBS) $(MODULES)
 
 # Randomized fault schedules against a simulated consortium on the harness's own PostgreSQL and
-# MariaDB instances, which it kills and restarts (not part of `make test`, which runs two
-# schedules). CHAOS_SCHEDULES=N, CHAOS_SEED=S; CHAOS_ONLY=I reruns schedule I of a seed.
-# Figures: docs/reliability.md ("Fault campaign").
-chaos: $(STAMP) services odbc
+# MariaDB instances, which it kills and restarts and whose members' clocks it skews through
+# libfaketime (not part of `make test`, which runs two schedules). CHAOS_SCHEDULES=N,
+# CHAOS_SEED=S; CHAOS_ONLY=I reruns schedule I of a seed. Figures: docs/reliability.md
+# ("Fault campaign").
+chaos: $(STAMP) services odbc faketime
 	$(BIN)/python -m chaos
 
 lint: $(STAMP)
@@ -55,6 +56,9 @@ services:
 
 odbc:
 	@scripts/ensure-odbc
+
+faketime:
+	@scripts/ensure-faketime
 
 chromium:
 	@scripts/ensure-chromium

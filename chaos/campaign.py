@@ -59,8 +59,10 @@ class Campaign:
         found = self.findings()
         mid, p95 = self.converge()
         failed = [r.schedule.index for r in self.results if not r.ok]
+        faults = self.faults()
         return (f"chaos: seed {self.seed}: {len(self.results)} schedules, "
-                f"{sum(self.faults().values())} faults injected; "
+                f"{sum(faults.values())} faults injected ("
+                + ", ".join(f"{n} {kind}" for kind, n in sorted(faults.items())) + "); "
                 + ", ".join(f"{found[k]} {k}" for k in KINDS)
                 + f"; converged in {mid:.0f} s median, {p95:.0f} s p95; "
                 + (f"schedules with findings: {failed}" if failed else "no findings"))

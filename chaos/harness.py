@@ -6,6 +6,9 @@ The desks and a server kill never overlap (one lock): a kill that landed between
 commit and its answer would leave the truth unsure of what the desk did, which is the
 harness's own uncertainty, not the hub's. A desk whose server is down does not circulate (its
 staff cannot either); every other desk goes on.
+
+A member server's clock skew lasts the whole step: set before its desk actions (the server
+answers with the offset before they start), put right after its hub processes end.
 """
 
 from __future__ import annotations
@@ -58,9 +61,10 @@ class Harness:
         # private parent (pytest's, a home directory) would not let it.
         self.data = Path(tempfile.mkdtemp(prefix="circhub-chaos-servers-"))
         os.chmod(self.data, 0o755)
+        # The members' servers run on a clock the schedules may skew (chaos/servers.py).
         self.servers = {"central": PostgresServer(self.data / "central"),
-                        "members_pg": PostgresServer(self.data / "members_pg"),
-                        "mariadb": MariaDBServer(self.data / "mariadb")}
+                        "members_pg": PostgresServer(self.data / "members_pg", skewable=True),
+                        "mariadb": MariaDBServer(self.data / "mariadb", skewable=True)}
         self.down: set[str] = set()
         self.desk_lock = threading.Lock()
         self.prefect = None
@@ -98,6 +102,7 @@ class Harness:
             started = time.monotonic()
             notes += self._catch_up(c, store, folder)
             converge = time.monotonic() - started
+            notes += _drift(store)
             from circhub.connections.engines import DEMO_ID_KEY
 
             findings = check(c.world, store, DEMO_ID_KEY)
@@ -112,6 +117,16 @@ class Harness:
         return self.servers["central"].url(c.central)
 
     def _step(self, c, step: Step, folder: Path) -> list[str]:
+        skewed = self.servers[step.clock_skew.server] if step.clock_skew else None
+        if skewed:  # the server's clock jumps now, and is put right at the step's end
+            skewed.skew(step.clock_skew.seconds)
+        try:
+            return self._faults(c, step, folder)
+        finally:
+            if skewed:
+                skewed.skew(0)
+
+    def _faults(self, c, step: Step, folder: Path) -> list[str]:
         self._circulate(c, step.actions)
         procs = [self._start(c, step.run, folder) for _ in range(1 + step.twin)]
         undo = (_commit_late(c.world.desks[step.late_commit.member].engine,
@@ -233,6 +248,22 @@ def _wait(proc: subprocess.Popen, run: str) -> str | None:
         proc.wait()
         return f"{run} hung past {PROCESS_TIMEOUT} s and was killed"
     return None if rc == 0 else f"{run} ended with {rc}"
+
+
+def _drift(store) -> list[str]:
+    """What reconcile found that the syncs' cursor polls had not (rows stamped behind the
+    watermark by a skewed clock, a late commit past the lookback): recovered, not lost, but
+    only as late as the next reconcile. A note per schedule that had any."""
+    from circhub.domain.schema import drift
+
+    with store.connect() as conn:
+        rows = conn.execute(select(drift.c.member, drift.c.entity, drift.c.kind, func.count())
+                            .group_by(drift.c.member, drift.c.entity, drift.c.kind)
+                            .order_by(drift.c.member, drift.c.entity, drift.c.kind)).all()
+    if not rows:
+        return []
+    return ["reconcile found what the syncs had not: " + ", ".join(
+        f"{n} {kind} {entity} at {member}" for member, entity, kind, n in rows)]
 
 
 def _waiting(store) -> float | None:

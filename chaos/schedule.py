@@ -7,7 +7,8 @@ is then), a second process started for the same work at once, a database server 
 SIGKILL and started again (the central store's PostgreSQL, the Koha members' MariaDB, or the
 PostgreSQL of the Evergreen and Polaris members), the link between the hub and one member
 made slow, partitioned (nothing passes, nothing is refused) or refusing, for a while; a
-desk transaction that commits seconds after it stamped its rows.
+desk transaction that commits seconds after it stamped its rows; a member database server's
+clock skewed, back or forward, for the whole step.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass, replace
 
 RUNS = ("sync", "sync", "push", "reconcile", "backfill")  # sync most often, as in production
 SERVERS = ("central", "mariadb", "members_pg")
+MEMBER_SERVERS = ("mariadb", "members_pg")  # the servers a clock skew may hit
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,16 @@ class LateCommit:
 
 
 @dataclass(frozen=True)
+class ClockSkew:
+    server: str  # a member server (MEMBER_SERVERS): every member on it stamps by its clock
+    seconds: float  # how far its clock is off: negative, behind the real time
+
+    def __str__(self) -> str:
+        way = "back" if self.seconds < 0 else "forward"
+        return f"{self.server} server's clock {way} {abs(self.seconds) / 60:.1f} min"
+
+
+@dataclass(frozen=True)
 class Step:
     actions: int  # desk actions before the process starts (more run while it does)
     run: str  # sync | push | reconcile | backfill
@@ -60,6 +72,7 @@ class Step:
     server_fault: ServerFault | None
     link_fault: LinkFault | None = None
     late_commit: LateCommit | None = None
+    clock_skew: ClockSkew | None = None  # from the step's start to its end
 
     def faults(self) -> list[str]:
         """The kinds injected, for the campaign's counts."""
@@ -67,10 +80,16 @@ class Step:
         kinds += [f"twin {self.run}"] if self.twin else []
         kinds += [f"kill {self.server_fault.server} server"] if self.server_fault else []
         kinds += [f"link {self.link_fault.mode}"] if self.link_fault else []
-        return kinds + (["late commit"] if self.late_commit else [])
+        kinds += ["late commit"] if self.late_commit else []
+        if self.clock_skew:
+            way = "back" if self.clock_skew.seconds < 0 else "forward"
+            kinds.append(f"clock skew {way} ({self.clock_skew.server})")
+        return kinds
 
     def __str__(self) -> str:
         parts = [f"{self.actions} desk actions, then {self.run}"]
+        if self.clock_skew:
+            parts.insert(0, str(self.clock_skew))
         if self.kill_after is not None:
             parts.append(f"SIGKILLed at {self.kill_after:.1f} s")
         if self.twin:
@@ -100,14 +119,30 @@ class Schedule:
 def draw(seed: int, index: int, members: tuple[str, ...] = (),
          steps: tuple[int, int] = (2, 4)) -> Schedule:
     """Schedule `index` of the campaign seeded `seed`; link faults between the hub and one
-    of `members` (drawn from a stream of their own, so a seed's other faults stay as they
-    were drawn before links existed)."""
+    of `members`, late commits and clock skews, each kind drawn from a stream of its own, so a
+    seed's other faults stay as they were drawn before that kind existed."""
     rng = random.Random(f"{seed}/{index}")
     links = random.Random(f"{seed}/{index}/links")
     late = random.Random(f"{seed}/{index}/late")
+    skews = random.Random(f"{seed}/{index}/skew")
     return Schedule(seed, index, tuple(
-        _with_late_commit(_with_link(_step(rng), links, members), late, members)
+        _with_skew(_with_late_commit(_with_link(_step(rng), links, members), late, members),
+                   skews)
         for _ in range(rng.randint(*steps))))
+
+
+def _with_skew(step: Step, rng: random.Random) -> Step:
+    """A member server's clock off for the step: back 2-20 minutes (rows it stamps fall
+    behind the hub's watermark, past the lookback), or forward 2-9 minutes (the watermark
+    runs ahead of the real time). Forward stays within the hub's FUTURE_TOLERANCE (10 min):
+    further, validation holds the rows as stamped in the future (`timestamp_not_in_future`),
+    by design, until the real time reaches them, which a catch-up of a minute cannot wait."""
+    if rng.random() >= 0.2:
+        return step
+    server = rng.choice(MEMBER_SERVERS)
+    back = rng.random() < 2 / 3  # back is what can hide rows from the cursor
+    minutes = -rng.uniform(2.0, 20.0) if back else rng.uniform(2.0, 9.0)
+    return replace(step, clock_skew=ClockSkew(server, round(minutes * 60)))
 
 
 def _with_late_commit(step: Step, rng: random.Random, members: tuple[str, ...]) -> Step:

@@ -7,6 +7,11 @@ every backend at once, as a power cut or the OOM killer would; the next start ru
 server's own crash recovery. Durability settings are the servers' defaults for what a kill
 tests: a process crash loses nothing the server acknowledged (fsync only matters to a machine
 that loses power, which a kill of a process is not, so it is off to keep schedules quick).
+
+A member's server may run on a clock of its own (`skewable`): libfaketime is preloaded into
+it, reading its offset from a file the harness rewrites (`skew`), so the server's clock can
+jump back or forward while it runs, and survives a kill and restart as a real clock would.
+Only the realtime clock is faked; the monotonic one the servers time their waits with is not.
 """
 
 from __future__ import annotations
@@ -20,9 +25,13 @@ import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import create_engine, text
+
+FAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
+SKEW_TAKES = 10.0  # seconds a server is given to read a new offset (it reads it each second)
 
 
 class ServerError(RuntimeError):
@@ -60,6 +69,7 @@ class Server:
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen | None = None
     kind: str = ""
+    skewable: bool = False  # its clock can be skewed (libfaketime preloaded)
 
     @property
     def log(self) -> Path:
@@ -71,7 +81,7 @@ class Server:
     def start(self, timeout: float = 60) -> None:
         self.proc = subprocess.Popen(self._command(), stdout=self.log.open("ab"),
                                      stderr=subprocess.STDOUT, start_new_session=True,
-                                     **self._identity())
+                                     env=self._environment(), **self._identity())
         deadline = time.monotonic() + timeout
         while not self._answers():
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -86,11 +96,71 @@ class Server:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
+        if self.skewable:  # libfaketime's shared memory, named after the process that made it
+            for name in (f"faketime_shm_{self.proc.pid}", f"sem.faketime_sem_{self.proc.pid}"):
+                Path("/dev/shm", name).unlink(missing_ok=True)
         self.proc = None
 
     def restart(self) -> None:
         self.kill()
         self.start()
+
+    # -- the server's clock ---------------------------------------------------------------
+    @property
+    def clock_file(self) -> Path:
+        return self.home / "faketime"
+
+    def _environment(self) -> dict[str, str] | None:
+        if not self.skewable:
+            return None
+        if not FAKETIME.exists():
+            raise ServerError(f"{FAKETIME} is missing: a member's clock cannot be skewed "
+                              "(scripts/ensure-faketime; apt-get install faketime)")
+        if not self.clock_file.exists():
+            self._write_offset(0)
+        return {**os.environ, "LD_PRELOAD": str(FAKETIME),
+                "FAKETIME_TIMESTAMP_FILE": str(self.clock_file),
+                "FAKETIME_CACHE_DURATION": "1",  # the file read again each second
+                "FAKETIME_DONT_FAKE_MONOTONIC": "1", "NO_FAKE_STAT": "1"}
+
+    def _write_offset(self, seconds: float) -> None:
+        """The file libfaketime reads: a relative offset in seconds ("-600", "+0"), replaced
+        whole so a server never reads half of it."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        part = self.clock_file.with_suffix(".part")
+        part.write_text(f"{seconds:+.0f}\n")
+        os.chmod(part, 0o644)  # PostgreSQL reads it as `postgres`
+        os.replace(part, self.clock_file)
+
+    def skew(self, seconds: float) -> None:
+        """The server's clock `seconds` off the real one from now on (0: right again); returns
+        once the server reads it so (a down server takes it when it starts)."""
+        if not self.skewable:
+            raise ServerError(f"{self.kind} on port {self.port} was not started skewable")
+        self._write_offset(seconds)
+        if not self.up():
+            return
+        deadline = time.monotonic() + SKEW_TAKES
+        while abs(self.clock_offset() - seconds) > 2:
+            if time.monotonic() > deadline:
+                raise ServerError(f"{self.kind} on port {self.port}: its clock did not take "
+                                  f"the offset {seconds:+.0f} s in {SKEW_TAKES:.0f} s")
+            time.sleep(0.2)
+
+    def now(self) -> datetime:
+        """The server's own clock (its NOW() in a fresh session, as local time)."""
+        engine = create_engine(self.admin_url, pool_pre_ping=False)
+        try:
+            with engine.connect() as conn:
+                return conn.execute(text(self._now_sql)).scalar_one()
+        finally:
+            engine.dispose()
+
+    def clock_offset(self) -> float:
+        """Seconds the server's clock is ahead of ours (negative: behind)."""
+        before = datetime.now()
+        theirs = self.now()
+        return (theirs - (before + (datetime.now() - before) / 2)).total_seconds()
 
     def _answers(self) -> bool:
         try:
@@ -124,6 +194,7 @@ class Server:
 
     # per kind
     admin_url = ""
+    _now_sql = "SELECT NOW()"
 
     def _identity(self) -> dict:
         return {}
@@ -139,8 +210,10 @@ class Server:
 
 
 class PostgresServer(Server):
-    def __init__(self, home: Path):
-        super().__init__(home, kind="PostgreSQL")
+    _now_sql = "SELECT LOCALTIMESTAMP"  # the session's time zone is the machine's
+
+    def __init__(self, home: Path, skewable: bool = False):
+        super().__init__(home, kind="PostgreSQL", skewable=skewable)
         if not self.data.exists():
             self.home.mkdir(parents=True, exist_ok=True)
             if os.geteuid() == 0:  # the data directory must belong to the account running it
@@ -169,8 +242,8 @@ class PostgresServer(Server):
 
 
 class MariaDBServer(Server):
-    def __init__(self, home: Path):
-        super().__init__(home, kind="MariaDB")
+    def __init__(self, home: Path, skewable: bool = False):
+        super().__init__(home, kind="MariaDB", skewable=skewable)
         if not self.data.exists():
             self._make_data()
 

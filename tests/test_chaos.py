@@ -13,7 +13,7 @@ import socket
 import threading
 import time
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from helpers import sync_cycle
@@ -48,6 +48,44 @@ def test_a_small_campaign_ends_with_nothing_lost_doubled_or_wrong(harness):
         campaign.add(result)
         assert result.ok, campaign.line(result)
     assert campaign.faults(), "the schedules injected no fault"
+
+
+@pytest.mark.parametrize("server", ["mariadb", "members_pg"])
+def test_a_skewed_member_server_runs_on_its_clock_off_by_the_offset_then_right_again(
+        harness, server):
+    """The clock skew reaches the server itself (libfaketime in its processes): NOW() in a
+    new session and in one already open, and a row the server stamps (Koha's `timestamp ...
+    ON UPDATE CURRENT_TIMESTAMP`, Polaris's ModificationDate default), are the offset off the
+    real time; put right, they are right again."""
+    s = harness.servers[server]
+    name = f"chaos_skew_{uuid.uuid4().hex[:8]}"
+    engine = create_engine(s.create_database(name))
+    stamped = ("ts TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP ON UPDATE CURRENT_TIMESTAMP"
+               if server == "mariadb" else "ts TIMESTAMP NOT NULL DEFAULT LOCALTIMESTAMP")
+    now = "NOW()" if server == "mariadb" else "LOCALTIMESTAMP"
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(f"CREATE TABLE stamped (id INT PRIMARY KEY, {stamped})"))
+        with engine.connect() as open_before:
+            for offset in (-600, 420, 0):
+                s.skew(offset)
+                assert abs(s.clock_offset() - offset) < 3
+                with engine.begin() as conn:
+                    conn.execute(text("INSERT INTO stamped (id) VALUES (:i)"), {"i": offset})
+                    ts = conn.execute(text("SELECT ts FROM stamped WHERE id = :i"),
+                                      {"i": offset}).scalar_one()
+                assert abs((ts - datetime.now()).total_seconds() - offset) < 3
+                seen = open_before.execute(text(f"SELECT {now}")).scalar_one()
+                open_before.rollback()  # PostgreSQL's LOCALTIMESTAMP: the transaction's start
+                assert abs((seen - datetime.now()).total_seconds() - offset) < 3
+    finally:
+        s.skew(0)
+        engine.dispose()
+        admin = create_engine(s.admin_url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS {name}"))
+        admin.dispose()
+    assert abs(s.clock_offset()) < 3
 
 
 @pytest.fixture

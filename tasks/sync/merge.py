@@ -221,19 +221,24 @@ def _closed_by_hub(conn: Connection, member: Member, rows: list[dict]) -> set[tu
     """Loans whose return the hub itself wrote into this ILS: their rows are an echo.
 
     The central store derived the return (returned elsewhere) and the write-back set the same
-    time at the source; reading it back is no new check-in and must add no event.
+    time at the source; reading it back is no new check-in and must add no event. A close the
+    hub derived from the lender's own shelf (the book seen back home while the loan's row had
+    not yet been read, as when the lender's clock stamped it behind the loans' watermark) has
+    no echo: the lender's desk checked the book in, its row is that check-in, and its event.
     """
     returned = {(member.member_for_branch(r["branch"]), str(r["local_id"])): r["returned_at"]
                 for r in rows if r["returned_at"] is not None}
     echoes = set()
     for part in in_chunks(sorted(returned)):
-        q = select(loans.c.member, loans.c.local_id, loans.c.pushed_returned_at).where(
+        q = select(loans.c.member, loans.c.local_id, loans.c.pushed_returned_at,
+                   loans.c.return_member).where(
             loans.c.member.in_({k[0] for k in part}),
             one_of(loans.c.local_id, [k[1] for k in part]),
             loans.c.pushed_returned_at.is_not(None))
         for r in conn.execute(q):
             key = (r.member, r.local_id)
-            if key in returned and _same_second(r.pushed_returned_at, returned[key]):
+            if (key in returned and r.return_member != r.member
+                    and _same_second(r.pushed_returned_at, returned[key])):
                 echoes.add(key)
     return echoes
 
