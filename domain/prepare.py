@@ -196,10 +196,11 @@ def _members(series: pd.Series, view: MemberView, required: bool) -> pd.Series:
     """The member each branch code maps to, looked up once per distinct code. A missing code
     of a required field maps to "" (never a member), so `member_code_known` fails for it."""
     absent = "" if required else None
-    mapped: dict = {}
-    return pd.Series([absent if _missing(b) else mapped[b] if b in mapped
-                      else mapped.setdefault(b, view.branch_to_member(b))
-                      for b in series.tolist()], index=series.index, dtype=object)
+    values, present = series.tolist(), series.notna().tolist()
+    mapped = {b: view.branch_to_member(b)
+              for b in {v for v, p in zip(values, present, strict=True) if p}}
+    return pd.Series([mapped[v] if p else absent for v, p in zip(values, present, strict=True)],
+                     index=series.index, dtype=object)
 
 
 def _barcode_owner(df: pd.DataFrame, view: MemberView) -> pd.DataFrame:
