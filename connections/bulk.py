@@ -25,6 +25,7 @@ from sqlalchemy import Connection, Table
 
 from circhub.connections.backends import backend_of
 from circhub.connections.store import upsert_insert
+from circhub.domain.prepare import missing
 
 COPY_FROM_ROWS = 1000  # below this, the staging table's DDL costs more than COPY saves
 
@@ -50,6 +51,9 @@ def bulk_upsert_frame(conn: Connection, table: Table, frame: pd.DataFrame,
     return _write(conn, table, python_columns(frame), keys, update, changed)
 
 
+SMALL_FRAME_ROWS = 1000
+
+
 def python_columns(frame: pd.DataFrame) -> dict[str, list]:
     """Each column as a list of plain Python values: datetimes, ints, None for missing.
 
@@ -68,20 +72,12 @@ def python_columns(frame: pd.DataFrame) -> dict[str, list]:
         elif kind is not None and kind in "biu":
             columns[name] = col.tolist()  # numpy bools and ints hold no missing value
         elif small:
-            columns[name] = [None if _missing(v) else v for v in col.tolist()]
+            columns[name] = [None if missing(v) else v for v in col.tolist()]
         else:
-            values, missing = col.tolist(), col.isna().to_numpy()
-            columns[name] = ([None if m else v for v, m in zip(values, missing, strict=True)]
-                             if missing.any() else values)
+            values, absent = col.tolist(), col.isna().to_numpy()
+            columns[name] = ([None if m else v for v, m in zip(values, absent, strict=True)]
+                             if absent.any() else values)
     return columns
-
-
-SMALL_FRAME_ROWS = 1000
-
-
-def _missing(value) -> bool:
-    # NaN and NaT are not equal to themselves; pd.NA answers NA to any comparison
-    return value is None or value is pd.NA or value != value
 
 
 def _write(conn, table, columns: dict[str, list], keys, update, changed) -> list[tuple]:
@@ -206,10 +202,10 @@ _PG_EPOCH_PY = datetime(2000, 1, 1)
 
 def _pg_micros(col: pd.Series) -> list:
     values = (col.to_numpy("datetime64[us]") - _PG_EPOCH).astype("int64").tolist()
-    missing = col.isna().to_numpy()
-    if not missing.any():
+    absent = col.isna().to_numpy()
+    if not absent.any():
         return values
-    return [None if m else v for v, m in zip(values, missing, strict=True)]
+    return [None if m else v for v, m in zip(values, absent, strict=True)]
 
 
 def _from_pg_micros(values: list) -> list:

@@ -85,11 +85,12 @@ def _aware(col: pd.Series) -> bool:
     else its first value does (strings never do: they are read as local times)."""
     if col.dtype.kind == "M":
         return getattr(col.dtype, "tz", None) is not None
-    first = next((v for v in col.tolist() if not _missing(v)), None)
+    first = next((v for v in col.tolist() if not missing(v)), None)
     return getattr(first, "tzinfo", None) is not None
 
 
-def _missing(value) -> bool:
+def missing(value) -> bool:
+    """A missing value, whatever a driver or pandas made of it: None, NaN, NaT or pd.NA."""
     # NaN and NaT are not equal to themselves; pd.NA answers NA to any comparison
     return value is None or value is pd.NA or value != value
 
@@ -99,7 +100,7 @@ def _human_text(col: pd.Series) -> tuple[pd.Series, list[bool]]:
     value: a backfill chunk's titles are mostly unique, but a profile that maps no title gives
     50,000 NULLs, and each call costs ~1 µs."""
     values = col.tolist()
-    present = [not _missing(v) for v in values]
+    present = [not missing(v) for v in values]
     try:
         results = {v: normalise_text(v) for v, p in zip(values, present, strict=True) if p}
         found = [results[v] if p else None for v, p in zip(values, present, strict=True)]
@@ -125,7 +126,7 @@ def _texts(col: pd.Series) -> pd.Series:
                           for v in col.tolist()], index=col.index, dtype=object)
     # Anything else (a driver that mixes types in one column): value by value; `v != v` is
     # how NaN and NaT say they are missing.
-    return pd.Series([None if _missing(v) else _text(v) for v in col.tolist()],
+    return pd.Series([None if missing(v) else _text(v) for v in col.tolist()],
                      index=col.index, dtype=object)
 
 
