@@ -43,6 +43,14 @@ class Backend:
     # Extra connect arguments for a backfill's bulk reader only (`engines.bulk_read_engine`):
     # how the driver may hand values over more cheaply when `coerce_types` types them anyway.
     bulk_read_args: Callable[[], Mapping[str, Any]] | None = None
+    # connectorx's URL scheme for this backend's members: a backfill reads them into Arrow
+    # (`circhub.connections.arrow_read`). None: the driver path only.
+    arrow_scheme: str | None = None
+    # Times and untyped NULLs read by connectorx as text, typed by `coerce_types` (MySQL:
+    # connectorx cannot hold a zero date, which Koha's tables carry, nor a bare NULL column).
+    arrow_text_casts: bool = False
+    # Run by connectorx on its connection before the query (it takes no connect arguments).
+    arrow_setup: tuple[str, ...] = ()
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
@@ -77,7 +85,9 @@ _PG_CONNECT = _frozen(connect_timeout=10, options=f"-c statement_timeout="
 
 POSTGRESQL = Backend(
     "postgresql", ("postgresql",), connect_args=_PG_CONNECT,
-    upsert_insert=postgresql.insert, copy_from=True, json_rows=True)
+    upsert_insert=postgresql.insert, copy_from=True, json_rows=True,
+    arrow_scheme="postgresql",
+    arrow_setup=(f"SET statement_timeout = {STATEMENT_TIMEOUT_SECONDS * 1000}",))
 
 # Polaris-style members in the tests (circhub.connections.odbc): the same connect arguments,
 # which that dialect hands to psqlODBC (`timeout`, and `options` inside `pqopt`); COPY and the
@@ -90,7 +100,7 @@ _MYSQL_CONNECT = _frozen(connect_timeout=10, read_timeout=STATEMENT_TIMEOUT_SECO
                         write_timeout=STATEMENT_TIMEOUT_SECONDS)
 
 MYSQL = Backend("mysql/mariadb", ("mysql", "mariadb"), time_digits=0,
-                connect_args=_MYSQL_CONNECT)
+                connect_args=_MYSQL_CONNECT, arrow_scheme="mysql", arrow_text_casts=True)
 
 
 def _pymysql_times_as_text() -> Mapping[str, Any]:
@@ -110,7 +120,8 @@ def _pymysql_times_as_text() -> Mapping[str, Any]:
 
 MYSQL_PYMYSQL = Backend("mysql/mariadb over pymysql", ("mysql", "mariadb"), driver="pymysql",
                         time_digits=0, connect_args=_MYSQL_CONNECT,
-                        bulk_read_args=_pymysql_times_as_text)
+                        bulk_read_args=_pymysql_times_as_text, arrow_scheme="mysql",
+                        arrow_text_casts=True)
 
 # SQL Server's per-statement limit is no connect argument: pyodbc sets it as the connection's
 # `timeout` attribute (SQL_ATTR_QUERY_TIMEOUT). Not exercised here (no SQL Server); psqlODBC,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import tomllib
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import pandas as pd
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
@@ -60,6 +60,11 @@ class Settings(CheckedTable):
         0.5, gt=0, le=1,
         description="Share of failing rows above which a member's batch (10 rows or more) "
                     "is refused whole")
+    bulk_reader: Literal["arrow", "driver"] = Field(
+        "arrow",
+        description="How a backfill reads a member: `arrow` (connectorx into Arrow, for "
+                    "PostgreSQL and MySQL/MariaDB members; others use their driver) or "
+                    "`driver` (SQLAlchemy's driver for every member)")
     max_failed_share: float = Field(
         0.25, ge=0, le=1,
         description="Share of the members synced in one run that may fail (unreachable, "

@@ -27,11 +27,13 @@ def member_database(request, server: str) -> str:
     return url.render_as_string(hide_password=False)
 
 
-def make_runtime(central_url: str, members: list[dict], lookback_seconds: int = 0) -> Runtime:
-    """A runtime on a fresh central store. Lookback 0: a change must move the cursor itself."""
+def make_runtime(central_url: str, members: list[dict], lookback_seconds: int = 0,
+                 **settings) -> Runtime:
+    """A runtime on a fresh central store. Lookback 0: a change must move the cursor itself.
+    `settings`: more of the `[consortium]` table."""
     consortium = parse_config({
         "consortium": {"name": "test", "central_store": central_url, "demo": True,
-                       "lookback_seconds": lookback_seconds},
+                       "lookback_seconds": lookback_seconds, **settings},
         "members": members,
     })
     store = engine_for(central_url)

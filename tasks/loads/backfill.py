@@ -148,7 +148,8 @@ def backfill_member(rt: Runtime, member: Member, entity: str, since: datetime, u
     done = len(all_windows) - len(todo)
     # The URL is taken here, in the caller's context, which holds the member's slot; the
     # read-ahead thread that starts the reader process does not (connections.holds).
-    job = ReadJob(member, member_url(member), entity, todo, chunk_rows, rt.id_key)
+    job = ReadJob(member, member_url(member), entity, todo, chunk_rows, rt.id_key,
+                  arrow=rt.consortium.bulk_reader == "arrow")
     # Closed on the way out, even by an error: the reader process and its connection to the
     # member end before the caller gives the member's slot back.
     with closing(read_ahead(_prepared(rt, job, view),

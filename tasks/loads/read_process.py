@@ -39,6 +39,9 @@ class ReadJob:
     windows: list[tuple[datetime, datetime]]
     chunk_rows: int
     id_key: bytes
+    # Read through connectorx into Arrow where the member's backend allows
+    # (`circhub.connections.arrow_read`); False: through the driver, whatever the backend.
+    arrow: bool = True
 
 
 @dataclass(frozen=True)
@@ -65,8 +68,11 @@ def read_in_child(job: ReadJob) -> Iterator[pd.DataFrame | WindowRead | ReaderDo
     A failure there is raised here: SourceUnavailable when the member's database failed."""
     from circhub.tasks.sync.extract import SourceUnavailable
 
+    # connectorx (the Arrow reader) is Rust: a panic of it prints its message, not a
+    # backtrace of Rust frames, whatever the operator's shell sets.
     child = subprocess.Popen([sys.executable, "-m", "circhub.tasks.loads.read_process"],
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             env={**os.environ, "RUST_BACKTRACE": "0"})
     try:
         pickle.dump(job, child.stdin, protocol=pickle.HIGHEST_PROTOCOL)
         child.stdin.close()
@@ -97,16 +103,14 @@ def _next_message(child: subprocess.Popen, member: str):
 def _read(job: ReadJob, out: BinaryIO) -> None:
     from sqlalchemy.exc import SQLAlchemyError
 
-    from circhub.connections.engines import bulk_read_engine
     from circhub.connections.errors import is_transient
     from circhub.domain.rowhash import with_row_hash
-    from circhub.tasks.sync.extract import entity_query, iter_chunks, prepare_frame
+    from circhub.tasks.sync.extract import prepare_frame
 
+    source = _Source(job, arrow=job.arrow)
     try:
-        engine = bulk_read_engine(job.url)
         for start, end in job.windows:
-            query = entity_query(job.member, job.entity, start, end)
-            for raw in iter_chunks(engine, query, job.entity, job.chunk_rows):
+            for raw in source.window_rows(start, end):
                 frame = with_row_hash(job.entity, prepare_frame(job.entity, raw, job.id_key))
                 _send(out, frame)
             _send(out, WindowRead(end))
@@ -120,6 +124,50 @@ def _read(job: ReadJob, out: BinaryIO) -> None:
                                   f"{type(exc).__name__}: {exc}"))
         return
     _send(out, ReaderDone(_peak_mb()))
+
+
+@dataclass
+class _Source:
+    """Where a job's rows come from: through connectorx into Arrow while `arrow` holds and
+    the member's backend allows, else through the driver."""
+
+    job: ReadJob
+    arrow: bool  # turned off when connectorx failed: the later windows would fail alike
+
+    def window_rows(self, start: datetime, end: datetime) -> Iterator[pd.DataFrame]:
+        """One window's rows as untyped frames. A window connectorx failed midway is read
+        again whole through the driver: its chunks handed over already merge again
+        unchanged."""
+        from circhub.connections.arrow_read import ArrowReadFailed, arrow_backend
+        from circhub.connections.engines import bulk_read_engine
+        from circhub.tasks.sync.extract import entity_query, iter_chunks
+
+        job = self.job
+        query = entity_query(job.member, job.entity, start, end)
+        backend = arrow_backend(job.url) if self.arrow else None
+        if backend is not None:
+            try:
+                yield from _arrow_rows(job, backend, query)
+                return
+            except ArrowReadFailed as exc:
+                self.arrow = False
+                print(f"member {job.member.code}: the Arrow reader could not read "
+                      f"{job.entity} from {start:%Y-%m-%d %H:%M} ({exc}); reading it and the "
+                      "windows after it through the driver", file=sys.stderr, flush=True)
+        yield from iter_chunks(bulk_read_engine(job.url), query, job.entity, job.chunk_rows)
+
+
+def _arrow_rows(job: ReadJob, backend, query) -> Iterator[pd.DataFrame]:
+    from circhub.connections.arrow_read import arrow_frames, arrow_query, literal_sql
+    from circhub.connections.engines import bulk_read_engine
+    from circhub.connections.profile import load_profile
+    from circhub.domain.records import field_names, fields
+
+    mapping = load_profile(job.member.profile).entities[job.entity]
+    times = [f.name for f in fields(job.entity) if f.kind in ("datetime", "date")]
+    query = arrow_query(query, times, (mapping.cursor, mapping.key), backend.arrow_text_casts)
+    sql = literal_sql(query, bulk_read_engine(job.url).dialect)
+    yield from arrow_frames(job.url, backend, sql, field_names(job.entity), job.chunk_rows)
 
 
 def _send(out: BinaryIO, message) -> None:
