@@ -171,9 +171,10 @@ def show(r: dict) -> None:
 
 
 def _peer_row(t: Table, tp: dict) -> None:
-    each = ", ".join(f"{b} {s['median']['rows_s']:,.0f}" if "median" in s else f"{b} FAILED"
-                     for b, s in tp["dlt"].items())
     best = tp["dlt_best"]
+    others = {b: s for b, s in tp["dlt"].items() if best is None or b != best["backend"]}
+    each = ", ".join(f"{b} {s['median']['rows_s']:,.0f}" if "median" in s else f"{b} FAILED"
+                     for b, s in others.items())
     if best is None:
         t.add_row(f"  peer on the same rows ({tp['source']})", "",
                   f"[bold red]dlt: no run measured[/] ({each})", "", "")

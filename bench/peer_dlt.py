@@ -9,7 +9,8 @@ normalize and load workers, its merge strategy for postgres).
 
 Timed: making the resource (it reflects the source table) and `pipeline.run` (extract,
 normalize, load). Not timed: importing dlt and creating the pipeline (`setup_seconds`, said
-apart). A fresh pipelines_dir in a temp directory, so no run sees another's state.
+apart). A fresh pipelines_dir in a temp directory, so no run sees another's state (removed
+after the run: dlt keeps each load package there).
 Prints one JSON line: rows, seconds, rows_s, the seconds of each step, and the versions.
 
     python bench/peer_dlt.py SOURCE_URL CENTRAL_URL {pyarrow,connectorx} N --columns a,b,...
@@ -59,7 +60,8 @@ def destination_url(url: str) -> str:
     return (u if u.password else u.set(password="unused")).render_as_string(hide_password=False)
 
 
-def load(source: str, central: str, backend: str, columns: list[str] | None) -> dict:
+def load(source: str, central: str, backend: str, columns: list[str] | None,
+         pipelines_dir: str) -> dict:
     t0 = time.perf_counter()
     import dlt
     from dlt.sources.sql_database import sql_table
@@ -68,7 +70,7 @@ def load(source: str, central: str, backend: str, columns: list[str] | None) -> 
         pipeline_name=f"circhub_peer_{backend}",
         destination=dlt.destinations.postgres(credentials=destination_url(central)),
         dataset_name=DATASET,
-        pipelines_dir=tempfile.mkdtemp(prefix="circhub-peer-dlt-"))
+        pipelines_dir=pipelines_dir)
     setup = time.perf_counter() - t0
     t0 = time.perf_counter()
     items = sql_table(credentials=source_url(source), table=TABLE, backend=backend,
@@ -116,7 +118,8 @@ def main(argv: list[str]) -> None:
     args.add_argument("--columns", help="comma-separated; the whole table when left out")
     a = args.parse_args(argv)
     columns = a.columns.split(",") if a.columns else None
-    result = load(a.source, a.central, a.backend, columns)
+    with tempfile.TemporaryDirectory(prefix="circhub-peer-dlt-") as pipelines_dir:
+        result = load(a.source, a.central, a.backend, columns, pipelines_dir)
     rows = merged_rows(a.central)
     if rows != a.rows:  # a load that moved fewer (or more) rows is no figure to compare
         raise SystemExit(f"peer_dlt: {a.backend} left {rows:,} rows in {DATASET}.{TABLE}, "
