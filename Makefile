@@ -3,10 +3,12 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+PEER   := .venv-peer
+PEER_STAMP := $(PEER)/.installed
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: demo test bench mutants chaos lint services odbc faketime chromium cluster-tools serve clean
+.PHONY: demo test bench peer mutants chaos lint services odbc faketime chromium cluster-tools serve clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -28,8 +30,23 @@ demo: $(STAMP)
 test: $(STAMP) services odbc faketime chromium cluster-tools
 	$(BIN)/python -m pytest -q
 
-bench: $(STAMP) services odbc
+bench: $(STAMP) $(PEER_STAMP) services odbc
 	$(BIN)/python -m bench
+
+# The bench's peer, dlt with its pyarrow and connectorx backends, in a venv of its own (never
+# circhub's: pyarrow there would change pandas 3's default string dtype for all of circhub).
+$(PEER_STAMP): bench/peer-requirements.txt
+	@test -x $(PEER)/bin/python || $(PYTHON) -m venv $(PEER) \
+	  || { echo "make peer: could not create $(PEER) with $(PYTHON) -m venv"; exit 1; }
+	@$(PEER)/bin/pip install -q --upgrade pip \
+	  || { echo "make peer: could not upgrade pip in $(PEER)"; exit 1; }
+	@$(PEER)/bin/pip install -q -r bench/peer-requirements.txt \
+	  || { echo "make peer: could not install bench/peer-requirements.txt into $(PEER)"; exit 1; }
+	@$(PEER)/bin/python -c 'import dlt, connectorx, pyarrow, sqlalchemy, pymysql, psycopg2' \
+	  || { echo "make peer: $(PEER) installed but a backend does not import (see above)"; exit 1; }
+	@touch $@
+
+peer: $(PEER_STAMP)
 
 # Mutation testing of the modules that carry the guarantees (not part of `make test`: about an
 # hour on two cores). MODULES= limits it to some (names or paths as in scripts/mutants.toml);
@@ -70,7 +87,7 @@ serve: $(STAMP)
 	$(BIN)/circhub serve
 
 clean:
-	rm -rf $(VENV) circhub.db demo var
+	rm -rf $(VENV) $(PEER) circhub.db demo var
 
 # Production topology on one machine (root): Prefect server on PostgreSQL, workers in network
 # namespaces; `scripts/cluster/down` tears it down. See docs/scaling.md.

@@ -2,7 +2,9 @@
 
 1. Backfill throughput of items (Koha on MariaDB, and Koha-shaped on PostgreSQL, into a
    PostgreSQL central store) beside the raw limit on the same rows (read out -> COPY in ->
-   INSERT ... ON CONFLICT), as a ratio of the medians of BENCH_RUNS (3) runs of each.
+   INSERT ... ON CONFLICT), as a ratio of the medians of BENCH_RUNS (3) runs of each; and
+   beside the peer, dlt (bench/peer_dlt.py, in .venv-peer) with its pyarrow and connectorx
+   backends merging the same rows on itemnumber: circhub's median over the best backend's.
 2. One steady-state cycle over 251 simulated members with ~20 changes each: wall time through
    the Prefect flow, and the same work through the plain stage functions.
 3. Peak memory of a 5-million-item backfill (a subprocess: its own VmHWM plus its reader
@@ -28,7 +30,10 @@ from bench import sources
 from bench.servers import fresh_mariadb, fresh_postgres
 
 console = Console()
-OUT = Path(__file__).parent / "results.json"
+HERE = Path(__file__).parent
+OUT = HERE / "results.json"
+PEER_PYTHON = HERE.parent / ".venv-peer" / "bin" / "python"  # made by `make peer`
+PEER_BACKENDS = ("pyarrow", "connectorx")
 
 
 def throughput(kind: str, n: int, runs: int) -> dict:
@@ -41,19 +46,58 @@ def throughput(kind: str, n: int, runs: int) -> dict:
     t0 = time.perf_counter()
     make(member, "SC001", n)
     console.print(f"  {kind}: {n:,} items generated in {time.perf_counter() - t0:.0f} s")
-    raws, ours = [], []
+    raws, ours, peers = [], [], {backend: [] for backend in PEER_BACKENDS}
     for _ in range(runs):
         raws.append(sources.raw_limit(member, fresh_postgres("central"), kind))
         ours.append(run_backfill(member, fresh_postgres("central"), n))
+        for backend in PEER_BACKENDS:
+            peers[backend].append(peer_run(member, fresh_postgres("central"), backend, n))
     raw = _median(raws, "chain_rows_s")
     mine = _median(ours, "rows_s")
+    dlt = {backend: _peer_summary(kind, backend, done) for backend, done in peers.items()}
+    best = _best_peer(dlt)
     return {"source": kind, "rows": n, "runs": runs, "raw": raw, "raw_runs": raws,
             "circhub_rows_s": mine["rows_s"], "circhub_seconds": mine["seconds"],
-            "circhub_runs": ours, "ratio": mine["rows_s"] / raw["chain_rows_s"]}
+            "circhub_runs": ours, "ratio": mine["rows_s"] / raw["chain_rows_s"],
+            "dlt": dlt, "dlt_best": best,
+            "vs_peer": mine["rows_s"] / best["rows_s"] if best else None}
 
 
 def _median(results: list[dict], key: str) -> dict:
     return sorted(results, key=lambda r: r[key])[len(results) // 2]
+
+
+def peer_run(member: str, central: str, backend: str, n: int) -> dict:
+    """One dlt load of the member's items into `central` (bench/peer_dlt.py, in its own
+    venv); a run that could not be made or failed comes back as {"error": why}."""
+    if not PEER_PYTHON.exists():
+        return {"error": f"no {PEER_PYTHON.parent.parent.name} (run `make peer`)"}
+    # Run from bench/, dlt's "script directory", so it does not warn about a .dlt folder.
+    out = subprocess.run([str(PEER_PYTHON), "peer_dlt.py", member, central, backend, str(n),
+                          "--columns", ",".join(sources.COLUMNS)],
+                         cwd=HERE, capture_output=True, text=True)
+    if out.returncode != 0:
+        return {"error": f"exit {out.returncode}: {out.stderr.strip()[-1500:]}"}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _peer_summary(kind: str, backend: str, runs: list[dict]) -> dict:
+    """The median of a backend's runs; if any run failed, no median (a median of the runs
+    that happened to pass would flatter it), and the failure is said at once."""
+    failed = [r["error"] for r in runs if "error" in r]
+    if failed:
+        console.print(f"[bold red]  {kind}: dlt {backend} failed in {len(failed)} of "
+                      f"{len(runs)} runs:[/] {failed[0]}")
+        return {"error": failed[0], "runs": runs}
+    return {"median": _median(runs, "rows_s"), "runs": runs}
+
+
+def _best_peer(dlt: dict) -> dict | None:
+    measured = {b: s["median"]["rows_s"] for b, s in dlt.items() if "median" in s}
+    if not measured:
+        return None
+    backend = max(measured, key=measured.get)
+    return {"backend": backend, "rows_s": measured[backend]}
 
 
 def memory(n: int) -> dict:
@@ -97,6 +141,11 @@ def main() -> None:
         results["memory"] = memory(n_mem)
     OUT.write_text(json.dumps(results, indent=2, default=str))
     show(results)
+    if failures := peer_failures(results):  # the other figures are kept, but not as a pass
+        console.print("[bold red]the peer (dlt) did not run as it should:[/]")
+        for failure in failures:
+            console.print(f"  {failure}")
+        sys.exit(1)
 
 
 def show(r: dict) -> None:
@@ -108,6 +157,7 @@ def show(r: dict) -> None:
                   f"{tp['raw']['read_rows_s']:,.0f}, COPY in {tp['raw']['copy_in_rows_s']:,.0f}"
                   f", upsert {tp['raw']['upsert_rows_s']:,.0f})",
                   f"{tp['ratio']:.0%}", ">= 50%")
+        _peer_row(t, tp)
     if "cycle" in r:
         _cycle_row(t, r["cycle"])
     if "memory" in r:
@@ -118,6 +168,26 @@ def show(r: dict) -> None:
                   "<= 1024 MB")
     console.print(t)
     console.print(f"written to {OUT}")
+
+
+def _peer_row(t: Table, tp: dict) -> None:
+    best = tp["dlt_best"]
+    others = {b: s for b, s in tp["dlt"].items() if best is None or b != best["backend"]}
+    each = ", ".join(f"{b} {s['median']['rows_s']:,.0f}" if "median" in s else f"{b} FAILED"
+                     for b, s in others.items())
+    if best is None:
+        t.add_row(f"  peer on the same rows ({tp['source']})", "",
+                  f"[bold red]dlt: no run measured[/] ({each})", "", "")
+        return
+    t.add_row(f"  peer on the same rows ({tp['source']})",
+              f"{tp['circhub_rows_s']:,.0f} rows/s",
+              f"dlt best ({best['backend']}): {best['rows_s']:,.0f} rows/s ({each})",
+              f"circhub ÷ dlt = {tp['vs_peer']:.2f}×", "")
+
+
+def peer_failures(r: dict) -> list[str]:
+    return [f"{tp['source']}: dlt {b}: {s['error'].splitlines()[-1]}"
+            for tp in r.get("throughput", []) for b, s in tp["dlt"].items() if "error" in s]
 
 
 def _cycle_row(t: Table, c: dict) -> None:
