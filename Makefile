@@ -34,7 +34,7 @@ bench: $(STAMP) $(PEER_STAMP) services odbc
 	$(BIN)/python -m bench
 
 # The bench's peer, dlt with its pyarrow and connectorx backends, in a venv of its own (never
-# circhub's: pyarrow there would change pandas 3's default string dtype for all of circhub).
+# circhub's: dlt's pins, psycopg2 and its SQLAlchemy, stay out of circhub's).
 $(PEER_STAMP): bench/peer-requirements.txt
 	@test -x $(PEER)/bin/python || $(PYTHON) -m venv $(PEER) \
 	  || { echo "make peer: could not create $(PEER) with $(PYTHON) -m venv"; exit 1; }

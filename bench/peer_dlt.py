@@ -39,9 +39,14 @@ def source_url(url: str) -> str:
     from sqlalchemy.engine import make_url
 
     u = make_url(url)
-    if u.get_backend_name() == "postgresql":
-        u = u.set(drivername="postgresql+psycopg2")
-    return u.render_as_string(hide_password=False)
+    return u.set(drivername=PEER_DRIVERS[u.get_backend_name()]).render_as_string(
+        hide_password=False)
+
+
+# The SQLAlchemy driver .venv-peer has for each source database (circhub's backend records
+# are not importable here: this runs without circhub).
+PEER_DRIVERS = {"postgresql": "postgresql+psycopg2", "mysql": "mysql+pymysql",
+                "mariadb": "mariadb+pymysql"}
 
 
 def libpq_url(url: str) -> str:

@@ -88,26 +88,80 @@ def _libpq(url: str) -> str:
 
 def raw_limit(source_url: str, central_url: str, kind: str) -> dict:
     """Rows/s of read-out -> COPY in -> INSERT ... ON CONFLICT, each timed on the same rows."""
-    import psycopg
-
     rows_of = _mariadb_rows if kind == "mariadb" else _postgres_rows
     t0 = time.perf_counter()
     rows = list(rows_of(source_url))
     t_read = time.perf_counter() - t0
+
+    def copy_in(cur) -> None:
+        with cur.copy("COPY raw_stage FROM STDIN") as copy:
+            for r in rows:
+                copy.write_row(r)
+
+    return _chain(len(rows), t_read, *_into_central(central_url, copy_in))
+
+
+def _into_central(central_url: str, copy_in) -> tuple[float, float]:
+    """The staging table filled by `copy_in(cursor)`, then merged into a one-key table: the
+    seconds of each."""
+    import psycopg
+
     with psycopg.connect(_libpq(central_url)) as conn, conn.cursor() as cur:
         cur.execute("DROP TABLE IF EXISTS raw_target")
         cur.execute(TARGET)
         cur.execute(STAGE)
         t0 = time.perf_counter()
-        with cur.copy("COPY raw_stage FROM STDIN") as copy:
-            for r in rows:
-                copy.write_row(r)
+        copy_in(cur)
         t_copy = time.perf_counter() - t0
         t0 = time.perf_counter()
         cur.execute(UPSERT)
         t_upsert = time.perf_counter() - t0
         cur.execute("DROP TABLE raw_target")
-    n = len(rows)
+    return t_copy, t_upsert
+
+
+def _chain(n: int, t_read: float, t_copy: float, t_upsert: float) -> dict:
     total = t_read + t_copy + t_upsert
     return {"rows": n, "read_rows_s": n / t_read, "copy_in_rows_s": n / t_copy,
             "upsert_rows_s": n / t_upsert, "chain_rows_s": n / total, "seconds": total}
+
+def _arrow_table(url: str, kind: str):
+    """The items' columns read by connectorx into one Arrow table."""
+    import connectorx
+    from sqlalchemy.engine import make_url
+
+    scheme = "mysql" if kind == "mariadb" else "postgresql"
+    quote = "`" if kind == "mariadb" else '"'
+    cols = ", ".join(f"{quote}{c}{quote}" for c in COLUMNS)
+    cx_url = make_url(url).set(drivername=scheme).render_as_string(hide_password=False)
+    return connectorx.read_sql(cx_url, f"SELECT {cols} FROM items", return_type="arrow")
+
+
+def _csv_bytes(table) -> bytes:
+    """The table as CSV, written by Arrow's C++ writer: strings quoted, NULLs left empty and
+    unquoted (what COPY's CSV format reads as NULL)."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    sink = pa.BufferOutputStream()
+    pacsv.write_csv(table, sink, write_options=pacsv.WriteOptions(include_header=False))
+    return sink.getvalue().to_pybytes()
+
+
+def arrow_limit(source_url: str, central_url: str, kind: str) -> dict:
+    """The fastest plain path on this machine, each step timed on the same rows: connectorx
+    reads the rows into Arrow, Arrow's C++ writer makes them CSV, one COPY ... (FORMAT csv)
+    takes them into the staging table, and one INSERT ... ON CONFLICT merges them. CSV and
+    not binary COPY: building PostgreSQL's binary rows in Python costs more per row than
+    the server's CSV parsing saves (psycopg's write_row, ~2 µs a row, against Arrow's
+    writer, which hands COPY one buffer)."""
+    t0 = time.perf_counter()
+    table = _arrow_table(source_url, kind)
+    t_read = time.perf_counter() - t0
+
+    def copy_in(cur) -> None:
+        payload = _csv_bytes(table)
+        with cur.copy("COPY raw_stage FROM STDIN (FORMAT csv)") as copy:
+            copy.write(payload)
+
+    return _chain(table.num_rows, t_read, *_into_central(central_url, copy_in))

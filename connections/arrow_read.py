@@ -146,16 +146,28 @@ def _first_line(exc: BaseException, url: str) -> str:
 
 
 def _frame(table, columns: Sequence[str]) -> pd.DataFrame:
-    """A chunk as `coerce_types` takes it, named by the entity's fields (dates as Python
-    dates, as the drivers hand them over). Raises ArrowReadFailed for a column whose values
-    would differ from the driver's: a DECIMAL (connectorx widens it to 10 digits after the
-    point, where the driver keeps the column's own) or a time of day."""
+    """A chunk as `coerce_types` takes it, named by the entity's fields: dates as Python
+    dates, as the drivers hand them over; text in pandas' pyarrow-backed string type, which
+    wraps the Arrow column as it is (pandas' Python-string type would convert and check
+    every value: 0.12 s against 0.01 s for 100,000 items). Raises ArrowReadFailed for a
+    column whose values would differ from the driver's: a DECIMAL (connectorx widens it to
+    10 digits after the point, where the driver keeps the column's own) or a time of day."""
     import pyarrow as pa
 
     for name, arrow_type in zip(columns, table.schema.types, strict=True):
         if pa.types.is_decimal(arrow_type) or pa.types.is_time(arrow_type):
             raise ArrowReadFailed(f"column {name} is {arrow_type}, which the Arrow reader "
                                   "does not give as the driver does")
-    frame = table.to_pandas(date_as_object=True)
+    frame = table.to_pandas(date_as_object=True, types_mapper=_ARROW_TEXT.get)
     frame.columns = list(columns)
     return frame
+
+
+def _arrow_text():
+    import pyarrow as pa
+
+    text = pd.StringDtype("pyarrow")
+    return {pa.string(): text, pa.large_string(): text}
+
+
+_ARROW_TEXT = _arrow_text()

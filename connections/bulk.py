@@ -177,8 +177,31 @@ def driver_cursor(conn: Connection):
 
 
 def copy_frame(conn: Connection, table: Table, frame: pd.DataFrame) -> None:
-    """PostgreSQL: COPY the frame straight into `table`, for rows known to be new. A key that
-    is there after all fails the COPY with UniqueViolation: run it in a savepoint."""
+    """PostgreSQL: COPY the frame straight into `table`, for rows known to be new: as CSV
+    where `csv_payload` can write every column exactly, row by row otherwise
+    (`copy_frame_rows`). A key that is there after all fails the COPY with UniqueViolation:
+    run it in a savepoint."""
+    from psycopg import sql
+
+    if frame.empty:
+        return
+    payload = csv_payload(table, frame)
+    if payload is None:
+        copy_frame_rows(conn, table, frame)
+        return
+    cur = driver_cursor(conn)
+    try:
+        col_list = sql.SQL(", ").join(map(sql.Identifier, frame.columns))
+        with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
+                sql.Identifier(table.name), col_list)) as copy:
+            copy.write(payload)
+    finally:
+        cur.close()
+
+
+def copy_frame_rows(conn: Connection, table: Table, frame: pd.DataFrame) -> None:
+    """`copy_frame` row by row through psycopg (binary where every value has its column's
+    Python type, text otherwise)."""
     from psycopg import sql
 
     if frame.empty:
@@ -192,6 +215,48 @@ def copy_frame(conn: Connection, table: Table, frame: pd.DataFrame) -> None:
         _copy_in(cur, sql.Identifier(table.name), columns, table, micros)
     finally:
         cur.close()
+
+
+def csv_payload(table: Table, frame: pd.DataFrame) -> bytes | None:
+    """The frame as CSV for `COPY ... (FORMAT csv)`, written by Arrow's C++ writer from the
+    columns as they are: no Python value per cell (`python_columns` and psycopg's write_row
+    cost ~2 µs a row of member_items). Texts quoted, NULLs empty and unquoted (COPY reads a
+    quoted empty text as '' and an unquoted empty field as NULL), times to the microsecond.
+    None when a column is not one this path writes exactly: a text column holding anything
+    but texts and gaps, or a column whose dtype is not its table column's type (the caller
+    then takes the row-by-row path, which lets PostgreSQL cast)."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    arrays = []
+    for name in frame.columns:
+        array = _arrow_column(_binary_type(table.c[name].type), frame[name])
+        if array is None:
+            return None
+        arrays.append(array)
+    sink = pa.BufferOutputStream()
+    pacsv.write_csv(pa.table(arrays, names=list(frame.columns)), sink,
+                    write_options=pacsv.WriteOptions(include_header=False))
+    return sink.getvalue().to_pybytes()
+
+
+def _arrow_column(kind: str | None, col: pd.Series):
+    """One column as an Arrow array of the store column's type, or None."""
+    import pyarrow as pa
+
+    dtype = col.dtype if isinstance(col.dtype, np.dtype) else None
+    if kind == "text" and not pd.api.types.is_numeric_dtype(col):
+        try:
+            return pa.array(col.to_numpy(dtype=object), type=pa.string(), from_pandas=True)
+        except (pa.ArrowTypeError, pa.ArrowInvalid):  # a value that is not a text
+            return None
+    if kind == "bool" and dtype is not None and dtype.kind == "b":
+        return pa.array(col.to_numpy())
+    if kind == "timestamp" and dtype is not None and dtype.kind == "M":
+        return pa.array(col.to_numpy("datetime64[us]"), from_pandas=True)
+    if kind in ("int4", "int8") and dtype is not None and dtype.kind in "iu":
+        return pa.array(col.to_numpy())
+    return None
 
 
 # PostgreSQL's binary `timestamp` is an int64 of microseconds since 2000-01-01 (the same bytes

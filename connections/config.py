@@ -166,12 +166,18 @@ class Consortium(Settings):
 
     def owners_of_barcodes(self, barcodes: pd.Series) -> pd.Series:
         """`owner_of_barcode` for a whole column at once (a backfill's chunk)."""
-        owners = pd.Series(None, index=barcodes.index, dtype=object)
-        text = barcodes.astype("string")
-        for length in self._prefix_lengths:
-            found = text.str.slice(0, length).map(self._owner_by_prefix).astype(object)
-            owners = owners.where(owners.notna(), found)
-        return owners.where(owners.notna(), None)
+        return pd.Series(self.owners_of_barcode_list(barcodes.tolist()), index=barcodes.index,
+                         dtype=object)
+
+    def owners_of_barcode_list(self, barcodes: list) -> list[str | None]:
+        """`owner_of_barcode` for a list (anything but a text has no owner). Where every
+        prefix has one length, as member codes do, one slice and one look-up a barcode:
+        ~0.1 µs, against ~0.7 through a call of `owner_of_barcode` each."""
+        by_prefix, lengths = self._owner_by_prefix, self._prefix_lengths
+        if len(lengths) == 1:
+            n = lengths[0]
+            return [by_prefix.get(b[:n]) if isinstance(b, str) else None for b in barcodes]
+        return [self.owner_of_barcode(b) if isinstance(b, str) else None for b in barcodes]
 
     # Looked up per barcode and row, with ~250 members: an index, built once per config.
     @cached_property

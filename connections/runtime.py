@@ -38,6 +38,7 @@ class Runtime:
             branch_to_member=member.member_for_branch,
             owner_of_barcode=self.consortium.owner_of_barcode,
             copy_item_type=load_profile(member.profile).copy_item_type,
+            owners_of_barcodes=self.consortium.owners_of_barcode_list,
         )
 
 

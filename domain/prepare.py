@@ -33,6 +33,9 @@ class MemberView:
     branch_to_member: Callable[[str | None], str | None]
     owner_of_barcode: Callable[[str | None], str | None]
     copy_item_type: str | None
+    # `owner_of_barcode` over a list in one call (a backfill chunk's 100,000 barcodes); None:
+    # called once a barcode
+    owners_of_barcodes: Callable[[list], list] | None = None
 
 
 def coerce_types(entity: str, df: pd.DataFrame) -> pd.DataFrame:
@@ -207,7 +210,10 @@ def _members(series: pd.Series, view: MemberView, required: bool) -> pd.Series:
 def _barcode_owner(df: pd.DataFrame, view: MemberView) -> pd.DataFrame:
     """Items: whose barcode prefix a barcode carries, whether the row is a consortium copy
     (a foreign book's local record), and whether the two agree with the item type."""
-    owners = df["barcode"].map(view.owner_of_barcode, na_action="ignore")
+    barcodes = df["barcode"].tolist()
+    found = (view.owners_of_barcodes(barcodes) if view.owners_of_barcodes is not None else
+             [view.owner_of_barcode(b) if isinstance(b, str) else None for b in barcodes])
+    owners = pd.Series(found, index=df.index, dtype=object)
     return df.assign(is_copy=(owners != view.code).astype(bool),
                      barcode_owner_ok=_barcodes_ok(view, owners, df["item_type"]))
 

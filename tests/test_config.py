@@ -63,6 +63,17 @@ def test_a_good_config_loads_with_the_sqlite_default_store():
     assert consortium.owner_of_barcode("CD0010000042") == "CD001"
 
 
+@pytest.mark.parametrize("prefixes", [("CD001", "SC001"), ("CD001", "SC0019", "SC00")])
+def test_owners_of_a_list_of_barcodes_are_those_of_each_barcode(prefixes):
+    members = [{**GOOD, "code": f"M{i:03d}", "barcode_prefix": p}
+               for i, p in enumerate(prefixes)]
+    consortium = parse_config({"members": members})
+    barcodes = ["CD0010000042", "SC0019000001", "SC0010000001", "SC00", "XX001", "", None,
+                float("nan"), "CD00"]
+    assert consortium.owners_of_barcode_list(barcodes) == [
+        consortium.owner_of_barcode(b) if isinstance(b, str) else None for b in barcodes]
+
+
 @pytest.mark.parametrize("value", [0, -5, "many", 2.5])
 def test_a_bad_max_delta_rows_names_the_field(value):
     with pytest.raises(ConfigError) as exc:
