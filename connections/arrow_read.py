@@ -114,9 +114,12 @@ def arrow_frames(url: str, backend: Backend, sql: str, columns: Sequence[str],
         held += batch.num_rows
         while held >= chunk_rows:
             table = pa.Table.from_batches(pending)
-            yield _frame(table.slice(0, chunk_rows), columns)
+            chunk = _frame(table.slice(0, chunk_rows), columns)
             rest = table.slice(chunk_rows)
             pending, held = rest.to_batches(), rest.num_rows
+            del table, rest  # while the caller holds the chunk, only the rows after it
+            yield chunk
+            del chunk
     if held:
         yield _frame(pa.Table.from_batches(pending), columns)
 

@@ -217,7 +217,7 @@ def copy_frame_rows(conn: Connection, table: Table, frame: pd.DataFrame) -> None
         cur.close()
 
 
-def csv_payload(table: Table, frame: pd.DataFrame) -> bytes | None:
+def csv_payload(table: Table, frame: pd.DataFrame) -> memoryview | None:
     """The frame as CSV for `COPY ... (FORMAT csv)`, written by Arrow's C++ writer from the
     columns as they are: no Python value per cell (`python_columns` and psycopg's write_row
     cost ~2 µs a row of member_items). Texts quoted, NULLs empty and unquoted (COPY reads a
@@ -237,7 +237,7 @@ def csv_payload(table: Table, frame: pd.DataFrame) -> bytes | None:
     sink = pa.BufferOutputStream()
     pacsv.write_csv(pa.table(arrays, names=list(frame.columns)), sink,
                     write_options=pacsv.WriteOptions(include_header=False))
-    return sink.getvalue().to_pybytes()
+    return memoryview(sink.getvalue())  # Arrow's buffer itself, not a copy of it
 
 
 def _arrow_column(kind: str | None, col: pd.Series):

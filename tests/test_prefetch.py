@@ -2,6 +2,7 @@
 ends the producer and closes its iterator."""
 
 import threading
+import time
 
 import pytest
 
@@ -39,3 +40,16 @@ def test_a_consumer_that_stops_early_stops_and_closes_the_producer():
             break
     assert closed.wait(5)
     assert not any(t.name == "circhub-read-ahead" for t in threading.enumerate())
+
+
+def test_the_producer_is_never_more_than_one_item_ahead():
+    asked = []
+
+    def source():
+        for i in range(20):
+            asked.append(i)
+            yield i
+
+    for x in read_ahead(source()):
+        time.sleep(0.01)  # the consumer is slower: the producer waits for it
+        assert max(asked) <= x + 1

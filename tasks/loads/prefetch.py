@@ -23,15 +23,18 @@ class _Failed:
 
 
 def read_ahead(items: Iterator[T], name: str = "circhub-read-ahead") -> Iterator[T]:
-    """The items of `items`, produced by a thread that stays at most one item ahead. An error
-    in the producer is raised in the consumer; a consumer that stops early stops the producer
-    (and its iterator is closed in that thread, which releases its database connection)."""
+    """The items of `items`, produced by a thread that stays at most one item ahead: it asks
+    for the next item only once the consumer has taken the last one, so the consumer's item
+    and one more are all there is (a backfill chunk is ~50 MB of frames). An error in the
+    producer is raised in the consumer; a consumer that stops early stops the producer (and
+    its iterator is closed in that thread, which releases its database connection)."""
     handoff: queue.Queue = queue.Queue(maxsize=1)
+    taken = threading.Semaphore(1)  # released each time the consumer takes an item
     stop = threading.Event()
 
     def produce() -> None:
         try:
-            for item in items:
+            for item in _when_taken(items, taken, stop):
                 if not _put(handoff, item, stop):
                     return
             _put(handoff, _DONE, stop)
@@ -47,6 +50,7 @@ def read_ahead(items: Iterator[T], name: str = "circhub-read-ahead") -> Iterator
     try:
         while True:
             item = handoff.get()
+            taken.release()
             if item is _DONE:
                 return
             if isinstance(item, _Failed):
@@ -56,6 +60,23 @@ def read_ahead(items: Iterator[T], name: str = "circhub-read-ahead") -> Iterator
         stop.set()
         _drain(handoff)
         thread.join()
+
+
+def _when_taken(items: Iterator[T], taken: threading.Semaphore,
+                stop: threading.Event) -> Iterator[T]:
+    """The items, each asked for only once the one before it was taken (or at the start)."""
+    iterator = iter(items)
+    while True:
+        while not taken.acquire(timeout=0.2):
+            if stop.is_set():
+                return
+        if stop.is_set():
+            return
+        try:
+            item = next(iterator)
+        except StopIteration:
+            return
+        yield item
 
 
 def _put(handoff: queue.Queue, item, stop: threading.Event) -> bool:
