@@ -17,6 +17,7 @@ followed by a `WindowRead`. It stops when it has read every window, when its std
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import subprocess
@@ -79,6 +80,7 @@ def read_in_child(job: ReadJob) -> Iterator[pd.DataFrame | WindowRead | ReaderDo
     child = subprocess.Popen([sys.executable, "-m", "circhub.tasks.loads.read_process"],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                              env={**os.environ, **READER_ENVIRONMENT})
+    finished = False
     try:
         pickle.dump(job, child.stdin, protocol=pickle.HIGHEST_PROTOCOL)
         child.stdin.close()
@@ -88,14 +90,29 @@ def read_in_child(job: ReadJob) -> Iterator[pd.DataFrame | WindowRead | ReaderDo
                 if message.source:
                     raise SourceUnavailable(message.message, transient=message.transient)
                 raise RuntimeError(message.message)
+            finished = isinstance(message, ReaderDone)
             yield message
-            if isinstance(message, ReaderDone):
+            if finished:
                 return
     finally:
-        if child.poll() is None:
-            child.kill()
-        child.stdout.close()
-        child.wait()
+        _end(child, finished)
+
+
+def _end(child: subprocess.Popen, finished: bool) -> None:
+    """The reader process gone, before the caller gives the member's slot back. One that
+    finished has closed its connections to the member and is exiting: it is given
+    EXIT_SECONDS, since a process killed on a connection leaves the member's server a session
+    it notices only later; one stopped early is killed at once."""
+    if finished:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.wait(EXIT_SECONDS)
+    if child.poll() is None:
+        child.kill()
+    child.stdout.close()
+    child.wait()
+
+
+EXIT_SECONDS = 10
 
 
 def _next_message(child: subprocess.Popen, member: str):
@@ -109,6 +126,7 @@ def _next_message(child: subprocess.Popen, member: str):
 def _read(job: ReadJob, out: BinaryIO) -> None:
     from sqlalchemy.exc import SQLAlchemyError
 
+    from circhub.connections.engines import bulk_read_engine
     from circhub.connections.errors import is_transient
     from circhub.domain.rowhash import with_row_hash
     from circhub.tasks.sync.extract import prepare_frame
@@ -131,6 +149,9 @@ def _read(job: ReadJob, out: BinaryIO) -> None:
         _send(out, _Failed(False, f"member {job.member.code}: reading {job.entity} failed: "
                                   f"{type(exc).__name__}: {exc}"))
         return
+    # Its connections to the member closed (the driver's pool; connectorx closes its own at
+    # the end of each window) before the backfill hears it is done and frees the member.
+    bulk_read_engine(job.url).dispose()
     _send(out, ReaderDone(_peak_mb()))
 
 
