@@ -7,6 +7,7 @@ that quarantine. A member connectorx cannot read is read through the driver, and
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 import pandas as pd
@@ -22,6 +23,7 @@ from circhub.simulator.koha import KohaDesk
 from circhub.simulator.world import member_specs, mixed_world
 from circhub.tasks.loads.backfill import backfill_member
 from circhub.tasks.loads.read_process import ReadJob, read_in_child
+from circhub.tasks.loads.reconcile import compare_entity
 from circhub.tasks.sync.extract import mapped_entities
 
 KINDS = [("koha", "mariadb"), ("openbiblio", "mariadb"), ("koha", "postgresql"),
@@ -83,6 +85,10 @@ def _awkward_postgres_rows(engine) -> None:
 
 
 def _backfilled_store(pg_db, members: list[dict], reader: str) -> dict[str, list[tuple]]:
+    return _store(_backfilled(pg_db, members, reader))
+
+
+def _backfilled(pg_db, members: list[dict], reader: str):
     rt = make_runtime(pg_db(), members, bulk_reader=reader)
     for i, m in enumerate(rt.consortium.members):
         for entity in ONLY.get(i, mapped_entities(m)):
@@ -90,7 +96,7 @@ def _backfilled_store(pg_db, members: list[dict], reader: str) -> dict[str, list
                 backfill_member(rt, m, entity, START - timedelta(days=30),
                                 datetime.now() + timedelta(days=30), timedelta(days=7),
                                 chunk_rows=7)  # several chunks a window
-    return _store(rt)
+    return rt
 
 
 def _store(rt) -> dict[str, list[tuple]]:
@@ -120,6 +126,31 @@ def test_the_arrow_reader_and_the_driver_give_the_same_central_store(members, pg
                   and ("last_seen", "None") in r]
     assert len(zero_dates) == 2
     assert by_arrow["loans"] and by_arrow["circulation_events"]
+
+
+def test_reconcile_finds_the_same_drift_through_either_reader(members, pg_db, capfd):
+    rt = _backfilled(pg_db, members, "arrow")
+    koha = create_engine(members[0]["connection"])
+    with koha.begin() as conn:  # behind the watermark: what a poll cannot see
+        conn.execute(text("UPDATE items SET itype = 'XX', `timestamp` = `timestamp` "
+                          "ORDER BY itemnumber LIMIT 2"))
+        conn.execute(text(
+            "INSERT INTO items (biblionumber, biblioitemnumber, barcode, homebranch, "
+            "holdingbranch, itype, `timestamp`) SELECT biblionumber, biblioitemnumber, "
+            "'SC0019999999', homebranch, holdingbranch, itype, '2026-01-01' FROM items LIMIT 1"))
+    by_driver = replace(rt, consortium=rt.consortium.model_copy(update={"bulk_reader": "driver"}))
+    for i, member in enumerate(rt.consortium.members):
+        for entity in ONLY.get(i, mapped_entities(member)):
+            with holding(member.code):
+                arrow, driver = (compare_entity(r, member, entity) for r in (rt, by_driver))
+            assert (arrow.rows_checked, arrow.missing, arrow.changed, arrow.extra) == (
+                driver.rows_checked, driver.missing, driver.changed, driver.extra)
+            if driver.reload is not None:
+                pd.testing.assert_frame_equal(arrow.reload, driver.reload)
+    assert "through the driver" not in capfd.readouterr().err
+    with holding(members[0]["code"]):
+        drift = compare_entity(rt, rt.consortium.members[0], "items")
+    assert len(drift.changed) == 2 and len(drift.missing) == 1
 
 
 def test_a_column_connectorx_cannot_read_sends_the_member_through_the_driver(pg_db, capfd):

@@ -129,12 +129,15 @@ def _read(job: ReadJob, out: BinaryIO) -> None:
     from circhub.connections.engines import bulk_read_engine
     from circhub.connections.errors import is_transient
     from circhub.domain.rowhash import with_row_hash
-    from circhub.tasks.sync.extract import prepare_frame
+    from circhub.tasks.loads.member_rows import MemberRows
+    from circhub.tasks.sync.extract import entity_query, prepare_frame
 
-    source = _Source(job, arrow=job.arrow)
+    source = MemberRows(job.member, job.url, job.entity, job.chunk_rows,
+                        lambda: bulk_read_engine(job.url), arrow=job.arrow)
     try:
         for start, end in job.windows:
-            for raw in source.window_rows(start, end):
+            query = entity_query(job.member, job.entity, start, end)
+            for raw in source.chunks(query, f"from {start:%Y-%m-%d %H:%M}"):
                 frame = with_row_hash(job.entity, prepare_frame(job.entity, raw, job.id_key))
                 del raw  # the source's rows, no longer needed while the frame goes out
                 _send(out, frame)
@@ -153,50 +156,6 @@ def _read(job: ReadJob, out: BinaryIO) -> None:
     # the end of each window) before the backfill hears it is done and frees the member.
     bulk_read_engine(job.url).dispose()
     _send(out, ReaderDone(_peak_mb()))
-
-
-@dataclass
-class _Source:
-    """Where a job's rows come from: through connectorx into Arrow while `arrow` holds and
-    the member's backend allows, else through the driver."""
-
-    job: ReadJob
-    arrow: bool  # turned off when connectorx failed: the later windows would fail alike
-
-    def window_rows(self, start: datetime, end: datetime) -> Iterator[pd.DataFrame]:
-        """One window's rows as untyped frames. A window connectorx failed midway is read
-        again whole through the driver: its chunks handed over already merge again
-        unchanged."""
-        from circhub.connections.arrow_read import ArrowReadFailed, arrow_backend
-        from circhub.connections.engines import bulk_read_engine
-        from circhub.tasks.sync.extract import entity_query, iter_chunks
-
-        job = self.job
-        query = entity_query(job.member, job.entity, start, end)
-        backend = arrow_backend(job.url) if self.arrow else None
-        if backend is not None:
-            try:
-                yield from _arrow_rows(job, backend, query)
-                return
-            except ArrowReadFailed as exc:
-                self.arrow = False
-                print(f"member {job.member.code}: the Arrow reader could not read "
-                      f"{job.entity} from {start:%Y-%m-%d %H:%M} ({exc}); reading it and the "
-                      "windows after it through the driver", file=sys.stderr, flush=True)
-        yield from iter_chunks(bulk_read_engine(job.url), query, job.entity, job.chunk_rows)
-
-
-def _arrow_rows(job: ReadJob, backend, query) -> Iterator[pd.DataFrame]:
-    from circhub.connections.arrow_read import arrow_frames, arrow_query, literal_sql
-    from circhub.connections.engines import bulk_read_engine
-    from circhub.connections.profile import load_profile
-    from circhub.domain.records import field_names, fields
-
-    mapping = load_profile(job.member.profile).entities[job.entity]
-    times = [f.name for f in fields(job.entity) if f.kind in ("datetime", "date")]
-    query = arrow_query(query, times, (mapping.cursor, mapping.key), backend.arrow_text_casts)
-    sql = literal_sql(query, bulk_read_engine(job.url).dialect)
-    yield from arrow_frames(job.url, backend, sql, field_names(job.entity), job.chunk_rows)
 
 
 def _send(out: BinaryIO, message) -> None:

@@ -18,6 +18,7 @@ is recorded in `drift`.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -26,23 +27,26 @@ from sqlalchemy import Table, bindparam, delete, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from circhub.connections.config import Member
-from circhub.connections.engines import member_engine
+from circhub.connections.engines import member_engine, member_url
 from circhub.connections.runtime import Runtime
 from circhub.domain.records import spec
 from circhub.domain.rowhash import with_row_hash
 from circhub.domain.rowhash_legacy import LEGACY_MARK, legacy_row_hashes
 from circhub.domain.schema import drift, mirror_table, quarantine
+from circhub.tasks.loads.member_rows import MemberRows
 from circhub.tasks.sync.extract import (
+    CHUNK_ROWS,
     Extract,
     SourceUnavailable,
     entity_query,
-    iter_chunks,
     mapped_entities,
     prepare_frame,
     read_marks,
 )
 from circhub.tasks.sync.merge import merge_batch
 from circhub.tasks.sync.validate import validate_extract
+
+log = logging.getLogger(__name__)
 
 MISSING, EXTRA, CHANGED = "missing", "extra", "changed"
 ACTIONS = {MISSING: "re-extracted", CHANGED: "re-extracted", EXTRA: "removed from mirror"}
@@ -89,7 +93,10 @@ def compare_entity(rt: Runtime, member: Member, entity: str) -> EntityDrift:
         mark -= timedelta(seconds=rt.consortium.lookback_seconds)
     found, seen, reload = EntityDrift(entity), set(), []
     query = entity_query(member, entity, None).order_by(None)
-    for chunk in iter_chunks(member_engine(member), query, entity):
+    source = MemberRows(member, member_url(member), entity, CHUNK_ROWS,
+                        lambda: member_engine(member),
+                        arrow=rt.consortium.bulk_reader == "arrow", warn=log.warning)
+    for chunk in source.chunks(query, "for reconcile", ordered=False):
         rows = with_row_hash(entity, prepare_frame(entity, chunk, rt.id_key))
         keys = rows[s.key].astype(str)
         stored = _recognise_legacy(entity, rows, keys, keys.map(hub), found.rehashed)
