@@ -1,7 +1,8 @@
-"""Arrow-native bulk reads, for a backfill's reader process: connectorx reads a member's rows
-into Arrow record batches in Rust, where the driver path builds a Python tuple per row and
-pandas a frame of them. 500,000 Koha items here: 0.4 s from MariaDB or PostgreSQL through
-connectorx, against ~1 s (PostgreSQL) and ~3 s (MariaDB) through the drivers.
+"""Arrow-native bulk reads, for the loads that read whole ranges (a backfill's reader process,
+reconcile's full pass): connectorx reads a member's rows into Arrow record batches in Rust,
+where the driver path builds a Python tuple per row and pandas a frame of them. 500,000 Koha
+items here: 0.4 s from MariaDB or PostgreSQL through connectorx, against ~1 s (PostgreSQL)
+and ~3 s (MariaDB) through the drivers.
 
 Which members: those whose backend record names an `arrow_scheme` (PostgreSQL over psycopg,
 MySQL and MariaDB). SQLite members and members over ODBC (Polaris-style, SQL Server) keep the
@@ -18,8 +19,8 @@ Koha's zero dates ('0000-00-00': it panics), and `coerce_types` parses the text 
 the driver path gets (whose pymysql reader takes times as text too). A profile's `NULL AS
 title` is cast the same way (connectorx has no type for a bare NULL column of MySQL's).
 
-A read that fails, connectorx's panic included, raises ArrowReadFailed; the reader process
-then reads that window again through the driver (`circhub.tasks.loads.read_process`).
+A read that fails, connectorx's panic included, raises ArrowReadFailed; the read is then made
+again through the driver (`circhub.tasks.loads.member_rows`).
 """
 
 from __future__ import annotations

@@ -136,7 +136,6 @@ watermarks = Table(
     Column("member", String(32), primary_key=True),
     Column("entity", String(20), primary_key=True),
     Column("cursor_value", DateTime),
-    Column("last_key", String(64)),
     Column("updated_at", DateTime, nullable=False),
 )
 

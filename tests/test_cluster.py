@@ -40,7 +40,7 @@ PROCESSING_COLUMNS = {"id", "run_id", "recorded_at", "updated_at", "created_at",
 # set on every write-back) and its mirror in the central store. Two runs at different times
 # cannot share them; nor a watermark's position (cursor value, key at it) on such a cursor
 # (Koha items and loans). Every other column must be equal.
-CLOCK_COLUMNS = {"timestamp", "source_updated_at", "cursor_value", "last_key"}
+CLOCK_COLUMNS = {"timestamp", "source_updated_at", "cursor_value"}
 PROCESSING_TABLES = {"sync_runs", "schema_migrations", "reader_key_epochs", "drift", "backfills"}
 
 

@@ -49,6 +49,7 @@ def test_old_style_hashes_are_marked_then_rehashed_by_reconcile_without_drift(
     with rt.store.begin() as conn:  # as that code left it: at the baseline
         conn.execute(text("UPDATE alembic_version SET version_num = '0001'"))
         conn.execute(text("DROP TABLE member_pauses"))  # a later revision's table
+        conn.execute(text("ALTER TABLE watermarks ADD COLUMN last_key VARCHAR(64)"))  # 0004
     pairs = [(m, e) for m in rt.consortium.members for e in mapped_entities(m)]
     before = {(m.code, e): _stored(rt, m, e) for m, e in pairs}
     assert all(before.values())

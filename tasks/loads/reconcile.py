@@ -109,10 +109,13 @@ def compare_entity(rt: Runtime, member: Member, entity: str) -> EntityDrift:
         seen.update(keys)
         if (missing | changed).any():
             reload.append(rows[missing | changed].drop(columns="_hash"))
+    # A read the Arrow reader failed midway is made again whole (MemberRows): a key it had
+    # found already comes twice, and is listed once.
     found.extra = sorted(set(hub) - seen)
-    found.missing.sort()
-    found.changed.sort()
-    found.reload = pd.concat(reload, ignore_index=True) if reload else None
+    found.missing = sorted(set(found.missing))
+    found.changed = sorted(set(found.changed))
+    found.reload = (pd.concat(reload, ignore_index=True).drop_duplicates(
+        subset=[s.key], keep="last", ignore_index=True) if reload else None)
     return found
 
 

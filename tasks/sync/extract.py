@@ -49,7 +49,6 @@ class SourceUnavailable(RuntimeError):
 @dataclass(frozen=True)
 class Mark:
     cursor: datetime | None
-    key: str | None
 
 
 @dataclass
@@ -69,11 +68,11 @@ class Extract:
 def read_marks(store: Engine, member: str) -> dict[str, Mark]:
     with store.connect() as conn:
         rows = conn.execute(
-            select(watermarks.c.entity, watermarks.c.cursor_value, watermarks.c.last_key)
+            select(watermarks.c.entity, watermarks.c.cursor_value)
             .where(watermarks.c.member == member)
         ).all()
-    marks = {e: Mark(None, None) for e in entities()}
-    marks.update({r.entity: Mark(r.cursor_value, r.last_key) for r in rows})
+    marks = {e: Mark(None) for e in entities()}
+    marks.update({r.entity: Mark(r.cursor_value) for r in rows})
     return marks
 
 

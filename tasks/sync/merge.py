@@ -313,17 +313,16 @@ def _advance_marks(conn: Connection, member: str, extract: Extract, now: datetim
         if cursor is None or cursor.isna().all():
             continue
         newest = cursor.max().to_pydatetime()
-        last_key = str(frame.loc[cursor == cursor.max(), "local_id"].iloc[-1])
         old = extract.marks[entity].cursor
         if old is None or newest > old:
             marks.append(dict(member=member, entity=entity, cursor_value=newest,
-                              last_key=last_key, updated_at=now))
+                              updated_at=now))
     if not marks:
         return
     stmt = upsert_insert(conn, watermarks)
     # Guarded in SQL too: a backfill and a sync of the same member never move it back.
     conn.execute(stmt.on_conflict_do_update(
         index_elements=["member", "entity"],
-        set_={c: stmt.excluded[c] for c in ("cursor_value", "last_key", "updated_at")},
+        set_={c: stmt.excluded[c] for c in ("cursor_value", "updated_at")},
         where=watermarks.c.cursor_value.is_(None)
         | (watermarks.c.cursor_value < stmt.excluded.cursor_value)), marks)
