@@ -4,6 +4,7 @@ peak memory (the memory benchmark runs it in a fresh process)."""
 from __future__ import annotations
 
 import json
+import os
 import resource
 import sys
 import tempfile
@@ -43,8 +44,11 @@ def run_backfill(member_url: str, central_url: str, n: int) -> dict:
     specs = member_specs(1)
     folder = Path(tempfile.mkdtemp(prefix="circhub-bench-"))
     config = folder / "bench.toml"
-    config.write_text(config_toml(specs, {specs[0][0]: member_url}, central_url, "bench",
-                                  demo=True))
+    toml = config_toml(specs, {specs[0][0]: member_url}, central_url, "bench", demo=True)
+    # BENCH_BULK_READER=arrow measures the Arrow reader (the config's default is the driver)
+    reader = os.environ.get("BENCH_BULK_READER")
+    config.write_text(toml.replace("[consortium]\n", f'[consortium]\nbulk_reader = "{reader}"\n', 1)
+                      if reader else toml)
     upgrade_store(config)
     rt = open_runtime(str(config))
     end = START + timedelta(seconds=n // ROWS_PER_SECOND_OF_CURSOR + 1)

@@ -14,10 +14,14 @@ from the consortium's own config, never from a member's rows. They are written h
 SQLAlchemy's literal rendering, whose escaping of a backslash depends on what a dialect
 learnt from a live connection.
 
-MySQL and MariaDB times are read as text (`CAST(... AS CHAR)`): connectorx cannot hold
-Koha's zero dates ('0000-00-00': it panics), and `coerce_types` parses the text to the values
-the driver path gets (whose pymysql reader takes times as text too). A profile's `NULL AS
-title` is cast the same way (connectorx has no type for a bare NULL column of MySQL's).
+MySQL and MariaDB columns are read as text (`CAST(... AS CHAR)`): connectorx cannot hold
+Koha's zero dates ('0000-00-00': it panics) nor a bare `NULL AS title` column, and a
+profile's columns carry no SQL type to tell those from the rest; `coerce_types` types the
+text to the values the driver path gets (whose pymysql reader takes times as text too).
+
+connectorx opens a second session on the member for part of each read (seen in MariaDB's
+session list: two per window), which the source-connection limit does not count: that is
+why the Arrow reader is not the default (`bulk_reader`).
 
 A read that fails, connectorx's panic included, raises ArrowReadFailed; the read is then made
 again through the driver (`circhub.tasks.loads.member_rows`).
@@ -89,9 +93,10 @@ def sql_literal(value) -> str:
 
 def arrow_query(query: Select, time_columns: Sequence[str], order: Sequence[str],
                 text_casts: bool) -> Select:
-    """The entity query as connectorx should read it: its time columns and untyped NULLs as
-    text where the backend asks (`arrow_text_casts`), ordered again by `order` outside (a
-    derived table's ORDER BY may be dropped by MariaDB)."""
+    """The entity query as connectorx should read it: where the backend asks
+    (`arrow_text_casts`), every column as text (the time columns for their zero dates, and
+    the profile's columns, untyped, cannot be told from a bare NULL), ordered again by
+    `order` outside (a derived table's ORDER BY may be dropped by MariaDB)."""
     if not text_casts:
         return query
     sub = query.order_by(None).subquery("delta")
@@ -128,6 +133,7 @@ def arrow_frames(url: str, backend: Backend, sql: str, columns: Sequence[str],
 def _batches(url: str, backend: Backend, sql: str, chunk_rows: int):
     import connectorx
 
+    reader = None
     try:
         reader = connectorx.read_sql(arrow_url(url, backend), sql, return_type="arrow_stream",
                                      batch_size=chunk_rows,
@@ -137,6 +143,11 @@ def _batches(url: str, backend: Backend, sql: str, chunk_rows: int):
         raise
     except BaseException as exc:  # noqa: BLE001 - connectorx panics as a BaseException
         raise ArrowReadFailed(_first_line(exc, url)) from None
+    finally:
+        # Its connection closed now, not when the last of its batches is collected: the next
+        # window's read must not find the member holding two sessions of ours.
+        if reader is not None:
+            reader.close()
 
 
 def _first_line(exc: BaseException, url: str) -> str:

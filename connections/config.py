@@ -61,10 +61,10 @@ class Settings(CheckedTable):
         description="Share of failing rows above which a member's batch (10 rows or more) "
                     "is refused whole")
     bulk_reader: Literal["arrow", "driver"] = Field(
-        "arrow",
-        description="How a backfill reads a member: `arrow` (connectorx into Arrow, for "
-                    "PostgreSQL and MySQL/MariaDB members; others use their driver) or "
-                    "`driver` (SQLAlchemy's driver for every member)")
+        "driver",
+        description="How a backfill reads a member: `driver` (SQLAlchemy's driver) or "
+                    "`arrow` (connectorx into Arrow, for PostgreSQL and MySQL/MariaDB members; "
+                    "faster, but it may open a second session on the member while it reads)")
     max_failed_share: float = Field(
         0.25, ge=0, le=1,
         description="Share of the members synced in one run that may fail (unreachable, "

@@ -21,6 +21,7 @@ from circhub.connections.holds import holding
 from circhub.domain.schema import metadata
 from circhub.simulator.koha import KohaDesk
 from circhub.simulator.world import member_specs, mixed_world
+from circhub.tasks.loads import reconcile
 from circhub.tasks.loads.backfill import backfill_member
 from circhub.tasks.loads.read_process import ReadJob, read_in_child
 from circhub.tasks.loads.reconcile import compare_entity
@@ -128,7 +129,9 @@ def test_the_arrow_reader_and_the_driver_give_the_same_central_store(members, pg
     assert by_arrow["loans"] and by_arrow["circulation_events"]
 
 
-def test_reconcile_finds_the_same_drift_through_either_reader(members, pg_db, capfd):
+def test_reconcile_finds_the_same_drift_through_either_reader(members, pg_db, capfd,
+                                                            monkeypatch):
+    monkeypatch.setattr(reconcile, "ARROW", True)  # off in production until it has a watchdog
     rt = _backfilled(pg_db, members, "arrow")
     koha = create_engine(members[0]["connection"])
     with koha.begin() as conn:  # behind the watermark: what a poll cannot see

@@ -4,6 +4,7 @@ fails the backfill by name, it ends as soon as the backfill stops reading, and w
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from sqlalchemy import create_engine
 
 from circhub.connections.config import Member
 from circhub.simulator.koha import KohaDesk
+from circhub.tasks.loads import read_process
 from circhub.tasks.loads.read_process import ReaderDone, ReadJob, WindowRead, read_in_child
 from circhub.tasks.sync.extract import SourceUnavailable
 from tests.helpers import reader_processes, readers_gone_within
@@ -39,6 +41,26 @@ def test_chunks_arrive_typed_and_hashed_then_the_window_then_the_end(tmp_path):
     assert got[3] == WindowRead(WHOLE[0][1]) and isinstance(got[4], ReaderDone)
     assert frames[0]["_hash"].str.fullmatch("[0-9a-f]{16}").all()
     assert frames[0]["last_seen"].dtype.kind == "M"  # typed, not the driver's strings
+
+
+def test_a_reader_silent_too_long_is_stopped_and_the_member_reported_unavailable(
+        mariadb_db, monkeypatch):
+    """connectorx has no read timeout: a member that stops answering mid-read (here its items
+    table locked by another session) must not hold the backfill and the member's slot."""
+    monkeypatch.setattr(read_process, "SILENCE_SECONDS", 2)
+    member = _member(mariadb_db(), 10)
+    holder = create_engine(member.connection).connect()
+    holder.exec_driver_sql("LOCK TABLES items WRITE")
+    try:
+        started = time.monotonic()
+        with pytest.raises(SourceUnavailable, match="SC001: nothing came from its database "
+                                                    "for 2 s") as raised:
+            list(read_in_child(ReadJob(member, member.connection, "items", WHOLE, 100, KEY)))
+        assert raised.value.transient and time.monotonic() - started < 30
+        assert readers_gone_within(5)
+    finally:
+        holder.exec_driver_sql("UNLOCK TABLES")
+        holder.close()
 
 
 def test_a_member_it_cannot_read_fails_the_backfill_by_name(tmp_path):

@@ -22,6 +22,8 @@ import os
 import pickle
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -29,6 +31,7 @@ from typing import BinaryIO
 
 import pandas as pd
 
+from circhub.connections.backends import STATEMENT_TIMEOUT_SECONDS
 from circhub.connections.config import Member
 
 # What the reader process runs with besides the backfill's own environment:
@@ -80,12 +83,12 @@ def read_in_child(job: ReadJob) -> Iterator[pd.DataFrame | WindowRead | ReaderDo
     child = subprocess.Popen([sys.executable, "-m", "circhub.tasks.loads.read_process"],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                              env={**os.environ, **READER_ENVIRONMENT})
-    finished = False
+    finished, watchdog = False, _Watchdog(child, SILENCE_SECONDS)
     try:
         pickle.dump(job, child.stdin, protocol=pickle.HIGHEST_PROTOCOL)
         child.stdin.close()
         while True:
-            message = _next_message(child, job.member.code)
+            message = _next_message(child, job.member.code, watchdog)
             if isinstance(message, _Failed):
                 if message.source:
                     raise SourceUnavailable(message.message, transient=message.transient)
@@ -95,6 +98,7 @@ def read_in_child(job: ReadJob) -> Iterator[pd.DataFrame | WindowRead | ReaderDo
             if finished:
                 return
     finally:
+        watchdog.stop()
         _end(child, finished)
 
 
@@ -115,12 +119,57 @@ def _end(child: subprocess.Popen, finished: bool) -> None:
 EXIT_SECONDS = 10
 
 
-def _next_message(child: subprocess.Popen, member: str):
+def _next_message(child: subprocess.Popen, member: str, watchdog: _Watchdog):
+    from circhub.tasks.sync.extract import SourceUnavailable
+
+    watchdog.waiting()
     try:
         return pickle.load(child.stdout)
     except EOFError:
+        if watchdog.fired:
+            raise SourceUnavailable(
+                f"member {member}: nothing came from its database for {watchdog.seconds:.0f} s; "
+                "the backfill's reader was stopped", transient=True) from None
         raise RuntimeError(f"member {member}: the backfill's reader process ended unexpectedly "
                            f"(exit code {child.wait()})") from None
+    finally:
+        watchdog.received()
+
+
+# How long the backfill waits for the reader's next message before it stops the reader:
+# connectorx sets no client-side read timeout, so a member lost mid-read (no reset from its
+# side) would hold the backfill, and the member's slot, until TCP keepalive gave up (two
+# hours), where the driver path gives up after its own read timeout. A member's statement
+# may run STATEMENT_TIMEOUT_SECONDS; the margin is for a chunk's typing and hashing.
+SILENCE_SECONDS = STATEMENT_TIMEOUT_SECONDS + 60
+
+
+class _Watchdog:
+    """Kills the reader process when the backfill has waited `seconds` for one message."""
+
+    def __init__(self, child: subprocess.Popen, seconds: float) -> None:
+        self.seconds, self.fired = seconds, False
+        self._child, self._since = child, None
+        self._stopped = threading.Event()
+        threading.Thread(target=self._watch, name="circhub-reader-watchdog",
+                         daemon=True).start()
+
+    def waiting(self) -> None:
+        self._since = time.monotonic()
+
+    def received(self) -> None:
+        self._since = None
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    def _watch(self) -> None:
+        while not self._stopped.wait(min(5.0, self.seconds / 4)):
+            since = self._since
+            if since is not None and time.monotonic() - since > self.seconds:
+                self.fired = True
+                self._child.kill()
+                return
 
 
 def _read(job: ReadJob, out: BinaryIO) -> None:

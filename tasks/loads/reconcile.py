@@ -48,6 +48,13 @@ from circhub.tasks.sync.validate import validate_extract
 
 log = logging.getLogger(__name__)
 
+# Reconcile reads through the member's driver, not the Arrow reader, for now: it reads in the
+# flow's own process, and connectorx sets no client-side read timeout, so a member lost
+# mid-read would hold the reconcile and the member's slot until TCP keepalive gave up (two
+# hours). A backfill reads in a process of its own, which a watchdog stops
+# (`read_process.SILENCE_SECONDS`). The Arrow read gives the same drift (tests/test_arrow_reader).
+ARROW = False
+
 MISSING, EXTRA, CHANGED = "missing", "extra", "changed"
 ACTIONS = {MISSING: "re-extracted", CHANGED: "re-extracted", EXTRA: "removed from mirror"}
 
@@ -95,7 +102,7 @@ def compare_entity(rt: Runtime, member: Member, entity: str) -> EntityDrift:
     query = entity_query(member, entity, None).order_by(None)
     source = MemberRows(member, member_url(member), entity, CHUNK_ROWS,
                         lambda: member_engine(member),
-                        arrow=rt.consortium.bulk_reader == "arrow", warn=log.warning)
+                        arrow=ARROW and rt.consortium.bulk_reader == "arrow", warn=log.warning)
     for chunk in source.chunks(query, "for reconcile", ordered=False):
         rows = with_row_hash(entity, prepare_frame(entity, chunk, rt.id_key))
         keys = rows[s.key].astype(str)
@@ -109,13 +116,10 @@ def compare_entity(rt: Runtime, member: Member, entity: str) -> EntityDrift:
         seen.update(keys)
         if (missing | changed).any():
             reload.append(rows[missing | changed].drop(columns="_hash"))
-    # A read the Arrow reader failed midway is made again whole (MemberRows): a key it had
-    # found already comes twice, and is listed once.
     found.extra = sorted(set(hub) - seen)
-    found.missing = sorted(set(found.missing))
-    found.changed = sorted(set(found.changed))
-    found.reload = (pd.concat(reload, ignore_index=True).drop_duplicates(
-        subset=[s.key], keep="last", ignore_index=True) if reload else None)
+    found.missing.sort()
+    found.changed.sort()
+    found.reload = pd.concat(reload, ignore_index=True) if reload else None
     return found
 
 
