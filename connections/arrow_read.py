@@ -38,7 +38,6 @@ from sqlalchemy import CHAR, Select, cast, literal_column, null, select
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.sql import visitors
 from sqlalchemy.sql.elements import BindParameter
-from sqlalchemy.types import NullType
 
 from circhub.connections.backends import Backend, backend_of_url
 
@@ -91,8 +90,7 @@ def sql_literal(value) -> str:
                           "does not inline")
 
 
-def arrow_query(query: Select, time_columns: Sequence[str], order: Sequence[str],
-                text_casts: bool) -> Select:
+def arrow_query(query: Select, order: Sequence[str], text_casts: bool) -> Select:
     """The entity query as connectorx should read it: where the backend asks
     (`arrow_text_casts`), every column as text (the time columns for their zero dates, and
     the profile's columns, untyped, cannot be told from a bare NULL), ordered again by
@@ -100,9 +98,7 @@ def arrow_query(query: Select, time_columns: Sequence[str], order: Sequence[str]
     if not text_casts:
         return query
     sub = query.order_by(None).subquery("delta")
-    columns = [cast(c, CHAR).label(c.name)
-               if c.name in time_columns or isinstance(c.type, NullType) else c
-               for c in sub.c]
+    columns = [cast(c, CHAR).label(c.name) for c in sub.c]
     return select(*columns).order_by(*(sub.c[name] for name in order))
 
 
@@ -144,8 +140,8 @@ def _batches(url: str, backend: Backend, sql: str, chunk_rows: int):
     except BaseException as exc:  # noqa: BLE001 - connectorx panics as a BaseException
         raise ArrowReadFailed(_first_line(exc, url)) from None
     finally:
-        # Its connection closed now, not when the last of its batches is collected: the next
-        # window's read must not find the member holding two sessions of ours.
+        # Its resources given back as soon as the read ends, not when its last batch is
+        # collected (this does not stop connectorx's second session during a read: see above).
         if reader is not None:
             reader.close()
 

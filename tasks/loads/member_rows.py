@@ -26,7 +26,7 @@ from circhub.connections.arrow_read import (
 )
 from circhub.connections.config import Member
 from circhub.connections.profile import load_profile
-from circhub.domain.records import field_names, fields
+from circhub.domain.records import field_names
 from circhub.tasks.sync.extract import iter_chunks
 
 
@@ -64,9 +64,8 @@ class MemberRows:
 
     def _arrow_chunks(self, backend, query: Select, ordered: bool) -> Iterator[pd.DataFrame]:
         mapping = load_profile(self.member.profile).entities[self.entity]
-        times = [f.name for f in fields(self.entity) if f.kind in ("datetime", "date")]
         order = (mapping.cursor, mapping.key) if ordered else ()
-        query = arrow_query(query, times, order, backend.arrow_text_casts)
+        query = arrow_query(query, order, backend.arrow_text_casts)
         sql = literal_sql(query, self.driver_engine().dialect)
         yield from arrow_frames(self.url, backend, sql, field_names(self.entity),
                                 self.chunk_rows)
